@@ -1,0 +1,247 @@
+"""The routecraft command line. Heavy imports happen inside commands, so `routecraft --help` is instant."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="routecraft: LLM routing that reasons (model × strategy × length budget), for the least cost.")
+data_app = typer.Typer(no_args_is_help=True, help="Built-in datasets and importers.")
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)
+out_console = Console()
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+def _csv(value: str | None) -> list[str] | None:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+# ---- bench ----------------------------------------------------------------------------------------------------
+@app.command()
+def bench(
+    data: str = typer.Option("zeroeval-gsm8k", help="Built-in dataset name or a routecraft data folder."),
+    routers: Optional[str] = typer.Option(None, help="Comma-separated router specs, e.g. 'knn:k=20,mlp,oracle'. "
+                                          "Default: random,cheapest,best-single,knn,mlp,mf,linear,oracle."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated split seeds (mean ± std over them)."),
+    out: Path = typer.Option(Path("runs/bench"), help="Output folder (summary.json, table.md, tradeoff.png)."),
+    encoder: Optional[str] = typer.Option(None, help="sentence-transformers encoder (default all-MiniLM-L6-v2)."),
+    n_lambdas: int = typer.Option(60, help="Number of λ values in the sweep."),
+    candidates: Optional[str] = typer.Option(None, help="Restrict to these candidates (comma-separated ids)."),
+) -> None:
+    """Train and compare routers on logged outcomes; print the metrics table and write a report."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from routecraft.data.resolve import resolve_data
+    from routecraft.data.schema import DataValidationError
+    from routecraft.evaluate.bench import DEFAULT_ROUTERS, markdown_table, run_bench, write_report
+
+    try:
+        name, rd = resolve_data(data)
+        if candidates:
+            rd = rd.filter_candidates(_csv(candidates))
+        router_list = _csv(routers) or DEFAULT_ROUTERS
+        seed_list = [int(s) for s in _csv(seeds)]
+    except (DataValidationError, ValueError, KeyError) as exc:
+        _fail(str(exc))
+    console.print(f"[bold]{name}[/]: {len(rd.queries)} queries, {len(rd.candidates)} candidates, "
+                  f"{len(rd.outcomes)} outcomes")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=False) as bar:
+        task = bar.add_task("bench", total=len(seed_list) * len(router_list))
+
+        def progress(msg: str) -> None:
+            if msg.startswith("seed"):
+                bar.advance(task)
+            bar.update(task, description=msg)
+
+        try:
+            result = run_bench(rd, router_list, seed_list, encoder=encoder, n_lambdas=n_lambdas,
+                               data_name=name, progress=progress)
+        except (DataValidationError, ValueError, KeyError) as exc:
+            _fail(str(exc))
+    paths = write_report(result, out, title=f"routecraft bench — {name}")
+    out_console.print(markdown_table(result))
+    t = result.timings
+    console.print(f"embeddings {t.get('embed_s', 0):.1f}s, routers {t.get('routers_s', 0):.1f}s; "
+                  f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
+
+
+# ---- data -----------------------------------------------------------------------------------------------------
+@data_app.command("list")
+def data_list() -> None:
+    """List the built-in datasets."""
+    from routecraft.data.resolve import builtin_names
+
+    for n in builtin_names():
+        out_console.print(n)
+
+
+@data_app.command("show")
+def data_show(data: str = typer.Argument(..., help="Built-in name or data folder.")) -> None:
+    """Queries, candidates, and each candidate's mean score and cost."""
+    from routecraft.data.resolve import resolve_data
+    from routecraft.data.schema import DataValidationError
+
+    try:
+        name, rd = resolve_data(data)
+    except DataValidationError as exc:
+        _fail(str(exc))
+    o = rd.outcomes
+    g = o.groupby(["model", "strategy", "budget"], dropna=False).agg(
+        n=("score", "size"), score=("score", "mean"), cost_usd=("cost_usd", "mean"),
+        out_tokens=("output_tokens", "mean")).reset_index().sort_values("cost_usd")
+    out_console.print(f"{name}: {len(rd.queries)} queries, {len(rd.candidates)} candidates")
+    out_console.print(g.to_string(index=False))
+
+
+@data_app.command("import")
+def data_import(
+    source: str = typer.Argument(..., help="A built-in name, or a CSV/Parquet file for the generic importer."),
+    out: Path = typer.Option(..., help="Folder to write (queries.parquet, outcomes.parquet, meta.json)."),
+    config: Optional[Path] = typer.Option(None, help="YAML column mapping for a generic file."),
+) -> None:
+    """Import published logs or your own CSV/Parquet into a routecraft data folder."""
+    from routecraft.data.importers import BUILTIN, GenericImportConfig, import_generic, load_builtin
+    from routecraft.data.schema import DataValidationError
+
+    try:
+        if source in BUILTIN:
+            rd = load_builtin(source)
+        else:
+            if config is None:
+                _fail("a generic import needs --config (a YAML column mapping; see docs/data.md)")
+            rd = import_generic(source, GenericImportConfig.from_yaml(config))
+    except (DataValidationError, ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    rd.save(out)
+    console.print(f"wrote {out}: {len(rd.queries)} queries, {len(rd.candidates)} candidates, "
+                  f"{len(rd.outcomes)} outcomes")
+
+
+# ---- calibrate / train / route --------------------------------------------------------------------------------
+@app.command()
+def calibrate(
+    data: str = typer.Option("zeroeval-gsm8k", help="Built-in dataset name or data folder."),
+    router: str = typer.Option("knn", help="Router spec."),
+    target_cost: Optional[float] = typer.Option(None, help="Target mean cost per query (USD)."),
+    model: Optional[str] = typer.Option(None, help="With --share: the model whose call share is targeted."),
+    share: Optional[float] = typer.Option(None, help="Target share of calls to --model, in [0, 1]."),
+    seed: int = typer.Option(0, help="Split seed."),
+) -> None:
+    """Pick λ on the calibration split to hit a cost or call-share target; report what it achieves on test."""
+    from routecraft.data.features import EmbeddingCache
+    from routecraft.data.resolve import resolve_data
+    from routecraft.data.schema import DataValidationError
+    from routecraft.evaluate.bench import _align, parse_router_spec, realised
+    from routecraft.evaluate.calibrate import calibrate as do_calibrate
+    from routecraft.routers import choose, make_router
+
+    try:
+        name, rd = resolve_data(data)
+        rd = rd.complete()
+        label, rname, params = parse_router_spec(router)
+        r = make_router(rname, **params)
+        sp = rd.split(seed=seed)
+        enc = EmbeddingCache()
+        fx = (lambda d: enc.embed(d.queries["text"].tolist())) if r.uses_features else (lambda d: None)
+        r.fit(sp.train, fx(sp.train))
+        val_truth, test_truth = sp.val.matrices(), sp.test.matrices()
+        pv = _align(r.predict(sp.val.queries, fx(sp.val)), val_truth.candidates)
+        cal = do_calibrate(pv, val_truth, target_cost=target_cost, model=model, share=share)
+        pt = _align(r.predict(sp.test.queries, fx(sp.test)), test_truth.candidates)
+        s, c, idx = realised(pt, test_truth, cal.lam)
+    except (DataValidationError, ValueError, KeyError) as exc:
+        _fail(str(exc))
+    res = {"data": name, "router": label, **cal.to_dict(), "test_cost": c, "test_score": s}
+    if share is not None:
+        import numpy as np
+
+        cols = np.array([cd.model == model for cd in pt.candidates])
+        res["test_share"] = float(cols[idx].mean())
+    out_console.print_json(json.dumps(res))
+
+
+@app.command()
+def train(
+    router: str = typer.Option(..., help="Router spec, e.g. 'knn:k=20'."),
+    data: str = typer.Option(..., help="Built-in dataset name or data folder."),
+    out: Path = typer.Option(..., help="Artifact folder to write."),
+    encoder: Optional[str] = typer.Option(None, help="sentence-transformers encoder."),
+) -> None:
+    """Fit a router on all of a dataset and save a versioned artifact."""
+    from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache
+    from routecraft.data.resolve import resolve_data
+    from routecraft.data.schema import DataValidationError
+    from routecraft.evaluate.bench import parse_router_spec
+    from routecraft.routers import make_router
+
+    try:
+        name, rd = resolve_data(data)
+        rd = rd.complete()
+        _, rname, params = parse_router_spec(router)
+        r = make_router(rname, **params)
+        X = None
+        if r.uses_features:
+            X = EmbeddingCache(encoder or DEFAULT_ENCODER).embed(rd.queries["text"].tolist())
+            r.encoder = encoder or DEFAULT_ENCODER
+        r.fit(rd, X)
+    except (DataValidationError, ValueError, KeyError) as exc:
+        _fail(str(exc))
+    r.save(out)
+    console.print(f"saved {rname} trained on {name} ({len(rd.queries)} queries, {len(r.candidates)} candidates) "
+                  f"to {out}")
+
+
+@app.command()
+def route(
+    question: str = typer.Argument(..., help="The query to route."),
+    router: Path = typer.Option(..., help="A router artifact folder (from `routecraft train`)."),
+    lam: float = typer.Option(0.0, "--lambda", help="Trade-off: maximise predicted score − λ·cost (USD)."),
+    max_cost: Optional[float] = typer.Option(None, help="Cost cap per query (USD) instead of λ."),
+    task: str = typer.Option("general", help="Task name for the query."),
+    top: int = typer.Option(10, help="Rows of the candidate table to print."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Print a trained router's decision and every candidate's predicted score and cost."""
+    import pandas as pd
+
+    from routecraft.data.features import EmbeddingCache
+    from routecraft.routers import load_router
+
+    try:
+        r = load_router(router)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        _fail(str(exc))
+    q = pd.DataFrame({"query_id": ["q0"], "text": [question], "task": [task], "gold": [None]})
+    X = EmbeddingCache(r.encoder).embed([question]) if r.uses_features and r.encoder else None
+    d = r.decide(q, X, lam=lam, max_cost=max_cost)[0]
+    if as_json:
+        out_console.print_json(json.dumps(d.to_dict(), default=str))
+        return
+    from rich.table import Table
+
+    out_console.print(f"[bold]decision:[/] {d.candidate.id}  predicted score {d.predicted_score:.3f}, "
+                      f"predicted cost ${d.predicted_cost:.3g}")
+    t = Table("candidate", "pred. score", "pred. cost $", title=f"{r.name} (λ={lam})")
+    for row in d.table[:top]:
+        t.add_row(row["candidate"], f"{row['predicted_score']:.3f}", f"{row['predicted_cost']:.3g}")
+    out_console.print(t)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

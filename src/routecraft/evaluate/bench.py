@@ -1,0 +1,333 @@
+"""The offline routing bench: fit each router on a train split, sweep λ on the test split, score with the field's
+metrics, over several seeds.
+
+Evaluation replays logged outcomes: the score and cost of a decision are the logged score and cost of the chosen
+(query, candidate) cell. No model is called.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import pandas as pd
+
+from routecraft.data.schema import Candidate, OutcomeMatrices, RoutingData
+from routecraft.evaluate import metrics as M
+from routecraft.routers import Prediction, Router, choose, make_router
+
+DEFAULT_ROUTERS = ["random", "cheapest", "best-single", "knn", "mlp", "mf", "linear", "oracle"]
+
+
+def parse_router_spec(spec: str) -> tuple[str, str, dict]:
+    """``name`` or ``name:key=value,key=value`` or ``label=name:...`` -> (label, name, params)."""
+    label = None
+    if "=" in spec.split(":", 1)[0]:
+        label, spec = spec.split("=", 1)
+    name, _, rest = spec.partition(":")
+    params: dict = {}
+    for item in filter(None, rest.split(",")):
+        if "=" not in item:
+            raise ValueError(f"router spec {spec!r}: parameter {item!r} is not key=value")
+        k, v = item.split("=", 1)
+        params[k.strip()] = _parse_value(v.strip())
+    return label or (name if not params else f"{name}({rest})"), name, params
+
+
+def _parse_value(v: str):
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    if v.lower() in ("true", "false"):
+        return v.lower() == "true"
+    return v
+
+
+def lambda_grid(costs: np.ndarray, n: int = 60) -> np.ndarray:
+    """λ values (score per USD) from 0 to large enough that the cheapest candidate always wins.
+
+    ``costs`` are per-candidate mean costs. The grid is geometric between 1e-3/max_cost and 1e3/min_cost so it
+    spans every trade-off between the cheapest and the dearest candidate.
+    """
+    pos = costs[costs > 0]
+    if pos.size == 0:
+        return np.array([0.0])
+    lo, hi = 1e-3 / pos.max(), 1e3 / pos.min()
+    return np.concatenate([[0.0], np.geomspace(lo, hi, n)])
+
+
+def realised(pred: Prediction, truth: OutcomeMatrices, lam: float | None = None,
+             max_cost: float | None = None) -> tuple[float, float, np.ndarray]:
+    idx = choose(pred, lam=lam or 0.0, max_cost=max_cost)
+    rows = np.arange(len(idx))
+    return float(truth.score[rows, idx].mean()), float(truth.cost[rows, idx].mean()), idx
+
+
+def sweep(pred: Prediction, truth: OutcomeMatrices, lambdas: Iterable[float]) -> dict:
+    """Realised (mean cost, mean score) of each λ's decisions, plus how often each candidate was chosen."""
+    pts, counts = [], np.zeros(len(pred.candidates))
+    for lam in lambdas:
+        s, c, idx = realised(pred, truth, lam)
+        pts.append((float(lam), c, s))
+        counts += np.bincount(idx, minlength=len(pred.candidates))
+    arr = np.array(pts)
+    return {"lambda": arr[:, 0], "cost": arr[:, 1], "score": arr[:, 2], "choice_counts": counts}
+
+
+@dataclass
+class BenchResult:
+    data_name: str
+    seeds: list[int]
+    routers: list[str]
+    per_seed: list[dict] = field(default_factory=list)  # one dict per (seed, router): metrics + curve
+    singles: pd.DataFrame | None = None                 # per candidate: mean cost/score over seeds
+    summary: pd.DataFrame | None = None                 # per router: mean ± std of each metric
+    timings: dict = field(default_factory=dict)
+    reference: dict = field(default_factory=dict)
+
+
+METRIC_COLUMNS = ["peak", "aiq", "apgr", "cpt50", "cpt80", "audc", "qnc", "cost_to_best", "saving_vs_best",
+                  "gap_closed", "fit_s"]
+
+
+def _reference(test: OutcomeMatrices) -> dict:
+    mean_s, mean_c = test.score.mean(0), test.cost.mean(0)
+    # best single: highest mean test score, ties -> cheaper
+    order = np.lexsort((mean_c, -mean_s))
+    best = int(order[0])
+    cheap = int(np.lexsort((-mean_s, mean_c))[0])
+    oracle_s = float(test.score.max(1).mean())
+    return {"best": test.candidates[best].id, "best_score": float(mean_s[best]), "best_cost": float(mean_c[best]),
+            "cheapest": test.candidates[cheap].id, "cheapest_score": float(mean_s[cheap]),
+            "cheapest_cost": float(mean_c[cheap]), "oracle_score": oracle_s,
+            "max_cost": float(mean_c.max()), "min_cost": float(mean_c.min())}
+
+
+def _curve_metrics(cost: np.ndarray, score: np.ndarray, ref: dict) -> dict:
+    c_lo, c_hi = ref["min_cost"], ref["max_cost"]
+    out = {"peak": M.peak(score),
+           "aiq": M.aiq(cost, score, c_lo, c_hi)}
+    weak = (ref["cheapest_cost"], ref["cheapest_score"])
+    strong = (ref["best_cost"], ref["best_score"])
+    if strong[1] > weak[1] and strong[0] > weak[0]:
+        out["apgr"] = M.apgr(cost, score, weak[0], weak[1], strong[0], strong[1])
+        out["cpt50"] = M.cpt(cost, score, weak[0], weak[1], strong[0], strong[1], 0.5)[0]
+        out["cpt80"] = M.cpt(cost, score, weak[0], weak[1], strong[0], strong[1], 0.8)[0]
+    else:
+        out["apgr"] = out["cpt50"] = out["cpt80"] = float("nan")
+    c_reach = M.cost_to_reach(cost, score, ref["best_score"])
+    out["cost_to_best"] = c_reach
+    out["saving_vs_best"] = (1.0 - c_reach / ref["best_cost"]) if np.isfinite(c_reach) and ref["best_cost"] > 0 \
+        else float("nan")
+    gap = ref["oracle_score"] - ref["best_score"]
+    out["gap_closed"] = M.gap_closed_at_cost(cost, score, ref["best_cost"], ref["best_score"], ref["oracle_score"]) \
+        if gap > 0 else float("nan")
+    return out
+
+
+def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterable[int] = (0, 1, 2),
+              features: np.ndarray | None = None, encoder: str | None = None, n_lambdas: int = 60,
+              fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), data_name: str = "data",
+              progress: Callable[[str], None] | None = None, qnc_rate: float = 1.0) -> BenchResult:
+    """Run every router on every seed. ``features`` must align with ``data.queries`` rows (computed if None)."""
+    from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache
+
+    routers = list(routers or DEFAULT_ROUTERS)
+    specs = [parse_router_spec(s) for s in routers]
+    seeds = list(seeds)
+    data = data.complete()
+    if len(data.queries) < 10:
+        raise ValueError(f"{data_name}: only {len(data.queries)} queries have an outcome for every candidate; "
+                         "the bench needs at least 10")
+    timings: dict = {}
+    encoder = encoder or DEFAULT_ENCODER
+    if features is None and any(_uses_features(name) for _, name, _ in specs):
+        t0 = time.perf_counter()
+        if progress:
+            progress(f"embedding {len(data.queries)} queries with {encoder}")
+        features = EmbeddingCache(encoder).embed(data.queries["text"].tolist())
+        timings["embed_s"] = time.perf_counter() - t0
+    row_of = {q: i for i, q in enumerate(data.queries["query_id"])}
+
+    def feats(d: RoutingData) -> np.ndarray | None:
+        if features is None:
+            return None
+        return features[[row_of[q] for q in d.queries["query_id"]]]
+
+    result = BenchResult(data_name, seeds, [lbl for lbl, _, _ in specs], timings=timings)
+    singles_acc: dict[str, list] = {}
+    t_all = time.perf_counter()
+    for seed in seeds:
+        sp = data.split(seed=seed, fractions=fractions)
+        train = RoutingData(pd.concat([sp.train.queries, sp.val.queries], ignore_index=True),
+                            pd.concat([sp.train.outcomes, sp.val.outcomes], ignore_index=True), data.meta)
+        test = sp.test
+        truth = test.matrices()
+        ref = _reference(truth)
+        ref["seed"] = seed
+        result.reference.setdefault("per_seed", []).append(ref)
+        lambdas = lambda_grid(train.matrices().cost.mean(0), n_lambdas)
+        for j, cand in enumerate(truth.candidates):
+            singles_acc.setdefault(cand.id, []).append((truth.cost[:, j].mean(), truth.score[:, j].mean()))
+        curves = {}
+        for label, name, params in specs:
+            if progress:
+                progress(f"seed {seed}: {label}")
+            router: Router = make_router(name, **({"seed": seed} if _takes_seed(name) and "seed" not in params
+                                                   else {}), **params)
+            t0 = time.perf_counter()
+            fit_on = test if router.is_oracle else train
+            router.fit(fit_on, feats(fit_on))
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            pred = router.predict(test.queries, feats(test))
+            pred = _align(pred, truth.candidates)
+            predict_s = time.perf_counter() - t0
+            sw = sweep(pred, truth, lambdas)
+            curves[label] = sw
+            result.per_seed.append({"seed": seed, "router": label, "fit_s": fit_s, "predict_s": predict_s,
+                                    "curve": {k: np.asarray(v).tolist() for k, v in sw.items()},
+                                    "candidates": [c.id for c in pred.candidates]})
+        # R2-Router's AUDC/QNC normalise cost with the global min/max over all methods' curves (per seed)
+        all_c = np.concatenate([c["cost"] for c in curves.values()])
+        g_lo, g_hi = float(all_c.min()), float(all_c.max())
+        for rec in result.per_seed:
+            if rec["seed"] != seed:
+                continue
+            sw = curves[rec["router"]]
+            m = _curve_metrics(sw["cost"], sw["score"], ref)
+            nc = (sw["cost"] - g_lo) / (g_hi - g_lo) if g_hi > g_lo else np.zeros_like(sw["cost"])
+            m["audc"] = M.audc(nc, sw["score"])
+            m["qnc"] = M.qnc(nc, sw["score"], ref["best_score"] * qnc_rate)
+            m["fit_s"] = rec["fit_s"]
+            rec["metrics"] = m
+    timings["routers_s"] = time.perf_counter() - t_all
+    rows = []
+    for cid, pts in singles_acc.items():
+        a = np.array(pts)
+        rows.append({"candidate": cid, "cost": a[:, 0].mean(), "score": a[:, 1].mean(),
+                     "score_std": a[:, 1].std(ddof=1) if len(a) > 1 else 0.0})
+    result.singles = pd.DataFrame(rows).sort_values("cost").reset_index(drop=True)
+    result.summary = summarise(result)
+    refs = result.reference["per_seed"]
+    result.reference.update({k: float(np.mean([r[k] for r in refs])) for k in
+                             ("best_score", "best_cost", "cheapest_score", "cheapest_cost", "oracle_score")})
+    result.reference["best"] = max(set(r["best"] for r in refs), key=[r["best"] for r in refs].count)
+    result.reference["cheapest"] = max(set(r["cheapest"] for r in refs), key=[r["cheapest"] for r in refs].count)
+    return result
+
+
+def _align(pred: Prediction, cands: list[Candidate]) -> Prediction:
+    """Reorder a prediction's columns to the truth's candidate order (error if a candidate is unknown)."""
+    pos = {c.id: j for j, c in enumerate(pred.candidates)}
+    missing = [c.id for c in cands if c.id not in pos]
+    if missing:
+        raise ValueError(f"router predicts no value for candidates {missing[:5]}")
+    idx = [pos[c.id] for c in cands]
+    return Prediction(list(cands), pred.score[:, idx], pred.cost[:, idx],
+                      None if pred.tokens is None else pred.tokens[:, idx])
+
+
+def _uses_features(name: str) -> bool:
+    from routecraft.routers import get_router_class
+
+    return get_router_class(name).uses_features
+
+
+def _takes_seed(name: str) -> bool:
+    import inspect
+
+    from routecraft.routers import get_router_class
+
+    return "seed" in inspect.signature(get_router_class(name).__init__).parameters
+
+
+def summarise(result: BenchResult) -> pd.DataFrame:
+    rows = []
+    for label in result.routers:
+        recs = [r for r in result.per_seed if r["router"] == label]
+        row = {"router": label, "n_seeds": len(recs)}
+        for col in METRIC_COLUMNS:
+            vals = np.array([r["metrics"].get(col, np.nan) for r in recs], dtype=float)
+            finite = vals[np.isfinite(vals)]
+            row[col] = float(finite.mean()) if finite.size else float("nan")
+            row[col + "_std"] = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+            row[col + "_n"] = int(finite.size)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def mean_curve(result: BenchResult, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Average the per-seed curves of one router point-wise over λ (same grid index across seeds)."""
+    recs = [r for r in result.per_seed if r["router"] == label]
+    n = min(len(r["curve"]["cost"]) for r in recs)
+    cost = np.mean([r["curve"]["cost"][:n] for r in recs], axis=0)
+    score = np.mean([r["curve"]["score"][:n] for r in recs], axis=0)
+    return cost, score
+
+
+# ---- reporting -----------------------------------------------------------------------------------------------
+_FMT = {"peak": ("Peak", "{:.3f}"), "aiq": ("AIQ", "{:.3f}"), "apgr": ("APGR", "{:.3f}"),
+        "cpt50": ("CPT(50%)", "{:.3f}"), "cpt80": ("CPT(80%)", "{:.3f}"), "audc": ("AUDC", "{:.3f}"),
+        "qnc": ("QNC", "{:.3f}"), "cost_to_best": ("$/q to best", "{:.3g}"),
+        "saving_vs_best": ("saving vs best", "{:.1%}"), "gap_closed": ("gap closed", "{:.1%}"),
+        "fit_s": ("fit s", "{:.2f}")}
+
+
+def format_cell(row: pd.Series, col: str) -> str:
+    v, sd = row[col], row.get(col + "_std", 0.0)
+    if not np.isfinite(v):
+        return "—"
+    f = _FMT[col][1]
+    if col == "saving_vs_best" or col == "gap_closed":
+        return f"{v:.1%} ± {sd:.1%}"
+    return f"{f.format(v)} ± {f.format(sd)}" if sd else f.format(v)
+
+
+def markdown_table(result: BenchResult) -> str:
+    cols = list(_FMT)
+    head = "| router | " + " | ".join(_FMT[c][0] for c in cols) + " |"
+    sep = "|---|" + "---|" * len(cols)
+    lines = [head, sep]
+    for _, row in result.summary.iterrows():
+        lines.append(f"| {row['router']} | " + " | ".join(format_cell(row, c) for c in cols) + " |")
+    ref = result.reference
+    lines += ["", f"Reference (test split, mean over seeds {result.seeds}): best single **{ref['best']}** "
+                  f"score {ref['best_score']:.3f} at ${ref['best_cost']:.3g}/query; cheapest **{ref['cheapest']}** "
+                  f"score {ref['cheapest_score']:.3f} at ${ref['cheapest_cost']:.3g}/query; oracle score "
+                  f"{ref['oracle_score']:.3f}."]
+    return "\n".join(lines)
+
+
+def write_report(result: BenchResult, out: str | Path, title: str | None = None) -> dict[str, Path]:
+    from routecraft.evaluate.plots import plot_tradeoff
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = {"data": result.data_name, "seeds": result.seeds, "routers": result.routers,
+               "reference": result.reference, "timings": result.timings,
+               "summary": json.loads(result.summary.to_json(orient="records")),
+               "singles": json.loads(result.singles.to_json(orient="records")),
+               "per_seed": result.per_seed}
+    paths = {"json": out / "summary.json", "markdown": out / "table.md", "plot": out / "tradeoff.png"}
+    paths["json"].write_text(json.dumps(summary, indent=1, default=_json_default))
+    paths["markdown"].write_text(f"# {title or result.data_name}\n\n" + markdown_table(result) + "\n")
+    curves = {lbl: mean_curve(result, lbl) for lbl in result.routers if lbl != "oracle"}
+    oracle = mean_curve(result, "oracle") if "oracle" in result.routers else None
+    singles = {r.candidate: (r.cost, r.score) for r in result.singles.itertuples()}
+    plot_tradeoff(curves, singles, oracle, paths["plot"], title or result.data_name)
+    return paths
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)

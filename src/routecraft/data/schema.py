@@ -113,7 +113,8 @@ def _coerce(df: pd.DataFrame, columns: dict[str, str], required: Iterable[str], 
                                       file=file, field=col)
     for col, dtype in columns.items():
         if col not in df.columns:
-            df[col] = pd.Series([pd.NA] * len(df), dtype=dtype)
+            fill = np.nan if dtype == "float64" else pd.NA
+            df[col] = pd.Series([fill] * len(df), index=df.index, dtype=dtype)
             continue
         try:
             if dtype in ("float64",):

@@ -39,7 +39,8 @@ from .prices import MissingPriceError, OnMissing, PriceEntry, PriceTable
 from .schema import DataValidationError, RoutingData
 
 __all__ = [
-    "BUILTIN", "CHARS_PER_TOKEN", "GenericImportConfig", "ZEROEVAL_OEQA_TEMPLATE", "builtin_names",
+    "BUILTIN", "CHARS_PER_TOKEN", "GenericImportConfig", "UnknownDatasetError", "ZEROEVAL_OEQA_TEMPLATE",
+    "builtin_names",
     "dataset_root", "estimate_tokens", "import_generic", "import_llmrouter_dcrouter", "import_routellm",
     "import_zeroeval_gsm8k", "load_builtin", "zeroeval_rescoring_check",
 ]
@@ -192,7 +193,7 @@ def import_zeroeval_gsm8k(root: str | Path | None = None, prices: PriceTable | s
     * Tokens are estimated (``tokens_estimated=True``): ZeroEval publishes only the output length in characters
       and words. ``output_tokens = ceil(out_chars / 4)``; ``input_tokens = ceil(len(prompt) / 4)`` where
       ``prompt`` is the question inserted into ZeroEval's OEQA template (:data:`ZEROEVAL_OEQA_TEMPLATE`,
-      about 330 characters of instructions). Chat-template/system tokens are not counted. o1-mini's hidden
+      about 320 characters of instructions). Chat-template/system tokens are not counted. o1-mini's hidden
       reasoning tokens are not in the output either, so its cost is an underestimate.
     * ``cost_usd`` from the price table (default: the packaged one); a model without a price raises
       :class:`~routecraft.data.prices.MissingPriceError` unless ``on_missing`` says otherwise.

@@ -1,0 +1,451 @@
+"""Answer extraction and normalisation shared by the strategies and the graders.
+
+Small local models write messy answers: "The answer is: **$1,200**.", "#### 18", "\\boxed{\\frac{1}{2}}", a bare "B)",
+or they trail off without any marker. The extractors here try, in order:
+
+1. an explicit final-answer marker — ``\\boxed{...}``, "The (final) answer is ...", "#### ..." (the last one wins);
+2. a weaker "Answer: ..." line;
+3. a kind-specific fallback — the last number (numeric and math), the leading option letter (choice), the first line (QA).
+
+Text after a hallucinated next turn ("\\nQuestion:", "\\nHuman:", ...) is cut off before extracting.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from typing import Any, Iterable, Sequence
+
+# --------------------------------------------------------------------------------------------------- task kinds
+
+KINDS = ("numeric", "math", "choice", "qa")
+
+#: task name -> answer kind. The kind decides the answer format asked for, the extractor and the default grader.
+TASK_KINDS: dict[str, str] = {
+    # numeric answers
+    "gsm8k": "numeric", "gsm": "numeric", "svamp": "numeric", "asdiv": "numeric", "mawps": "numeric",
+    "agentverse-mgsm": "numeric", "mgsm": "numeric", "numeric": "numeric",
+    # LaTeX answers, graded by equivalence
+    "math": "math", "math500": "math", "math-500": "math", "olympiadbench": "math", "aime": "math", "amc": "math",
+    # multiple choice
+    "mmlu": "choice", "mmlu_stem": "choice", "mmlu-stem": "choice", "mmlu_pro": "choice", "mmlu-pro": "choice",
+    "gpqa": "choice", "arc": "choice", "arc_challenge": "choice", "arc_easy": "choice", "commonsense_qa": "choice",
+    "openbook_qa": "choice", "agentverse-logicgrid": "choice", "choice": "choice",
+    # short-answer QA
+    "qa": "qa", "natural_qa": "qa", "nq": "qa", "trivia_qa": "qa", "triviaqa": "qa", "squad": "qa",
+    "hotpotqa": "qa", "hotpot_qa": "qa", "popqa": "qa", "2wikimultihopqa": "qa",
+}
+
+
+def task_kind(task: str) -> str:
+    """The answer kind of ``task`` ("numeric", "math", "choice" or "qa"); a kind name is accepted as a task."""
+    if not isinstance(task, str):
+        raise TypeError(f"task must be a string, got {type(task).__name__}")
+    kind = TASK_KINDS.get(task.strip().lower())
+    if kind is None:
+        raise ValueError(f"unknown task {task!r}: known tasks are {', '.join(sorted(TASK_KINDS))} "
+                         f"(or use an answer kind directly: {', '.join(KINDS)})")
+    return kind
+
+
+LETTERS = "ABCDEFGHIJ"
+
+
+def choice_letters(n: int | None) -> str:
+    if n is None:
+        return LETTERS
+    if not 2 <= n <= len(LETTERS):
+        raise ValueError(f"choices: need 2..{len(LETTERS)} options, got {n}")
+    return LETTERS[:n]
+
+
+def format_choices(question: str, choices: Sequence[str] | None) -> str:
+    """Append "(A) ... (B) ..." options to a question (one per line); unchanged when ``choices`` is None."""
+    if not choices:
+        return question
+    letters = choice_letters(len(choices))
+    opts = "\n".join(f"({l}) {str(c).strip()}" for l, c in zip(letters, choices))
+    return f"{question.rstrip()}\n{opts}"
+
+
+# --------------------------------------------------------------------------------------------------- cleaning
+
+_TURN_MARKERS = re.compile(
+    r"\n\s*(?:Question:|Q:|Human:|User:|### (?:Instruction|Question)|Problem:)|<\|im_start\|>|<\|im_end\|>|"
+    r"<\|endoftext\|>|<end_of_turn>|<start_of_turn>|<\|eot_id\|>|</s>")
+
+
+def cut_continuation(text: str) -> str:
+    """Drop everything from the first hallucinated next turn (small models keep writing new questions)."""
+    m = _TURN_MARKERS.search(text)
+    return text[: m.start()] if m else text
+
+
+def _strip_markup(s: str) -> str:
+    s = s.replace("**", "").replace("__", "")
+    s = re.sub(r"\\\(|\\\)|\\\[|\\\]", "", s)
+    s = s.strip().strip("`").strip()
+    return s
+
+
+# --------------------------------------------------------------------------------------------------- numbers
+
+_NUM_RE = re.compile(
+    r"(?<![\w.])"                      # not glued to a word or a preceding dot
+    r"(?P<sign>(?<![\d)\]])[-−–])?"    # a minus that is not a binary minus after a number or bracket
+    r"\s?\$?\s?"
+    r"(?P<num>(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
+    r"(?:\s?/\s?(?P<den>\d+)(?![\d.]))?")
+
+
+def _to_float(sign: str | None, num: str, den: str | None) -> float | None:
+    try:
+        v = float(num.replace(",", ""))
+        if den is not None:
+            d = float(den)
+            if d == 0:
+                return None
+            v = v / d
+    except ValueError:
+        return None
+    return -v if sign else v
+
+
+def numbers_in(text: str) -> list[float]:
+    """All numbers in ``text`` in order (commas, $ and simple fractions handled)."""
+    text = text.replace("\\!", "").replace("{,}", ",")
+    out = []
+    for m in _NUM_RE.finditer(text):
+        v = _to_float(m.group("sign"), m.group("num"), m.group("den"))
+        if v is not None:
+            out.append(v)
+    return out
+
+
+_LATEX_FRAC = re.compile(r"\\[dt]?frac\{\s*(-?\d+(?:\.\d+)?)\s*\}\{\s*(-?\d+(?:\.\d+)?)\s*\}")
+
+
+def parse_number(s: Any) -> float | None:
+    """A number from a short answer string: "$1,200", "18 dollars", "-3.5", "3/4", "\\frac{3}{4}", "50%", "18."
+
+    Returns None if there is no number. When the string holds an equation ("5 + 3 = 8") the part after the last "="
+    is used; otherwise the first number.
+    """
+    if s is None:
+        return None
+    if isinstance(s, bool):
+        return float(s)
+    if isinstance(s, (int, float)):
+        return float(s) if math.isfinite(float(s)) else None
+    if isinstance(s, Fraction):
+        return float(s)
+    s = _strip_markup(str(s))
+    if not s:
+        return None
+    s = _LATEX_FRAC.sub(lambda m: f"{m.group(1)}/{m.group(2)}", s)
+    s = s.replace("\\$", "$").replace("\\%", "%").replace("−", "-")
+    if "=" in s:
+        s = s.rsplit("=", 1)[1]
+    nums = numbers_in(s)
+    return nums[0] if nums else None
+
+
+def canonical_number(v: float) -> str:
+    """18.0 -> "18", 0.5 -> "0.5", 1e-7 -> "1e-07"; round-off like 0.30000000000000004 -> "0.3"."""
+    if not math.isfinite(v):
+        return str(v)
+    r = round(v)
+    if abs(v - r) < 1e-9 * max(1.0, abs(v)):
+        return str(int(r))
+    return f"{v:.10g}"
+
+
+def numbers_equal(a: float, b: float, rel_tol: float = 1e-6, abs_tol: float = 1e-6) -> bool:
+    return math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)
+
+
+# --------------------------------------------------------------------------------------------------- markers
+
+def find_boxed(text: str) -> list[tuple[int, str]]:
+    """(position, content) of every ``\\boxed{...}`` / ``\\fbox{...}`` (balanced braces) and ``\\boxed 5``."""
+    out = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*(\{)?", text):
+        if m.group(1) is None:  # \boxed 5
+            m2 = re.match(r"\s*([^\s$.,;]+)", text[m.end():])
+            if m2:
+                out.append((m.start(), m2.group(1)))
+            continue
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            if text[i] == "{":
+                depth += 1
+            elif text[i] == "}":
+                depth -= 1
+            i += 1
+        if depth == 0:
+            out.append((m.start(), text[m.end(): i - 1].strip()))
+    return out
+
+
+_ANSWER_IS = re.compile(
+    r"(?:final\s+answer|answer|correct\s+(?:option|choice)|answer\s+choice)\s*(?:is|would\s+be|will\s+be|=)\s*:?\s*"
+    r"(?P<rest>[^\n]*)", re.I)
+_FINAL_ANSWER_COLON = re.compile(r"final\s+answer\s*:\s*(?P<rest>[^\n]*)", re.I)
+_HASH = re.compile(r"####\s*(?P<rest>[^\n]*)")
+_ANSWER_COLON = re.compile(r"(?:^|\n)\s*(?:\**\s*)?answer\s*(?:\**\s*)?[:：]\s*(?P<rest>[^\n]*)", re.I)
+
+
+def _last(pattern: re.Pattern, text: str) -> tuple[int, str] | None:
+    found = None
+    for m in pattern.finditer(text):
+        rest = m.group("rest").strip()
+        if rest:
+            found = (m.start(), rest)
+    return found
+
+
+def _strong_marker(text: str) -> tuple[str, str] | None:
+    """The last explicit final-answer marker: (method, raw answer text)."""
+    cands: list[tuple[int, str, str]] = []
+    boxed = find_boxed(text)
+    if boxed:
+        cands.append((boxed[-1][0], "boxed", boxed[-1][1]))
+    for method, pat in (("answer_is", _ANSWER_IS), ("final_answer", _FINAL_ANSWER_COLON), ("hash", _HASH)):
+        hit = _last(pat, text)
+        if hit:
+            cands.append((hit[0], method, hit[1]))
+    if not cands:
+        return None
+    pos, method, raw = max(cands, key=lambda c: c[0])
+    if method != "boxed":  # "The answer is \boxed{5}." -> prefer the boxed content
+        inner = find_boxed(raw)
+        if inner:
+            return "boxed", inner[-1][1]
+    return method, raw
+
+
+def _weak_marker(text: str) -> tuple[str, str] | None:
+    hit = _last(_ANSWER_COLON, text)
+    return ("answer_colon", hit[1]) if hit else None
+
+
+def _clean_segment(raw: str) -> str:
+    """Trim an answer segment: markup, surrounding $...$, a trailing sentence after the first period-space."""
+    s = _strip_markup(raw)
+    s = re.sub(r"^\$+|\$+$", "", s).strip()
+    s = re.sub(r"(?<=[^\d\s])\.\s+[A-Z].*$", "", s)  # "Paris. It is ..." -> "Paris"
+    s = s.rstrip(" .;,!")
+    return s.strip()
+
+
+# --------------------------------------------------------------------------------------------------- extractors
+
+def extract_numeric(text: str) -> tuple[str | None, str]:
+    """(canonical number string or None, method)."""
+    text = cut_continuation(text or "")
+    for finder in (_strong_marker, _weak_marker):
+        hit = finder(text)
+        if hit:
+            method, raw = hit
+            v = parse_number(raw)
+            if v is not None:
+                return canonical_number(v), method
+    nums = numbers_in(text)
+    if nums:
+        return canonical_number(nums[-1]), "last_number"
+    return None, "none"
+
+
+def extract_math(text: str) -> tuple[str | None, str]:
+    """(LaTeX answer string or None, method). Equivalence is the grader's job."""
+    text = cut_continuation(text or "")
+    for finder in (_strong_marker, _weak_marker):
+        hit = finder(text)
+        if hit:
+            method, raw = hit
+            ans = raw if method == "boxed" else _clean_math_segment(raw)
+            if ans:
+                return ans, method
+    dollars = re.findall(r"\$([^$]+)\$", text)
+    if dollars:
+        return _clean_math_segment(dollars[-1]), "last_math"
+    nums = numbers_in(text)
+    if nums:
+        return canonical_number(nums[-1]), "last_number"
+    return None, "none"
+
+
+def _clean_math_segment(raw: str) -> str:
+    s = _strip_markup(raw)
+    m = re.search(r"\$([^$]+)\$", s)
+    if m:
+        s = m.group(1)
+    s = s.strip().rstrip(" .;,!").strip()
+    if "=" in s and not re.search(r"[<>]", s):  # "x = 4" -> "4"
+        s = s.rsplit("=", 1)[1].strip()
+    return s
+
+
+def _letter_after(raw: str, letters: str) -> str | None:
+    m = re.match(rf"^\s*[\(\[{{]?\s*\**\s*\(?([{letters}])\)?(?![A-Za-z])", raw)
+    if m:
+        return m.group(1)
+    # lower-case only when unambiguous: "(c)", "c)", or the letter alone ("a" could be the article)
+    m = re.match(rf"^\s*\**\s*(?:\(([{letters.lower()}])\)|([{letters.lower()}])\)|([{letters.lower()}])\s*\**\s*\.?\s*$)", raw)
+    if m:
+        return next(g for g in m.groups() if g).upper()
+    return None
+
+
+def _match_choice_text(raw: str, choices: Sequence[str] | None, letters: str) -> str | None:
+    if not choices:
+        return None
+    seg = _clean_segment(raw).lower()
+    if not seg:
+        return None
+    exact = [l for l, c in zip(letters, choices) if str(c).strip().rstrip(".").lower() == seg]
+    if len(exact) == 1:
+        return exact[0]
+    contained = [l for l, c in zip(letters, choices) if str(c).strip().rstrip(".").lower() in seg]
+    return contained[0] if len(contained) == 1 else None
+
+
+def extract_choice(text: str, choices: Sequence[str] | None = None) -> tuple[str | None, str]:
+    """(option letter or None, method). Letters A-J, or A..(len(choices)) when the options are given."""
+    text = cut_continuation(text or "")
+    letters = choice_letters(len(choices) if choices else None)
+    for finder in (_strong_marker, _weak_marker):
+        hit = finder(text)
+        if hit:
+            method, raw = hit
+            l = _letter_after(raw, letters) or _match_choice_text(raw, choices, letters)
+            if l:
+                return l, method
+    m = re.search(rf"(?:option|choice)\s*\(?([{letters}])\)?(?![A-Za-z])", text, re.I)
+    if m:
+        return m.group(1).upper(), "option"
+    start = text.strip()
+    m = re.match(rf"^\**\s*\(?([{letters}])(?:\)|\.|:|\*\*|$|\s*$|\s+-)", start)
+    if m:
+        return m.group(1), "leading_letter"
+    parens = re.findall(rf"\(([{letters}])\)", text)
+    if parens:
+        return parens[-1], "last_paren_letter"
+    l = _match_choice_text(start.split("\n", 1)[0], choices, letters)
+    if l:
+        return l, "option_text"
+    return None, "none"
+
+
+def extract_qa(text: str) -> tuple[str | None, str]:
+    """(short answer or None, method)."""
+    text = cut_continuation(text or "")
+    for finder in (_strong_marker, _weak_marker):
+        hit = finder(text)
+        if hit:
+            ans = _clean_segment(hit[1])
+            if ans:
+                return ans, hit[0]
+    for line in text.splitlines():
+        ans = _clean_segment(line)
+        if ans:
+            return ans, "first_line"
+    return None, "none"
+
+
+def extract_answer(text: str, task: str = "gsm8k", choices: Sequence[str] | None = None) -> tuple[str | None, str]:
+    """(answer string or None, method) from a model's free-text output for ``task``."""
+    kind = task_kind(task)
+    if kind == "numeric":
+        return extract_numeric(text)
+    if kind == "math":
+        return extract_math(text)
+    if kind == "choice":
+        return extract_choice(text, choices)
+    return extract_qa(text)
+
+
+def answer_from_value(value: Any, task: str = "gsm8k", choices: Sequence[str] | None = None) -> str | None:
+    """Turn a PAL program's return value into an answer string for ``task``."""
+    if value is None:
+        return None
+    kind = task_kind(task)
+    if kind == "numeric":
+        if isinstance(value, (list, tuple)) and len(value) == 1:
+            value = value[0]
+        v = parse_number(value) if not isinstance(value, (int, float)) else float(value)
+        return None if v is None or not math.isfinite(v) else canonical_number(v)
+    if kind == "math":
+        if isinstance(value, bool):
+            return str(value)
+        if isinstance(value, (int, float)):
+            return canonical_number(float(value))
+        if isinstance(value, (list, tuple)):
+            return ", ".join(answer_from_value(v, task) or "" for v in value)
+        return str(value).strip() or None
+    if kind == "choice":
+        if isinstance(value, int) and not isinstance(value, bool) and choices and 0 <= value < len(choices):
+            return LETTERS[value]
+        s = str(value).strip()
+        if re.fullmatch(r"\(?[A-Ja-j]\)?\.?", s):
+            return s.strip("().").upper()
+        return extract_choice(s, choices)[0]
+    s = str(value).strip()
+    return s or None
+
+
+def vote_key(answer: str | None, task: str = "gsm8k") -> str | None:
+    """A normalised key under which equal answers fall together for majority voting."""
+    if answer is None:
+        return None
+    kind = task_kind(task)
+    if kind == "numeric":
+        v = parse_number(answer)
+        return canonical_number(v) if v is not None else answer.strip()
+    if kind == "math":
+        return normalize_latex(answer)
+    if kind == "choice":
+        return answer.strip().upper()
+    return normalize_text(answer)
+
+
+def normalize_latex(s: str) -> str:
+    """A cheap string normal form of a LaTeX answer (used for votes and as the no-math-verify fallback)."""
+    s = _strip_markup(s)
+    s = re.sub(r"^\$+|\$+$", "", s)
+    s = re.sub(r"\\(?:left|right|displaystyle|!|,|;|:)", "", s)
+    s = re.sub(r"\\[dt]frac", r"\\frac", s)
+    s = re.sub(r"\\text\{\s*([^{}]*)\}", r"\1", s)
+    s = re.sub(r"\\mathrm\{\s*([^{}]*)\}", r"\1", s)
+    s = s.replace("^\\circ", "").replace("^{\\circ}", "").replace("\\%", "").replace("%", "")
+    s = re.sub(r"\s+", "", s)
+    s = s.rstrip(".")
+    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
+    s = re.sub(r"\\sqrt(\d+)", r"\\sqrt{\1}", s)
+    return s
+
+
+def normalize_text(s: str) -> str:
+    """SQuAD normalisation: lowercase, drop punctuation and the articles a/an/the, squeeze whitespace."""
+    import string
+
+    s = str(s).lower()
+    s = "".join(ch for ch in s if ch not in set(string.punctuation))
+    s = re.sub(r"\b(a|an|the)\b", " ", s)
+    return " ".join(s.split())
+
+
+def majority(keys: Iterable[str | None]) -> tuple[str | None, dict[str, int]]:
+    """Most frequent non-None key (ties: the one seen first) and the vote counts."""
+    counts: dict[str, int] = {}
+    for k in keys:
+        if k is not None:
+            counts[k] = counts.get(k, 0) + 1
+    if not counts:
+        return None, {}
+    best = max(counts.values())
+    for k in counts:  # dicts keep insertion order -> first seen wins ties
+        if counts[k] == best:
+            return k, counts
+    raise AssertionError("unreachable")

@@ -2,7 +2,7 @@
 
 Run as ``python -m routecraft.pool._worker --model PATH --alias NAME --ready-file FILE [...]``. It loads the model,
 listens on 127.0.0.1 (port 0 = the OS picks a free one), writes its address to the ready file, and serves until
-SIGTERM/SIGINT.
+SIGTERM/SIGINT (or, with --parent-pid, until that process is gone).
 """
 
 from __future__ import annotations
@@ -16,6 +16,16 @@ import threading
 import time
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m routecraft.pool._worker")
     ap.add_argument("--model", required=True)
@@ -27,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--parallel", type=int, default=1)
     ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--poll", type=int, default=0, help="llama.cpp busy-wait level 0-100 (0: sleep, shares CPU)")
+    ap.add_argument("--parent-pid", type=int, default=0, help="exit when this process is gone (private servers)")
     args = ap.parse_args(argv)
 
     stop = threading.Event()
@@ -35,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import xllamacpp as xlc
 
-    threads = args.threads if args.threads > 0 else (os.cpu_count() or 1)
+    threads = args.threads
+    if threads <= 0:
+        threads = int(os.environ.get("ROUTECRAFT_THREADS") or 0) or (os.cpu_count() or 1)
     p = xlc.CommonParams()
     p.model.path = args.model
     p.model_alias = {args.alias}
@@ -46,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     p.n_batch = args.batch
     p.cpuparams.n_threads = threads
     p.cpuparams_batch.n_threads = threads
+    p.cpuparams.poll = args.poll
+    p.cpuparams_batch.poll = args.poll
     p.endpoint_metrics = True
     t0 = time.perf_counter()
     server = xlc.Server(p)
@@ -57,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, args.ready_file)
     print(f"routecraft worker: {args.alias} listening on {address}", file=sys.stderr, flush=True)
     while not stop.wait(1.0):
-        pass
+        if args.parent_pid and not _alive(args.parent_pid):
+            print("routecraft worker: parent process is gone; stopping", file=sys.stderr, flush=True)
+            break
     del server
     return 0
 

@@ -264,6 +264,7 @@ def assemble(model: LocalModel, parts: Sequence[Path], dest: str | os.PathLike |
                         out.write(block)
         digest = h.hexdigest()
         if digest != model.sha256:
+            _stamp_path(target).unlink(missing_ok=True)
             raise ChecksumError(f"refusing {model.name}: assembled file has sha256 {digest}, expected "
                                 f"{model.sha256}; the file was deleted")
         os.replace(tmp, target)

@@ -132,8 +132,11 @@ class LocalServer:
     local: str  # registry name
     model_path: str
     ctx: int = DEFAULT_CTX
-    threads: int = 0
+    threads: int = 0  # 0: $ROUTECRAFT_THREADS, else all cores
     parallel: int = 1
+    poll: int = 0  # llama.cpp busy-wait level (0-100); 0 yields the CPU between ops (much faster on a shared CPU)
+    listen_port: int = 0  # 0: the OS picks a free port
+    private: bool = False  # private servers exit when the launching process is gone
     pid: Optional[int] = None
     pgid: Optional[int] = None
     port: Optional[int] = None
@@ -168,7 +171,10 @@ class LocalServer:
         self.log_file = str(log_path)
         cmd = [sys.executable, "-m", WORKER_MODULE, "--model", self.model_path, "--alias", self.name,
                "--ready-file", ready, "--ctx", str(self.ctx), "--threads", str(self.threads),
-               "--parallel", str(self.parallel)]
+               "--parallel", str(self.parallel), "--port", str(self.listen_port),
+               "--poll", str(self.poll)]
+        if self.private:
+            cmd += ["--parent-pid", str(os.getpid())]
         with open(log_path, "ab") as logf:
             self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
                                           start_new_session=True, close_fds=True)
@@ -254,11 +260,17 @@ def _resolve_local(model: PoolModel | str) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def serve_local(model: PoolModel | str, *, ctx: int = DEFAULT_CTX, threads: int = 0, parallel: int = 1,
-                timeout: float = DEFAULT_START_TIMEOUT, install_missing: bool = True) -> Iterator[LocalServer]:
-    """Start a private server for one local model (not in the state file) and stop it on exit."""
+                port: int = 0, poll: int = 0, timeout: float = DEFAULT_START_TIMEOUT,
+                install_missing: bool = True) -> Iterator[LocalServer]:
+    """Start a private server for one local model and stop it on exit.
+
+    Not recorded in the state file; the worker also exits by itself if this process dies. ``port`` 0 lets the OS
+    pick a free port.
+    """
     name, local = _resolve_local(model)
     path = install(local)[local] if install_missing else model_path(local)
-    srv = LocalServer(name=name, local=local, model_path=str(path), ctx=ctx, threads=threads, parallel=parallel)
+    srv = LocalServer(name=name, local=local, model_path=str(path), ctx=ctx, threads=threads, parallel=parallel,
+                      listen_port=port, poll=poll, private=True)
     try:
         srv.start(timeout)
         yield srv

@@ -1020,3 +1020,26 @@ class UnknownDatasetError(KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return self.args[0]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# GSM8K questions with gold answers (for collection and the RL routers)
+# ------------------------------------------------------------------------------------------------------------
+def gsm8k_questions(split: str = "test", path: str | Path | None = None) -> pd.DataFrame:
+    """GSM8K questions (RouteLLM's copy of the official test/train files) as a queries table.
+
+    ``query_id`` follows ZeroEval's ids (``gsm8k-main-<split>-#<i>``, file order), so collected outcomes join the
+    ZeroEval logs; ``gold`` is the final number after ``####``.
+    """
+    if split not in ("test", "train"):
+        raise ValueError(f"GSM8K split must be 'test' or 'train', got {split!r}")
+    file = Path(path) if path is not None else _find(dataset_root("routellm") / "gsm8k", f"{split}.jsonl")
+    rows = _read_jsonl(file)
+    out = []
+    for i, r in enumerate(rows):
+        if "question" not in r or "answer" not in r:
+            raise DataValidationError("needs 'question' and 'answer'", file=str(file), row=i,
+                                      field="question" if "question" not in r else "answer")
+        gold = str(r["answer"]).split("####")[-1].strip().replace(",", "")
+        out.append({"query_id": f"gsm8k-main-{split}-#{i}", "text": r["question"], "task": "gsm8k", "gold": gold})
+    return pd.DataFrame(out)

@@ -281,6 +281,17 @@ class RoutingData:
         keep = set(counts[counts == len(ids)].index)
         return self.subset(keep, outcomes=o)
 
+    def drop_sparse_candidates(self, min_coverage: float = 0.9) -> tuple["RoutingData", list[str]]:
+        """Drop candidates that have outcomes for fewer than ``min_coverage`` of the queries; returns the dropped ids."""
+        o = self.outcomes
+        cid = pd.Series([candidate_id(m, s, None if pd.isna(b) else b) for m, s, b in
+                         zip(o["model"], o["strategy"], o["budget"])], index=o.index)
+        cover = cid.groupby(cid).size() / max(1, len(self.queries))
+        dropped = sorted(cover[cover < min_coverage].index)
+        if not dropped:
+            return self, []
+        return RoutingData(self.queries, o[~cid.isin(dropped)].reset_index(drop=True), dict(self.meta)), dropped
+
     def subset(self, query_ids: Iterable[str], outcomes: pd.DataFrame | None = None) -> "RoutingData":
         keep = set(query_ids)
         o = self.outcomes if outcomes is None else outcomes

@@ -123,7 +123,7 @@ def _curve_metrics(cost: np.ndarray, score: np.ndarray, ref: dict) -> dict:
         out["apgr"] = out["cpt50"] = out["cpt80"] = float("nan")
     c_reach = M.cost_to_reach(cost, score, ref["best_score"])
     out["cost_to_best"] = c_reach
-    out["saving_vs_best"] = (1.0 - c_reach / ref["best_cost"]) if np.isfinite(c_reach) and ref["best_cost"] > 0 \
+    out["saving_vs_best"] = M.saving(cost, score, ref["best_cost"], ref["best_score"]) if ref["best_cost"] > 0 \
         else float("nan")
     gap = ref["oracle_score"] - ref["best_score"]
     out["gap_closed"] = M.gap_closed_at_cost(cost, score, ref["best_cost"], ref["best_score"], ref["oracle_score"]) \
@@ -134,18 +134,22 @@ def _curve_metrics(cost: np.ndarray, score: np.ndarray, ref: dict) -> dict:
 def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterable[int] = (0, 1, 2),
               features: np.ndarray | None = None, encoder: str | None = None, n_lambdas: int = 60,
               fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), data_name: str = "data",
-              progress: Callable[[str], None] | None = None, qnc_rate: float = 1.0) -> BenchResult:
+              progress: Callable[[str], None] | None = None, qnc_rate: float = 1.0,
+              min_coverage: float = 0.9) -> BenchResult:
     """Run every router on every seed. ``features`` must align with ``data.queries`` rows (computed if None)."""
     from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache
 
     routers = list(routers or DEFAULT_ROUTERS)
     specs = [parse_router_spec(s) for s in routers]
     seeds = list(seeds)
+    data, dropped = data.drop_sparse_candidates(min_coverage)
+    if dropped and progress:
+        progress(f"note: dropped candidates with outcomes for < {min_coverage:.0%} of queries: {', '.join(dropped)}")
     data = data.complete()
+    timings: dict = {"dropped_candidates": dropped}
     if len(data.queries) < 10:
         raise ValueError(f"{data_name}: only {len(data.queries)} queries have an outcome for every candidate; "
                          "the bench needs at least 10")
-    timings: dict = {}
     encoder = encoder or DEFAULT_ENCODER
     if features is None and any(_uses_features(name) for _, name, _ in specs):
         t0 = time.perf_counter()

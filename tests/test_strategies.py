@@ -216,6 +216,46 @@ PAL_BARE = ("def solution():\n    eggs_left = 16 - 3 - 4\n    money = eggs_left 
 PAL_CONTINUATION = "def solution():\n    return (16 - 3 - 4) * 2\n```\n"   # the prompt ended with ```python
 
 
+# Verbatim Qwen2.5-Coder-0.5B-Instruct (Q4) replies to the PAL chat prompt on GSM8K test items 0 and 1: the function
+# is not called solution(), and the "example usage" asserts a wrong value / has a syntax error.
+QWEN_PAL_ASSERT = (
+    "```python\ndef calculate_daily_sales():\n    eggs_per_duck_per_day = 16\n    breakfast_eaten_per_day = 3\n"
+    "    muffins_baked_per_day = 4\n    eggs_sold_per_duck_per_day = eggs_per_duck_per_day - breakfast_eaten_per_day"
+    " - muffins_baked_per_day\n    daily_sales = eggs_sold_per_duck_per_day * 2\n    return daily_sales\n\n"
+    "# Check function to verify the correctness of the solution\ndef check_solution():\n"
+    "    assert calculate_daily_sales() == 128, \"The solution should be 128\"\n"
+    "    print(\"The solution is correct.\")\n\ncheck_solution()\n```")
+QWEN_PAL_BROKEN_USAGE = (
+    "```python\ndef robe_bolts():\n    # Calculate the number of bolts of blue fiber\n    blue_bolts = 2\n    \n"
+    "    # Calculate the number of bolts of white fiber\n    white_bolts = blue_bolts / 2\n    \n"
+    "    # Calculate the total number of bolts\n    total_bolts = blue_bolts + white_bolts\n    \n"
+    "    return total_bolts\n\n# Example usage\nprintrobe_bolts())\n```")
+# SmolLM2-135M-Instruct style: no function returns anything, the answer is printed
+SMOL_PAL_PRINTS = ("```python\ndef calculate_total_meters(meters):\n    return sum(meters * 3 for m in meters)\n\n"
+                   "def main():\n    print(f\"James runs 3 sprints a week and runs {3 * 3 * 60} total meters.\")\n\n"
+                   "main()\n```\n\nThis code defines a function")
+
+
+@pytest.mark.parametrize("text,answer", [(QWEN_PAL_ASSERT, "18"), (QWEN_PAL_BROKEN_USAGE, "3"),
+                                         (SMOL_PAL_PRINTS, "540")])
+def test_pal_on_real_small_model_programs(text, answer):
+    ex = get_strategy("pal").extract(text, "gsm8k")
+    assert ex.answer == answer, (ex.code, ex.sandbox)
+
+
+def test_prepare_program():
+    from routecraft.strategies.builtin import prepare_program
+
+    prog = prepare_program(extract_code(QWEN_PAL_ASSERT))
+    assert "check_solution()" not in prog.splitlines() and prog.endswith("solution = calculate_daily_sales\n")
+    # solution() already there: only the example usage goes
+    assert prepare_program("def solution():\n    return 2\nprint(solution())\nassert solution() == 3\n") == \
+        "def solution():\n    return 2\n"
+    # two candidate functions: ambiguous, run as written
+    two = "def a():\n    return 1\ndef b():\n    return 2\nresult = b()\n"
+    assert prepare_program(two) == two
+
+
 def test_extract_code_variants():
     assert extract_code(PAL_FENCED) == "def solution():\n    eggs = 16 - 3 - 4\n    return eggs * 2\n"
     assert extract_code(PAL_BARE).endswith("return money\n")          # prose after the code dropped
@@ -293,6 +333,33 @@ class ScriptedClient:
         await asyncio.sleep(0)  # let concurrent calls interleave
         return Reply(text, input_tokens=50, output_tokens=len(text.split()), latency_s=0.25, cost_usd=0.001,
                      finish_reason="stop")
+
+
+class ScriptedBaseModelClient(ScriptedClient):
+    """A base (not instruction-tuned) model: only plain completions."""
+
+    class model:  # noqa: N801 - mimics the pool client's ``.model`` attribute
+        instruct = False
+
+    async def chat(self, *a, **k):
+        raise AssertionError("a base model must get a completion prompt")
+
+    async def complete(self, prompt, max_tokens=None, temperature=0.0, stop=None, seed=None, **extra):
+        return await ScriptedClient.chat(self, prompt, max_tokens, temperature, stop, seed, **extra)
+
+
+def test_run_prompt_mode_for_base_models():
+    client = ScriptedBaseModelClient(["def solution():\n    return (16 - 3 - 4) * 2\n"])  # stopped at ```
+    r = asyncio.run(get_strategy("pal").run(client, Q, "gsm8k", budget=64))
+    call = client.calls[0]
+    assert call["messages"] == get_strategy("pal").build_prompt(Q, "gsm8k", 64)   # the prompt, auto-detected
+    assert call["stop"] == ["```", "\nQuestion:"] and call["max_tokens"] == 74
+    assert r.answer == "18"
+    client = ScriptedClient(["The answer is 18."])
+    asyncio.run(get_strategy("cot").run(client, Q, mode="chat"))
+    assert isinstance(client.calls[0]["messages"], list)
+    with pytest.raises(ValueError, match="mode"):
+        asyncio.run(get_strategy("cot").run(client, Q, mode="completion"))
 
 
 def test_run_direct():

@@ -374,8 +374,10 @@ def answer_from_value(value: Any, task: str = "gsm8k", choices: Sequence[str] | 
     if kind == "numeric":
         if isinstance(value, (list, tuple)) and len(value) == 1:
             value = value[0]
-        v = parse_number(value) if not isinstance(value, (int, float)) else float(value)
-        return None if v is None or not math.isfinite(v) else canonical_number(v)
+        if isinstance(value, (int, float)):
+            v = float(value)
+            return canonical_number(v) if math.isfinite(v) else None
+        return extract_numeric(str(value))[0]  # a string or printed line: markers, else its last number
     if kind == "math":
         if isinstance(value, bool):
             return str(value)

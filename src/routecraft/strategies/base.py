@@ -8,9 +8,8 @@ one question share the longest possible prompt prefix in llama.cpp's prompt cach
 
 from __future__ import annotations
 
-import asyncio
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, field_validator
@@ -216,21 +215,32 @@ class Strategy(BaseModel):
     # ------------------------------------------------------------------------------------------- running
     async def run(self, client: Any, question: str, task: str = "gsm8k", budget: int | None = None, *,
                   choices: Sequence[str] | None = None, temperature: float | None = None, seed: int | None = None,
-                  **extra: Any) -> StrategyRun:
-        """Ask ``client`` (``async chat(messages, max_tokens, temperature, stop, seed, **extra)``) and extract."""
+                  mode: Literal["auto", "chat", "prompt"] = "auto", **extra: Any) -> StrategyRun:
+        """Ask ``client`` and extract the answer.
+
+        ``mode="chat"`` sends ``build_messages`` through ``client.chat(messages, max_tokens, temperature, stop, seed,
+        **extra)``; ``mode="prompt"`` sends ``build_prompt`` through ``client.complete(prompt, ...)`` (base models);
+        ``"auto"`` picks "prompt" when ``client.model.instruct`` is False, else "chat".
+        """
         t0 = time.perf_counter()
         one = await self._call(client, question, task, budget, choices=choices,
                                temperature=self.temperature if temperature is None else temperature, seed=seed,
-                               **extra)
+                               mode=resolve_mode(client, mode), **extra)
         one.latency_s = time.perf_counter() - t0
         return one
 
     async def _call(self, client: Any, question: str, task: str, budget: int | None, *,
-                    choices: Sequence[str] | None, temperature: float, seed: int | None, **extra: Any) -> StrategyRun:
-        messages = self.build_messages(question, task, budget, choices)
+                    choices: Sequence[str] | None, temperature: float, seed: int | None,
+                    mode: Literal["chat", "prompt"] = "chat", **extra: Any) -> StrategyRun:
         cap = self.max_tokens(budget)
-        resp = await client.chat(messages, max_tokens=cap, temperature=temperature, stop=self.stop("chat"),
-                                 seed=seed, **extra)
+        if mode == "prompt":
+            prompt = self.build_prompt(question, task, budget, choices)
+            resp = await client.complete(prompt, max_tokens=cap, temperature=temperature, stop=self.stop("prompt"),
+                                         seed=seed, **extra)
+        else:
+            messages = self.build_messages(question, task, budget, choices)
+            resp = await client.chat(messages, max_tokens=cap, temperature=temperature, stop=self.stop("chat"),
+                                     seed=seed, **extra)
         text = resp.text or ""
         ex = await self._extract_async(text, task, choices)
         return StrategyRun(strategy=self.name, task=task, budget=budget, answer=ex.answer, text=text, extraction=ex,
@@ -240,6 +250,15 @@ class Strategy(BaseModel):
 
     async def _extract_async(self, text: str, task: str, choices: Sequence[str] | None) -> Extraction:
         return self.extract(text, task, choices)
+
+
+def resolve_mode(client: Any, mode: str) -> Literal["chat", "prompt"]:
+    if mode not in ("auto", "chat", "prompt"):
+        raise ValueError(f"mode must be 'auto', 'chat' or 'prompt', got {mode!r}")
+    if mode == "auto":
+        instruct = getattr(getattr(client, "model", None), "instruct", True)
+        return "chat" if instruct is not False else "prompt"
+    return mode  # type: ignore[return-value]
 
 
 def _check_question(question: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import re
 import time
@@ -10,7 +11,7 @@ from typing import Any, Literal, Sequence
 from pydantic import Field, PrivateAttr, field_validator
 
 from routecraft.strategies.answers import answer_from_value, extract_answer, majority, task_kind, vote_key
-from routecraft.strategies.base import ANSWER_FORM, Extraction, Strategy, StrategyRun
+from routecraft.strategies.base import ANSWER_FORM, Extraction, Strategy, StrategyRun, resolve_mode
 from routecraft.strategies.sandbox import run_python
 
 
@@ -87,6 +88,70 @@ def extract_code(text: str) -> str | None:
     return None
 
 
+def _compilable_prefix(code: str) -> str | None:
+    """``code`` minus as few trailing lines as needed to compile (a broken "example usage" line, cut-off prose)."""
+    lines = code.rstrip().splitlines()
+    while lines:
+        candidate = "\n".join(lines).rstrip() + "\n"
+        try:
+            compile(candidate, "program.py", "exec")
+            return candidate
+        except SyntaxError:
+            lines = lines[:-1]
+        except (ValueError, OverflowError, RecursionError, MemoryError):  # pragma: no cover - pathological input
+            return None
+    return None
+
+
+def _zero_arg(f: ast.FunctionDef) -> bool:
+    a = f.args
+    return (len(a.posonlyargs) + len(a.args) == len(a.defaults)
+            and all(d is not None for d in a.kw_defaults))
+
+
+def _returns_value(f: ast.FunctionDef) -> bool:
+    return any(isinstance(n, ast.Return) and n.value is not None for n in ast.walk(f))
+
+
+def _has_assert(f: ast.FunctionDef) -> bool:
+    return any(isinstance(n, ast.Assert) for n in ast.walk(f))
+
+
+def _is_main_guard(n: ast.stmt) -> bool:
+    return isinstance(n, ast.If) and "__name__" in ast.unparse(n.test)
+
+
+def prepare_program(code: str) -> str:
+    """Make a small model's program runnable the way PAL intends: ``solution()`` returns the answer.
+
+    Small models name the function differently and add "example usage" (prints, asserts with wrong expected values,
+    a ``main()`` call, sometimes a broken last line). When the program defines ``solution()`` or exactly one other
+    zero-argument function that returns a value (and asserts nothing), the top-level expression statements, asserts
+    and ``if __name__ == "__main__"`` blocks are dropped and that function is called as ``solution``. Otherwise the
+    program is run as written (the sandbox then falls back to a ``result`` variable or the last printed line).
+    """
+    fixed = _compilable_prefix(code)
+    if fixed is None:
+        return code
+    tree = ast.parse(fixed)
+    funcs = [n for n in tree.body if isinstance(n, ast.FunctionDef)]
+    target = next((f.name for f in funcs if f.name == "solution" and _zero_arg(f)), None)
+    if target is None:
+        cands = [f for f in funcs if _zero_arg(f) and _returns_value(f) and not _has_assert(f)]
+        target = cands[0].name if len(cands) == 1 else None
+    if target is None:
+        return fixed
+    drop: set[int] = set()
+    for n in tree.body:
+        if isinstance(n, (ast.Expr, ast.Assert)) or _is_main_guard(n):
+            drop.update(range(n.lineno, (n.end_lineno or n.lineno) + 1))
+    lines = [l for i, l in enumerate(fixed.splitlines(), start=1) if i not in drop]
+    out = "\n".join(lines).rstrip() + "\n"
+    if target != "solution":
+        out += f"\nsolution = {target}\n"
+    return out
+
+
 class ProgramAided(Strategy):
     name: str = "pal"
     description: str = ("Program-aided: the model writes a Python function whose result, executed in a sandbox, is the "
@@ -113,6 +178,7 @@ class ProgramAided(Strategy):
         code = extract_code(text or "")
         if code is None:
             return self._fallback(text, task, choices, Extraction(answer=None, method="no_code"))
+        code = prepare_program(code)
         res = run_python(code, timeout_s=self.timeout_s, memory_mb=self.memory_mb, isolation=self.isolation)
         ans = answer_from_value(res.value, task, choices) if res.ok else None
         ex = Extraction(answer=ans, method="code" if res.ok else "code_error", code=code, sandbox=res)
@@ -205,14 +271,16 @@ class SelfConsistency(Strategy):
 
     async def run(self, client: Any, question: str, task: str = "gsm8k", budget: int | None = None, *,
                   choices: Sequence[str] | None = None, temperature: float | None = None, seed: int | None = None,
-                  **extra: Any) -> StrategyRun:
+                  mode: Literal["auto", "chat", "prompt"] = "auto", **extra: Any) -> StrategyRun:
+        """k calls of the base strategy (seeds seed, seed+1, ... when a seed is given), then the vote."""
         t0 = time.perf_counter()
         temp = self.temperature if temperature is None else temperature
         base = self.base_strategy
+        resolved = resolve_mode(client, mode)
 
         def one(i: int):
             return base._call(client, question, task, budget, choices=choices, temperature=temp,
-                              seed=None if seed is None else seed + i, **extra)
+                              seed=None if seed is None else seed + i, mode=resolved, **extra)
 
         if self.concurrent:
             samples = list(await asyncio.gather(*(one(i) for i in range(self.k))))

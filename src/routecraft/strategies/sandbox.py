@@ -46,7 +46,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 STARTUP_GRACE_S = 1.0
@@ -226,6 +226,10 @@ try:
         sol = ns.get("solution")
         if callable(sol):
             val, how = sol(), "solution"
+            if val is None:  # printed its answer instead of returning it
+                lines = [l for l in buf.getvalue().splitlines() if l.strip()]
+                if lines:
+                    val, how = lines[-1].strip(), "stdout"
         else:
             how = None
             for name in ("result", "answer", "ans"):

@@ -107,7 +107,7 @@ class CostModel:
         return self
 
     def predict(self, X: np.ndarray | None, n: int, neighbours: np.ndarray | None = None) -> np.ndarray:
-        if self.kind == "mean":
+        if self.kind == "mean" or n == 0:
             return np.tile(self.mean_, (n, 1))
         if self.kind == "knn":
             if neighbours is None:

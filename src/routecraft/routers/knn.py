@@ -18,11 +18,14 @@ class KNNRouter(Router):
     """Predicted score = mean training score of the candidate over the ``k`` nearest training queries
     (``weights="distance"`` weights them by 1/distance instead). Predicted cost: ``cost_model="knn"`` (default)
     averages the same neighbours' costs; ``"mean"`` uses the candidate's mean training cost; ``"ridge"`` a ridge
-    regression from the features."""
+    regression from the features.
+
+    Default k = 25: on ZeroEval GSM8K (1,319 × 41) and LLMRouter dcrouter (6,108 × 9), 3 seeds, k = 25 beat
+    k = 10 on every curve metric (peak 0.934 vs 0.902 and 0.639 vs 0.614)."""
 
     name = "knn"
 
-    def __init__(self, k: int = 10, metric: str = "cosine", weights: str = "uniform", cost_model: str = "knn") -> None:
+    def __init__(self, k: int = 25, metric: str = "cosine", weights: str = "uniform", cost_model: str = "knn") -> None:
         if int(k) < 1:
             raise ValueError(f"knn router: k must be >= 1, got {k}")
         if metric not in METRICS:

@@ -2,7 +2,9 @@
 
 A candidate whose training scores are all 0/1 gets an L2-regularised logistic regression (its success
 probability); one with fractional scores gets a ridge regression clipped to [0, 1] (alpha = 1/C). A candidate
-whose training labels are all one value predicts that constant. Features are standardised first. Predicted cost:
+whose training labels are all one value predicts that constant. Features are standardised first.
+The default C = 0.01 (strong L2): with a few thousand queries and 384 standardised features, C = 1 overfits
+(ZeroEval GSM8K, 3 seeds: peak 0.944 at C = 1, 0.958 at C = 0.01; dcrouter: no difference). Predicted cost:
 ``CostModel`` ("mean" | "knn" | "ridge").
 """
 
@@ -23,7 +25,7 @@ class LinearRouter(Router):
 
     name = "linear"
 
-    def __init__(self, C: float = 1.0, max_iter: int = 500, cost_model: str = "mean") -> None:
+    def __init__(self, C: float = 0.01, max_iter: int = 500, cost_model: str = "mean") -> None:
         check_positive(C=C, max_iter=max_iter)
         super().__init__(C=float(C), max_iter=int(max_iter), cost_model=check_cost_model(cost_model))
 

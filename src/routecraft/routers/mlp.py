@@ -21,9 +21,12 @@ from routecraft.routers.baselines import (
 
 
 def parse_hidden(hidden: int | str | Sequence[int]) -> list[int]:
-    """``128``, ``"128"``, ``"256-128"``, ``"256,128"`` or ``[256, 128]`` -> ``[256, 128]`` (``[]``: no hidden layer)."""
+    """``128``, ``"128"``, ``"256-128"``, ``"256,128"`` or ``[256, 128]`` -> ``[256, 128]``; ``0``, ``"0"``, ``"none"``
+    or ``[]`` -> ``[]`` (no hidden layer: a multi-output logistic regression)."""
+    if isinstance(hidden, str) and hidden.strip().lower() in ("0", "none", ""):
+        return []
     if isinstance(hidden, (int, np.integer)):
-        out = [int(hidden)]
+        out = [int(hidden)] if hidden != 0 else []
     elif isinstance(hidden, str):
         parts = [p for p in hidden.replace(",", "-").replace(" ", "").split("-") if p]
         try:

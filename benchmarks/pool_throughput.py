@@ -47,25 +47,26 @@ def main() -> int:
     ap.add_argument("--models", default=None, help="comma-separated (default: all local models of the pool)")
     ap.add_argument("--tokens", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=0, help="0 = all cores")
+    ap.add_argument("--threads", type=int, default=0, help="0 = the server default (half the logical cores)")
     ap.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = ap.parse_args()
     pool = load_pool(args.pool)
     names = args.models.split(",") if args.models else [m.name for m in pool.models if m.local]
     rows = []
-    print(f"cores={os.cpu_count()} threads={args.threads or os.cpu_count()} tokens={args.tokens} reps={args.reps}",
-          file=sys.stderr)
+    print(f"cores={os.cpu_count()} threads={args.threads or 'default'} tokens={args.tokens} reps={args.reps} "
+          f"load={os.getloadavg()[0]:.2f}", file=sys.stderr)
     for name in names:
         model = pool.get(name)
         t0 = time.perf_counter()
         with serve_local(model, threads=args.threads, ctx=2048) as srv:
             start_s = time.perf_counter() - t0
             res = asyncio.run(measure(model, srv.base_url, args.tokens, args.reps))
-        res.update(model=name, start_s=start_s, threads=srv.threads)
+        res.update(model=name, start_s=start_s, threads=srv.threads, load=os.getloadavg()[0])
         rows.append(res)
         print(f"{name:20s} start {start_s:5.1f}s  e2e {res['e2e_tok_s']:6.1f} tok/s  decode "
               f"{res['decode_tok_s']:6.1f} tok/s  prompt {res['prompt_tok_s']:6.1f} tok/s  "
-              f"({res['input_tokens']} in, {res['output_tokens']} out)", flush=True)
+              f"({res['input_tokens']} in, {res['output_tokens']} out, {srv.threads} thr, load {res['load']:.1f})",
+              flush=True)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)

@@ -172,3 +172,20 @@ def test_killed_server_raises_backend_error(pool):
             run(go())
     assert err.value.transient and "connection failed" in str(err.value)
     assert srv.base_url in str(err.value)
+
+
+def test_n_samples_are_fanned_out_and_summed(pool):
+    """llama.cpp rejects n>1; the client sends n seeded requests and sums usage and cost."""
+    model = pool.models[0]
+    msgs = [{"role": "user", "content": "Tell me a short fact about cats."}]
+
+    async def go():
+        async with ChatClient(model) as c:
+            return await c.chat(msgs, max_tokens=12, temperature=1.0, seed=3, n=3)
+
+    many = run(go())
+    assert len(many.texts) == 3 and len(many.finish_reasons) == 3
+    assert len(set(many.texts)) > 1  # different seeds, different samples
+    assert many.output_tokens == sum(r["usage"]["completion_tokens"] for r in many.raw["responses"])
+    assert many.input_tokens == sum(r["usage"]["prompt_tokens"] for r in many.raw["responses"])
+    assert many.cost_usd == pytest.approx(model.cost(many.input_tokens, many.output_tokens))

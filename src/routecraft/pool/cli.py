@@ -48,7 +48,8 @@ def install_cmd(names: List[str] = typer.Argument(None, help="Registry names (de
 def up_cmd(pool: str = typer.Option("local", help="Built-in pool name or a pool YAML file."),
            models: Optional[str] = typer.Option(None, help="Comma-separated model names (default: all local)."),
            ctx: Optional[int] = typer.Option(None, help="Context tokens per slot (default: the pool's 'context')."),
-           threads: int = typer.Option(0, help="CPU threads per server (0 = all cores)."),
+           threads: int = typer.Option(0, help="CPU threads per server (0 = $ROUTECRAFT_THREADS, else half the "
+                                                "logical cores)."),
            parallel: int = typer.Option(1, help="Parallel request slots per server."),
            timeout: float = typer.Option(180.0, help="Seconds to wait for each server to be ready."),
            verbose: bool = typer.Option(False, "-v", "--verbose")) -> None:

@@ -53,6 +53,7 @@ class ChatResult:
     cost_usd: float
     model: str
     texts: list[str] = field(default_factory=list)  # all choices when n > 1
+    finish_reasons: list[Optional[str]] = field(default_factory=list)
     tokens_estimated: bool = False  # True if the endpoint returned no usage and counts are a chars/4 proxy
     attempts: int = 1
     raw: dict = field(default_factory=dict, repr=False)
@@ -86,11 +87,15 @@ class ChatClient:
 
     ``base_url`` defaults to the model's endpoint; local models need the running server's base_url
     (``routecraft.pool.server.base_url_for(model)``). Nothing is connected until the first call.
+
+    ``n > 1`` samples: llama.cpp accepts only n=1, so by default they are sent as n concurrent requests (seeds
+    seed, seed+1, ... when a seed is given) and merged, with usage and cost summed. ``native_n=True`` sends one
+    request with ``n`` instead (OpenAI and vLLM support it, and bill the prompt once).
     """
 
     def __init__(self, model: PoolModel, base_url: Optional[str] = None, *, timeout: float = 120.0,
                  max_retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
-                 api_key: Optional[str] = None):
+                 api_key: Optional[str] = None, native_n: bool = False):
         self.model = model
         self.base_url = (base_url or model.endpoint or "").rstrip("/")
         if not self.base_url:
@@ -101,6 +106,7 @@ class ChatClient:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self._api_key = api_key
+        self.native_n = native_n
         self._client: Optional[openai.AsyncOpenAI] = None
 
     # ---- plumbing ----
@@ -170,15 +176,32 @@ class ChatClient:
             in_tok = max(1, prompt_chars // 4)
         if out_tok is None:
             out_tok = sum(_estimate_tokens(t) for t in texts)
-        return ChatResult(text=texts[0] if texts else "", texts=texts, input_tokens=in_tok, output_tokens=out_tok,
+        return ChatResult(text=texts[0] if texts else "", texts=texts, finish_reasons=[finish],
+                          input_tokens=in_tok, output_tokens=out_tok,
                           latency_s=latency, finish_reason=finish, cost_usd=self.model.cost(in_tok, out_tok),
                           model=self.model.name, tokens_estimated=estimated, attempts=attempts, raw=raw)
+
+    async def _fan_out(self, fn, n: int, seed: Optional[int], first: Any, **kw: Any) -> ChatResult:
+        t0 = time.perf_counter()
+        parts = await asyncio.gather(*[fn(first, seed=None if seed is None else seed + i, n=1, **kw)
+                                       for i in range(n)])
+        return ChatResult(text=parts[0].text, texts=[p.text for p in parts],
+                          input_tokens=sum(p.input_tokens or 0 for p in parts),
+                          output_tokens=sum(p.output_tokens or 0 for p in parts),
+                          latency_s=time.perf_counter() - t0, finish_reason=parts[0].finish_reason,
+                          finish_reasons=[p.finish_reason for p in parts],
+                          cost_usd=sum(p.cost_usd for p in parts), model=self.model.name,
+                          tokens_estimated=any(p.tokens_estimated for p in parts),
+                          attempts=max(p.attempts for p in parts), raw={"responses": [p.raw for p in parts]})
 
     # ---- public API ----
     async def chat(self, messages: Sequence[dict], max_tokens: Optional[int] = None, temperature: float = 0.0,
                    stop: Optional[str | list[str]] = None, seed: Optional[int] = None, n: int = 1,
                    **extra: Any) -> ChatResult:
         """One chat completion. ``extra`` keys the openai client does not know go in the request body."""
+        if n > 1 and not self.native_n:
+            return await self._fan_out(self.chat, n, seed, messages, max_tokens=max_tokens,
+                                       temperature=temperature, stop=stop, **extra)
         named, body = self._split_extra(extra, _CHAT_KW)
         kwargs: dict[str, Any] = dict(model=self.model.api_model_id, messages=list(messages),
                                       temperature=temperature, n=n, **named)
@@ -203,6 +226,9 @@ class ChatClient:
                        stop: Optional[str | list[str]] = None, seed: Optional[int] = None, n: int = 1,
                        **extra: Any) -> ChatResult:
         """One raw text completion (no chat template): the way to call base models."""
+        if n > 1 and not self.native_n:
+            return await self._fan_out(self.complete, n, seed, prompt, max_tokens=max_tokens,
+                                       temperature=temperature, stop=stop, **extra)
         named, body = self._split_extra(extra, _COMPLETION_KW)
         kwargs: dict[str, Any] = dict(model=self.model.api_model_id, prompt=prompt, temperature=temperature, n=n,
                                       **named)

@@ -132,7 +132,7 @@ class LocalServer:
     local: str  # registry name
     model_path: str
     ctx: int = DEFAULT_CTX
-    threads: int = 0  # 0: $ROUTECRAFT_THREADS, else all cores
+    threads: int = 0  # 0: $ROUTECRAFT_THREADS, else half the logical cores (at least 1)
     parallel: int = 1
     poll: int = 0  # llama.cpp busy-wait level (0-100); 0 yields the CPU between ops (much faster on a shared CPU)
     listen_port: int = 0  # 0: the OS picks a free port

@@ -14,6 +14,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="routecraft: LLM routing that reasons (model × strategy × length budget), for the least cost.")
 data_app = typer.Typer(no_args_is_help=True, help="Built-in datasets and importers.")
 app.add_typer(data_app, name="data")
+
+from routecraft.pool.cli import pool_app  # noqa: E402  (a light module: its commands import lazily)
+
+app.add_typer(pool_app, name="pool")
 console = Console(stderr=True)
 out_console = Console()
 
@@ -237,6 +241,79 @@ def route(
     for row in d.table[:top]:
         t.add_row(row["candidate"], f"{row['predicted_score']:.3f}", f"{row['predicted_cost']:.3g}")
     out_console.print(t)
+
+
+# ---- collect --------------------------------------------------------------------------------------------------
+@app.command()
+def collect(
+    data: str = typer.Option("gsm8k-test", help="Queries: gsm8k-test, gsm8k-train, or a JSONL/CSV/Parquet file."),
+    out: Path = typer.Option(..., help="Collection folder (resumable; a routecraft data folder when done)."),
+    pool: str = typer.Option("local", help="Built-in pool name or a pool YAML file."),
+    models: Optional[str] = typer.Option(None, help="Comma-separated pool model names (default: all)."),
+    strategies: str = typer.Option("direct,cot,cod,pal", help="Comma-separated strategies."),
+    budgets: str = typer.Option("default", help="Comma-separated output-token budgets, 'default' = none."),
+    limit: Optional[int] = typer.Option(None, help="Use the first N queries."),
+    offset: int = typer.Option(0, help="Skip the first N queries."),
+    concurrency: int = typer.Option(2, help="Requests in flight per run."),
+    executor: str = typer.Option("local", help="'local' (asyncio) or 'ray'."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
+    start_servers: bool = typer.Option(True, help="Start local llama.cpp servers that are not running."),
+    parallel: int = typer.Option(2, help="Parallel slots per local server started here."),
+    flush_every: int = typer.Option(8, help="Rows per checkpoint shard."),
+) -> None:
+    """Run every (query, model, strategy, budget) cell on real models, grade it, and append it (resumable)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+        TimeRemainingColumn
+
+    from routecraft.data.collect import collect as do_collect
+    from routecraft.data.collect import load_queries, parse_budgets
+    from routecraft.data.schema import DataValidationError
+    from routecraft.pool.config import PoolConfigError, load_pool
+
+    try:
+        p = load_pool(pool)
+        model_list = _csv(models) or p.names
+        for m in model_list:
+            p.get(m)
+        q = load_queries(data, limit=limit, offset=offset)
+        budget_list = parse_budgets(budgets)
+        strategy_list = _csv(strategies)
+        from routecraft.strategies import get_strategy
+
+        for s in strategy_list:
+            get_strategy(s)
+    except (DataValidationError, PoolConfigError, ValueError, KeyError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    endpoints: dict[str, str] = {}
+    local = [m for m in model_list if not p.get(m).endpoint]
+    if local:
+        from routecraft.pool.server import ServerError, base_url_for, up
+
+        try:
+            if start_servers:
+                endpoints.update(up(p, local, parallel=parallel))
+            else:
+                endpoints.update({m: base_url_for(p.get(m)) for m in local})
+        except ServerError as exc:
+            _fail(str(exc))
+    stats = {"right": 0, "n": 0}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("collect", total=None)
+
+        def progress(done: int, total: int, row: dict | None) -> None:
+            if row is not None:
+                stats["n"] += 1
+                stats["right"] += row["score"] >= 0.5
+                bar.update(task, completed=done, total=total,
+                           description=f"{row['model']} {row['strategy']} b={row['budget'] or '-'} "
+                                       f"acc={stats['right'] / stats['n']:.2f}")
+            else:
+                bar.update(task, completed=done, total=total)
+
+        res = do_collect(p, q, model_list, strategy_list, budget_list, out, concurrency=concurrency,
+                         flush_every=flush_every, executor=executor, progress=progress, endpoints=endpoints, ray_address=ray_address)
+    out_console.print_json(json.dumps(res))
 
 
 def main() -> None:  # pragma: no cover

@@ -17,6 +17,13 @@ REGISTRY: dict[str, str] = {
     "mlp": "routecraft.routers.mlp:MLPRouter",
     "mf": "routecraft.routers.mf:MFRouter",
     "linear": "routecraft.routers.linear:LinearRouter",
+    # reasoning-aware routers (issue: RTR, R2-Router, joint)
+    "rtr": "routecraft.routers.rtr:RTRRouter",
+    "r2": "routecraft.routers.r2:R2Router",
+    "joint": "routecraft.routers.joint:JointRouter",
+    # multi-step routers: their plans run on the pool
+    "router-r1": "routecraft.routers.router_r1:RouterR1",
+    "r2-reasoner": "routecraft.routers.r2_reasoner:R2Reasoner",
 }
 
 

@@ -296,7 +296,22 @@ def collect(
                 endpoints.update({m: base_url_for(p.get(m)) for m in local})
         except ServerError as exc:
             _fail(str(exc))
-    stats = {"right": 0, "n": 0}
+    stats = {"right": 0, "n": 0, "t0": __import__("time").time(), "last": 0.0}
+
+    def log_line(done: int, total: int, row: dict) -> None:
+        # without a terminal (nohup, CI) the bar cannot redraw: print a line every 30 s instead
+        import time as _t
+
+        now = _t.time()
+        if now - stats["last"] < 30 and done < total:
+            return
+        stats["last"] = now
+        rate = stats["n"] / max(1e-9, now - stats["t0"])
+        eta = (total - done) / rate if rate > 0 else float("nan")
+        console.print(f"{done}/{total} cells, {rate * 60:.1f}/min, eta {eta / 60:.0f} min; last "
+                      f"{row['model']} {row['strategy']} b={row['budget'] or '-'}, "
+                      f"acc so far {stats['right'] / max(1, stats['n']):.2f}")
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("eta"), TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("collect", total=None)
@@ -308,6 +323,8 @@ def collect(
                 bar.update(task, completed=done, total=total,
                            description=f"{row['model']} {row['strategy']} b={row['budget'] or '-'} "
                                        f"acc={stats['right'] / stats['n']:.2f}")
+                if not console.is_terminal:
+                    log_line(done, total, row)
             else:
                 bar.update(task, completed=done, total=total)
 

@@ -105,6 +105,16 @@ def candidate_id(model: str, strategy: str | None = DEFAULT, budget: int | None 
     return f"{model}|{strategy}|{b}"
 
 
+def candidate_ids(outcomes: pd.DataFrame) -> pd.Series:
+    """Vectorised :func:`candidate_id` for every row of an outcomes table."""
+    strat = outcomes["strategy"].astype("string").fillna(DEFAULT)
+    budget = outcomes["budget"].astype("Int64").astype("string").fillna(DEFAULT)
+    plain = (strat == DEFAULT) & (budget == DEFAULT)
+    model = outcomes["model"].astype("string")
+    full = model + "|" + strat + "|" + budget
+    return full.where(~plain, model).astype(object)
+
+
 def _coerce(df: pd.DataFrame, columns: dict[str, str], required: Iterable[str], file: str) -> pd.DataFrame:
     df = df.copy()
     for col in required:
@@ -248,10 +258,7 @@ class RoutingData:
         """Wide (n_queries × n_candidates) arrays of score, cost, and tokens."""
         cands = candidates or self.candidates
         qids = list(query_ids) if query_ids is not None else self.queries["query_id"].tolist()
-        o = self.outcomes
-        cid = [candidate_id(m, s, None if pd.isna(b) else b) for m, s, b in
-               zip(o["model"], o["strategy"], o["budget"])]
-        o = o.assign(_cid=cid)
+        o = self.outcomes.assign(_cid=candidate_ids(self.outcomes))
         o = o[o["_cid"].isin([c.id for c in cands]) & o["query_id"].isin(qids)]
         cols = [c.id for c in cands]
 
@@ -274,8 +281,7 @@ class RoutingData:
         cands = candidates or self.candidates
         ids = {c.id for c in cands}
         o = self.outcomes
-        cid = pd.Series([candidate_id(m, s, None if pd.isna(b) else b) for m, s, b in
-                         zip(o["model"], o["strategy"], o["budget"])], index=o.index)
+        cid = candidate_ids(o)
         o = o[cid.isin(ids)]
         counts = o.groupby("query_id").size()
         keep = set(counts[counts == len(ids)].index)
@@ -284,8 +290,7 @@ class RoutingData:
     def drop_sparse_candidates(self, min_coverage: float = 0.9) -> tuple["RoutingData", list[str]]:
         """Drop candidates that have outcomes for fewer than ``min_coverage`` of the queries; returns the dropped ids."""
         o = self.outcomes
-        cid = pd.Series([candidate_id(m, s, None if pd.isna(b) else b) for m, s, b in
-                         zip(o["model"], o["strategy"], o["budget"])], index=o.index)
+        cid = candidate_ids(o)
         cover = cid.groupby(cid).size() / max(1, len(self.queries))
         dropped = sorted(cover[cover < min_coverage].index)
         if not dropped:
@@ -302,8 +307,7 @@ class RoutingData:
     def filter_candidates(self, candidates: Iterable[Candidate | str]) -> "RoutingData":
         ids = {c.id if isinstance(c, Candidate) else c for c in candidates}
         o = self.outcomes
-        cid = pd.Series([candidate_id(m, s, None if pd.isna(b) else b) for m, s, b in
-                         zip(o["model"], o["strategy"], o["budget"])], index=o.index)
+        cid = candidate_ids(o)
         return RoutingData(self.queries, o[cid.isin(ids)].reset_index(drop=True), dict(self.meta))
 
     def split(self, seed: int = 0, fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)) -> "Splits":

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import platform
 import time
@@ -29,6 +30,8 @@ from typing import Any, Callable, Iterable, Sequence
 import pandas as pd
 
 from routecraft.data.schema import DEFAULT, RoutingData, validate_outcomes, validate_queries
+
+log = logging.getLogger(__name__)
 
 ROW_COLUMNS = ["query_id", "model", "strategy", "budget", "score", "input_tokens", "output_tokens",
                "tokens_estimated", "cost_usd", "latency_s", "response", "prediction", "finish_reason", "error",
@@ -181,16 +184,25 @@ def parse_budgets(spec: str | Iterable[str | int | None]) -> list[int | None]:
 
 async def _run_local(cells: list[Cell], queries: dict[str, dict], clients: dict[str, Any],
                      strategies: dict[str, Any], grade, store: CollectionStore, concurrency: int,
-                     flush_every: int, on_done: Callable[[dict], None]) -> int:
+                     flush_every: int, on_done: Callable[[dict], None], failures: list[str]) -> int:
+    from routecraft.pool.client import BackendError
+
     sem = asyncio.Semaphore(concurrency)
     buf: list[dict] = []
     n = 0
     hw = hardware_tag()
 
-    async def one(cell: Cell) -> dict:
+    async def one(cell: Cell) -> dict | None:
         async with sem:
-            return await run_cell(cell, queries[cell.query_id], clients[cell.model], strategies[cell.strategy],
-                                  grade, hw)
+            try:
+                return await run_cell(cell, queries[cell.query_id], clients[cell.model], strategies[cell.strategy],
+                                      grade, hw)
+            except BackendError as exc:
+                # the backend failed after its retries: no answer to record; the cell stays missing and the next
+                # run retries it
+                failures.append(f"{cell.query_id} {cell.model} {cell.strategy} {cell.budget}: {exc}")
+                log.warning("cell failed, left for the next run: %s", failures[-1])
+                return None
 
     pending = set()
     it = iter(cells)
@@ -201,6 +213,8 @@ async def _run_local(cells: list[Cell], queries: dict[str, dict], clients: dict[
             done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
             for d in done:
                 row = d.result()
+                if row is None:
+                    continue
                 buf.append(row)
                 on_done(row)
                 n += 1
@@ -211,6 +225,8 @@ async def _run_local(cells: list[Cell], queries: dict[str, dict], clients: dict[
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for d in done:
             row = d.result()
+            if row is None:
+                continue
             buf.append(row)
             on_done(row)
             n += 1
@@ -250,12 +266,14 @@ def collect(pool: Any, queries: pd.DataFrame, models: Sequence[str], strategies:
             progress(counter["n"], total, row)
 
     t0 = time.perf_counter()
+    failures: list[str] = []
     if todo:
         if executor == "local":
             from routecraft.pool.client import ChatClient
 
             clients = {m: ChatClient(pool.get(m), base_url=(endpoints or {}).get(m)) for m in models}
-            asyncio.run(_run_local(todo, qmap, clients, strat_objs, grade, store, concurrency, flush_every, on_done))
+            asyncio.run(_run_local(todo, qmap, clients, strat_objs, grade, store, concurrency, flush_every, on_done,
+                                   failures))
         elif executor == "ray":
             from routecraft.data.collect_ray import run_with_ray
 
@@ -267,7 +285,8 @@ def collect(pool: Any, queries: pd.DataFrame, models: Sequence[str], strategies:
     meta = {"source": "routecraft collect", "pool": pool.name, "models": list(models),
             "strategies": list(strategies), "budgets": [b if b is not None else DEFAULT for b in budgets]}
     rd = store.compact(meta={"last_run": meta})
-    return {"cells": total, "skipped": skipped, "ran": len(todo), "elapsed_s": elapsed,
+    return {"cells": total, "skipped": skipped, "ran": len(todo) - len(failures), "failed": len(failures),
+            "failures": failures[:20], "elapsed_s": elapsed,
             "outcomes": len(rd.outcomes), "out": str(store.root)}
 
 

@@ -113,9 +113,25 @@ def data_show(data: str = typer.Argument(..., help="Built-in name or data folder
 def data_import(
     source: str = typer.Argument(..., help="A built-in name, or a CSV/Parquet file for the generic importer."),
     out: Path = typer.Option(..., help="Folder to write (queries.parquet, outcomes.parquet, meta.json)."),
-    config: Optional[Path] = typer.Option(None, help="YAML column mapping for a generic file."),
+    config: Optional[Path] = typer.Option(None, help="YAML column mapping for a generic file (see docs/data.md)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="Generic file without --config: 'wide' or 'long'."),
+    text_col: str = typer.Option("text", help="Generic: query text column."),
+    id_col: Optional[str] = typer.Option(None, help="Generic: query id column (default: row number)."),
+    task_col: Optional[str] = typer.Option(None, help="Generic: task column."),
+    gold_col: Optional[str] = typer.Option(None, help="Generic: gold answer column."),
+    model_col: str = typer.Option("model", help="Generic long: model column."),
+    score_col: str = typer.Option("score", help="Generic long: score column."),
+    model_columns: Optional[str] = typer.Option(None, help="Generic wide: comma-separated model score columns."),
+    cost_col: Optional[str] = typer.Option(None, help="Generic: cost column (wide: may use {model})."),
+    input_tokens_col: Optional[str] = typer.Option(None, help="Generic: input tokens column (wide: {model})."),
+    output_tokens_col: Optional[str] = typer.Option(None, help="Generic: output tokens column (wide: {model})."),
+    prices: Optional[str] = typer.Option(None, help="Generic: price table YAML, or 'builtin', to price tokens."),
 ) -> None:
-    """Import published logs or your own CSV/Parquet into a routecraft data folder."""
+    """Import published logs or your own CSV/Parquet into a routecraft data folder.
+
+    A generic file is mapped by --config (YAML) or by the column flags (--format and the *-col options)."""
+    from pydantic import ValidationError
+
     from routecraft.data.importers import BUILTIN, GenericImportConfig, import_generic, load_builtin
     from routecraft.data.schema import DataValidationError
 
@@ -123,10 +139,22 @@ def data_import(
         if source in BUILTIN:
             rd = load_builtin(source)
         else:
-            if config is None:
-                _fail("a generic import needs --config (a YAML column mapping; see docs/data.md)")
-            rd = import_generic(source, GenericImportConfig.from_yaml(config))
-    except (DataValidationError, ValueError, FileNotFoundError) as exc:
+            if config is not None:
+                cfg = GenericImportConfig.from_yaml(config)
+            elif fmt is not None:
+                raw = {"format": fmt, "text": text_col, "query_id": id_col, "task": task_col, "gold": gold_col,
+                       "cost": cost_col, "input_tokens": input_tokens_col, "output_tokens": output_tokens_col,
+                       "prices": prices}
+                if fmt == "long":
+                    raw.update(model=model_col, score=score_col)
+                elif model_columns:
+                    raw["model_columns"] = _csv(model_columns)
+                cfg = GenericImportConfig.model_validate(raw)
+            else:
+                _fail(f"{source!r} is not a built-in dataset ({', '.join(sorted(BUILTIN))}); for your own file give "
+                      "--config (YAML column mapping) or --format wide|long with the column flags")
+            rd = import_generic(source, cfg)
+    except (DataValidationError, ValueError, FileNotFoundError, ValidationError) as exc:
         _fail(str(exc))
     rd.save(out)
     console.print(f"wrote {out}: {len(rd.queries)} queries, {len(rd.candidates)} candidates, "

@@ -285,13 +285,18 @@ _FMT = {"peak": ("Peak", "{:.3f}"), "aiq": ("AIQ", "{:.3f}"), "apgr": ("APGR", "
 
 
 def format_cell(row: pd.Series, col: str) -> str:
+    """mean ± std over seeds; '(k/n)' when only k of the n seeds have a finite value (e.g. the target was reached
+    in k seeds); '—' when none has."""
     v, sd = row[col], row.get(col + "_std", 0.0)
     if not np.isfinite(v):
         return "—"
     f = _FMT[col][1]
-    if col == "saving_vs_best" or col == "gap_closed":
-        return f"{v:.1%} ± {sd:.1%}"
-    return f"{f.format(v)} ± {f.format(sd)}" if sd else f.format(v)
+    k, n = int(row.get(col + "_n", row["n_seeds"])), int(row["n_seeds"])
+    if col in ("saving_vs_best", "gap_closed"):
+        txt = f"{v:.1%} ± {sd:.1%}" if k > 1 else f"{v:.1%}"
+    else:
+        txt = f"{f.format(v)} ± {f.format(sd)}" if k > 1 else f.format(v)
+    return txt + (f" ({k}/{n})" if k < n else "")
 
 
 def markdown_table(result: BenchResult) -> str:
@@ -302,7 +307,8 @@ def markdown_table(result: BenchResult) -> str:
     for _, row in result.summary.iterrows():
         lines.append(f"| {row['router']} | " + " | ".join(format_cell(row, c) for c in cols) + " |")
     ref = result.reference
-    lines += ["", f"Reference (test split, mean over seeds {result.seeds}): best single **{ref['best']}** "
+    lines += ["", "Mean ± std over seeds; (k/n): only k of n seeds reached that target. Costs in USD per query.",
+              "", f"Reference (test split, mean over seeds {result.seeds}): best single **{ref['best']}** "
                   f"score {ref['best_score']:.3f} at ${ref['best_cost']:.3g}/query; cheapest **{ref['cheapest']}** "
                   f"score {ref['cheapest_score']:.3f} at ${ref['cheapest_cost']:.3g}/query; oracle score "
                   f"{ref['oracle_score']:.3f}."]

@@ -1,0 +1,501 @@
+"""The OpenAI-compatible HTTP layer (FastAPI).
+
+Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), ``GET /v1/models``, ``GET /health``, ``GET /metrics``
+(Prometheus) and ``POST /v1/routecraft/route`` (the decision alone, nothing executed or billed).
+
+Every refusal is an OpenAI-style error body ``{"error": {"message", "type", "param", "code"}}``: 400 (malformed JSON,
+wrong types, empty messages, unknown task, too long for every model), 401 (missing/wrong key), 404 (unknown model),
+413 (body over ``limits.max_body_bytes``), 429 (rate limit, budget used up, queue full), 502 (every candidate failed;
+``error.failures`` lists each candidate and its error).
+
+Streaming (``"stream": true``) sends ``chat.completion.chunk`` events then ``data: [DONE]``:
+
+* default strategy, ``direct`` and pool-model bypass: the chosen backend's stream is passed through chunk by chunk
+  (the gateway waits for the first chunk before answering, so a backend that fails before it falls back to the next
+  candidate; a failure after it ends the stream with an ``error`` event). For ``direct`` the streamed text is the
+  model's ("The answer is …"); the extracted answer is in the last chunk's ``routecraft.answer``.
+* every other strategy (cot, cod, pal, sc, …) is executed whole first (with fallback), then streamed as one
+  ``reasoning_content`` chunk (only when reasoning is requested) and **one content chunk with the final answer**.
+
+The decision goes into response headers (``x-routecraft-model``, ``-strategy``, ``-budget``, ``-predicted-score``,
+``-predicted-cost``, ``-cost``, ``-router``, ``-request-id``, ``-decision-ms``, ``-overhead-ms``, ``-fallbacks``,
+``-task``, ``-tradeoff``) and into the body's extra ``routecraft`` field (streams: on the last chunks, since tokens and
+cost are known only at the end; a stream's headers have no ``-cost``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from contextlib import asynccontextmanager
+from typing import Any, Optional
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import ValidationError
+
+from routecraft.serve.conversation import ChatRequest, RequestError, check_conversation
+from routecraft.serve.gateway import AllCandidatesFailed, Gateway, Outcome, Plan, Target
+
+log = logging.getLogger("routecraft.serve")
+
+
+def error_response(exc: RequestError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for x in loc:
+        if isinstance(x, int):
+            out += f"[{x}]"
+        elif x in ("str", "list[TextPart]", "int", "float", "bool", "none", "function-after[_stop(), union]"):
+            continue  # union branch names
+        else:
+            out += ("." if out else "") + str(x)
+    return out
+
+
+def validation_error(exc: ValidationError) -> RequestError:
+    errs = exc.errors()
+    first = errs[0]
+    param = _loc(tuple(first["loc"]))
+    merged: dict[str, list[str]] = {}
+    for e in errs:  # a union (e.g. content: string or list of parts) reports one error per branch: merge them
+        where = _loc(tuple(e["loc"])) or "body"
+        msg = e["msg"].removeprefix("Value error, ")
+        if msg not in merged.setdefault(where, []):
+            merged[where].append(msg)
+    items = list(merged.items())
+    msgs = [f"{where}: {' or '.join(m)}" for where, m in items[:3]]
+    more = f" (and {len(items) - 3} more)" if len(items) > 3 else ""
+    return RequestError(400, "invalid request: " + "; ".join(msgs) + more, param=param or None)
+
+
+async def read_json(request: Request, limit: int) -> dict:
+    cl = request.headers.get("content-length")
+    if cl is not None:
+        try:
+            n = int(cl)
+        except ValueError:
+            raise RequestError(400, "invalid Content-Length header") from None
+        if n > limit:
+            raise RequestError(413, f"request body of {n} bytes is over the limit of {limit} bytes",
+                               code="request_too_large")
+    chunks, total = [], 0
+    async for part in request.stream():
+        total += len(part)
+        if total > limit:
+            raise RequestError(413, f"request body is over the limit of {limit} bytes", code="request_too_large")
+        chunks.append(part)
+    body = b"".join(chunks)
+    if not body.strip():
+        raise RequestError(400, "the request body is empty: send a JSON object")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(400, f"could not parse the JSON body: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestError(400, f"the JSON body must be an object, got {type(data).__name__}")
+    return data
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "" if x is None else f"{x:.6g}"
+
+
+class Session:
+    """One chat request as it goes through the gateway (for the response, headers, ledger and metrics)."""
+
+    def __init__(self, gw: Gateway, key: str, req: ChatRequest, target: Target, client_id: Optional[str],
+                 t_start: float) -> None:
+        self.gw, self.key, self.req, self.target = gw, key, req, target
+        self.client_id, self.t_start = client_id, t_start
+        self.rid = gw.new_request_id()
+        self.created = int(time.time())
+        self.plan: Optional[Plan] = None
+
+    @property
+    def show_reasoning(self) -> bool:
+        return bool(self.req.option("reasoning"))
+
+    def predicted(self, cid: str) -> tuple[Optional[float], Optional[float]]:
+        d = self.plan.decision if self.plan else None
+        if d is None:
+            return None, None
+        for row in d.table:
+            if row["candidate"] == cid:
+                return row["predicted_score"], row["predicted_cost"]
+        return d.predicted_score, d.predicted_cost
+
+    def info(self, cand, out: Optional[Outcome], failures: list[dict], backend_s: float,
+             answer: Optional[str] = None, method: Optional[str] = None) -> dict:
+        plan = self.plan
+        ps, pc = self.predicted(cand.id)
+        total = time.perf_counter() - self.t_start
+        d = plan.decision
+        info: dict[str, Any] = {
+            "request_id": self.rid,
+            "router": self.target.label,
+            "requested_model": self.target.requested,
+            "tradeoff": self.target.tradeoff_name,
+            "lam": plan.lam, "max_cost": plan.max_cost,
+            "task": plan.task if d is not None else None,
+            "model": cand.model, "strategy": cand.strategy, "budget": cand.budget, "candidate": cand.id,
+            "decided": d.candidate.id if d is not None else None,
+            "predicted_score": ps, "predicted_cost": pc,
+            "sticky": plan.sticky,
+            "fallbacks": failures,
+            "skipped": plan.skipped,
+            "decision_ms": round(plan.decision_ms, 3),
+            "backend_ms": round(backend_s * 1e3, 3),
+            "latency_ms": round(total * 1e3, 3),
+            "overhead_ms": round((total - backend_s) * 1e3, 3),
+        }
+        if out is not None:
+            info.update(answer=out.answer, answer_method=out.method, input_tokens=out.input_tokens,
+                        output_tokens=out.output_tokens, cost_usd=out.cost_usd)
+        elif answer is not None or method is not None:
+            info.update(answer=answer, answer_method=method)
+        if d is not None:
+            info["candidates"] = d.table[:10]
+        if self.show_reasoning and out is not None and out.candidate.strategy != "default":
+            info["reasoning"] = {"text": out.text, **out.details}
+        return info
+
+    def headers(self, cand, cost: Optional[float], failures: list[dict]) -> dict:
+        plan = self.plan
+        ps, pc = self.predicted(cand.id)
+        h = {"x-routecraft-request-id": self.rid, "x-routecraft-router": self.target.label,
+             "x-routecraft-model": cand.model, "x-routecraft-strategy": cand.strategy,
+             "x-routecraft-budget": "default" if cand.budget is None else str(cand.budget),
+             "x-routecraft-decision-ms": f"{plan.decision_ms:.3f}", "x-routecraft-fallbacks": str(len(failures))}
+        if plan.decision is not None:
+            h.update({"x-routecraft-predicted-score": _fmt(ps), "x-routecraft-predicted-cost": _fmt(pc),
+                      "x-routecraft-task": plan.task, "x-routecraft-tradeoff": self.target.tradeoff_name or ""})
+        if cost is not None:
+            h["x-routecraft-cost"] = _fmt(cost)
+        return h
+
+    def ledger_row(self, cand, status: str, http_status: int, *, input_tokens=0, output_tokens=0, cost=0.0,
+                   backend_s=None, failures=None, error=None, attempts=None) -> dict:
+        plan = self.plan
+        d = plan.decision if plan else None
+        ps, pc = self.predicted(cand.id) if cand is not None else (None, None)
+        return {"request_id": self.rid, "ts": time.time(), "key": self.key, "client_request_id": self.client_id,
+                "requested_model": self.target.requested, "router": self.target.label,
+                "tradeoff": self.target.tradeoff_name, "lam": plan.lam if plan else None,
+                "max_cost": plan.max_cost if plan else None,
+                "model": cand.model if cand else None, "strategy": cand.strategy if cand else None,
+                "budget": cand.budget if cand else None, "task": plan.task if d is not None else None,
+                "predicted_score": ps, "predicted_cost": pc, "input_tokens": input_tokens,
+                "output_tokens": output_tokens, "cost_usd": cost,
+                "latency_s": time.perf_counter() - self.t_start, "backend_s": backend_s,
+                "decision_ms": plan.decision_ms if plan else None, "status": status, "http_status": http_status,
+                "error": error, "attempts": attempts, "fallbacks": failures or [],
+                "stream": int(bool(self.req.stream)), "sticky": int(bool(plan and plan.sticky)),
+                "conversation_id": self.req.option("conversation_id")}
+
+    def account(self, cand, status: str, http: int, tokens_in: int, tokens_out: int, cost: float,
+                total_s: Optional[float] = None) -> None:
+        m = self.gw.metrics
+        model = cand.model if cand is not None else "none"
+        m.requests.labels(self.target.requested, model, str(http)).inc()
+        if status == "ok" and total_s is not None:
+            m.latency.labels(model).observe(total_s)
+        if tokens_in or tokens_out:
+            m.tokens.labels(model, "input").inc(tokens_in)
+            m.tokens.labels(model, "output").inc(tokens_out)
+        if cost:
+            m.cost.labels(model).inc(cost)
+        self.gw.keys.charge(self.key, cost)
+
+
+def chunk(s: Session, model: str, delta: dict, finish: Optional[str] = None, **extra: Any) -> str:
+    obj = {"id": s.rid, "object": "chat.completion.chunk", "created": s.created, "model": model,
+           "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}], **extra}
+    return f"data: {json.dumps(obj)}\n\n"
+
+
+def usage_dict(i: int, o: int) -> dict:
+    return {"prompt_tokens": i, "completion_tokens": o, "total_tokens": i + o}
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    """The FastAPI app around a (not yet started) gateway; the app's lifespan starts and closes it."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if not gateway.started:
+            await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.close()
+
+    app = FastAPI(title="routecraft gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.gateway = gateway
+    gw = gateway
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):  # a bug: say so in OpenAI form, log the traceback
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse({"error": {"message": f"internal error: {type(exc).__name__}: {exc}",
+                                       "type": "server_error", "param": None, "code": None}}, status_code=500)
+
+    @app.exception_handler(404)
+    async def _not_found(request: Request, exc: Exception):
+        return JSONResponse({"error": {"message": f"no route {request.method} {request.url.path}",
+                                       "type": "invalid_request_error", "param": None, "code": "not_found"}},
+                            status_code=404)
+
+    @app.exception_handler(405)
+    async def _bad_method(request: Request, exc: Exception):
+        return JSONResponse({"error": {"message": f"method {request.method} is not allowed on {request.url.path}",
+                                       "type": "invalid_request_error", "param": None, "code": "method_not_allowed"}},
+                            status_code=405)
+
+    @app.get("/health")
+    async def health():
+        return gw.health()
+
+    @app.get("/metrics")
+    async def metrics():
+        m = gw.metrics
+        m.inflight.set(gw.inflight)
+        m.queued.set(gw.waiting)
+        return Response(m.render(), media_type=m.content_type)
+
+    @app.get("/v1/models")
+    async def models(request: Request):
+        try:
+            gw.keys.authenticate(request.headers.get("authorization"))
+        except RequestError as exc:
+            return error_response(exc)
+        return {"object": "list", "data": gw.offered()}
+
+    async def admit(request: Request) -> tuple[str, ChatRequest, Target, list[dict]]:
+        key = gw.keys.authenticate(request.headers.get("authorization"))
+        gw.keys.check_rate(key)
+        data = await read_json(request, gw.config.limits.max_body_bytes)
+        try:
+            req = ChatRequest.model_validate(data)
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        target = gw.resolve(req.model)
+        messages = req.plain_messages()
+        check_conversation(messages, gw.config.limits.max_messages)
+        cap = req.output_cap
+        if cap is not None and cap > gw.config.limits.max_output_tokens:
+            raise RequestError(400, f"max_tokens {cap} is over this gateway's limit of "
+                               f"{gw.config.limits.max_output_tokens}", param="max_tokens")
+        return key, req, target, messages
+
+    def reject(exc: RequestError) -> JSONResponse:
+        gw.metrics.rejected.labels(str(exc.status), exc.code or exc.type).inc()
+        return error_response(exc)
+
+    @app.post("/v1/routecraft/route")
+    async def route_only(request: Request):
+        try:
+            key, req, target, messages = await admit(request)
+            plan = await gw.route(target, req, messages, key)
+        except RequestError as exc:
+            return reject(exc)
+        d = plan.decision
+        return {"decision": d.to_dict() if d is not None else None,
+                "order": [c.id for c in plan.order], "task": plan.task, "lam": plan.lam, "max_cost": plan.max_cost,
+                "decision_ms": plan.decision_ms, "sticky": plan.sticky, "skipped": plan.skipped}
+
+    async def acquire() -> None:
+        lim = gw.config.limits
+        if gw.slots.locked() and gw.waiting >= lim.max_queue:
+            raise RequestError(429, f"the gateway is at capacity ({lim.max_concurrency} running, {gw.waiting} "
+                               f"queued); retry later", type="rate_limit_error", code="queue_full",
+                               headers={"retry-after": "1"})
+        gw.waiting += 1
+        try:
+            await asyncio.wait_for(gw.slots.acquire(), timeout=lim.queue_timeout_s)
+        except asyncio.TimeoutError:
+            raise RequestError(429, f"no execution slot within {lim.queue_timeout_s:g}s; retry later",
+                               type="rate_limit_error", code="queue_timeout", headers={"retry-after": "1"}) from None
+        finally:
+            gw.waiting -= 1
+        gw.inflight += 1
+
+    def release() -> None:
+        gw.inflight -= 1
+        gw.slots.release()
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        t_start = time.perf_counter()
+        try:
+            key, req, target, messages = await admit(request)
+            gw.keys.check_budget(key)
+            await acquire()
+        except RequestError as exc:
+            return reject(exc)
+        s = Session(gw, key, req, target, request.headers.get("x-request-id"), t_start)
+        try:
+            s.plan = await gw.route(target, req, messages, key)
+        except RequestError as exc:
+            release()
+            return reject(exc)
+        except BaseException:
+            release()
+            raise
+        if req.stream:
+            return await stream_response(s, messages)
+        try:
+            out, failures = await gw.execute(s.plan, messages, req)
+        except AllCandidatesFailed as exc:
+            return await failed_response(s, exc)
+        finally:
+            release()
+        gw.remember(key, req, out.candidate)
+        cand = out.candidate
+        info = s.info(cand, out, failures, out.backend_s)
+        msg: dict[str, Any] = {"role": "assistant", "content": out.content}
+        if s.show_reasoning and cand.strategy != "default":
+            msg["reasoning_content"] = out.text
+        body = {"id": s.rid, "object": "chat.completion", "created": s.created, "model": cand.model,
+                "choices": [{"index": 0, "message": msg, "finish_reason": out.finish_reason or "stop",
+                             "logprobs": None}],
+                "usage": usage_dict(out.input_tokens, out.output_tokens), "routecraft": info}
+        await gw.record(s.ledger_row(cand, "ok", 200, input_tokens=out.input_tokens,
+                                     output_tokens=out.output_tokens, cost=out.cost_usd, backend_s=out.backend_s,
+                                     failures=failures, attempts=len(failures) + 1))
+        s.account(cand, "ok", 200, out.input_tokens, out.output_tokens, out.cost_usd,
+                  time.perf_counter() - t_start)
+        return JSONResponse(body, headers=s.headers(cand, out.cost_usd, failures))
+
+    async def failed_response(s: Session, exc: AllCandidatesFailed) -> JSONResponse:
+        first = s.plan.order[0] if s.plan and s.plan.order else None
+        await gw.record(s.ledger_row(first, "failed", 502, failures=exc.failures, error=str(exc)[:2000],
+                                     attempts=len(exc.failures)))
+        s.account(first, "failed", 502, 0, 0, 0.0)
+        return JSONResponse({"error": {"message": str(exc), "type": "backend_error", "param": None,
+                                       "code": "all_backends_failed", "failures": exc.failures,
+                                       "request_id": s.rid}}, status_code=502,
+                            headers={"x-routecraft-request-id": s.rid})
+
+    async def stream_response(s: Session, messages: list[dict]):
+        req = s.req
+        try:
+            start, whole, failures = await gw.start_stream(s.plan, messages, req)
+        except AllCandidatesFailed as exc:
+            release()
+            return await failed_response(s, exc)
+        except BaseException:
+            release()
+            raise
+        cand = start.candidate if start is not None else whole.candidate
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        headers = s.headers(cand, None, failures)
+        headers["cache-control"] = "no-cache"
+
+        async def events():
+            status, http, err = "ok", 200, None
+            tin = tout = 0
+            cost = 0.0
+            backend_s = 0.0
+            try:
+                yield chunk(s, cand.model, {"role": "assistant", "content": ""})
+                if whole is not None:
+                    backend_s = whole.backend_s
+                    tin, tout, cost = whole.input_tokens, whole.output_tokens, whole.cost_usd
+                    if s.show_reasoning:
+                        yield chunk(s, cand.model, {"reasoning_content": whole.text})
+                    yield chunk(s, cand.model, {"content": whole.content})
+                    info = s.info(cand, whole, failures, backend_s)
+                    finish = whole.finish_reason or "stop"
+                else:
+                    parts: list[str] = []
+                    finish, result = None, None
+                    async for ch in start.chunks():
+                        if ch.done:
+                            result = ch.result
+                            finish = ch.finish_reason or finish
+                            break
+                        if ch.finish_reason:
+                            finish = ch.finish_reason
+                        if ch.text:
+                            parts.append(ch.text)
+                            yield chunk(s, cand.model, {"content": ch.text})
+                    backend_s = time.perf_counter() - start.t0
+                    text = "".join(parts)
+                    if result is not None:
+                        tin, tout, cost = int(result.input_tokens or 0), int(result.output_tokens or 0), \
+                            float(result.cost_usd or 0.0)
+                    answer = method = None
+                    if cand.strategy != "default":
+                        from routecraft.strategies import get_strategy
+
+                        ex = get_strategy(cand.strategy).extract(text, s.plan.task)
+                        answer, method = ex.answer, ex.method
+                    out = Outcome(cand, text, answer, method or "plain", tin, tout, cost, finish, backend_s)
+                    info = s.info(cand, out, failures, backend_s)
+                    gw.mark_ok(cand.model)
+                gw.remember(s.key, req, cand)
+                yield chunk(s, cand.model, {}, finish or "stop", routecraft=info)
+                if include_usage:
+                    obj = {"id": s.rid, "object": "chat.completion.chunk", "created": s.created, "model": cand.model,
+                           "choices": [], "usage": usage_dict(tin, tout), "routecraft": info}
+                    yield f"data: {json.dumps(obj)}\n\n"
+                yield "data: [DONE]\n\n"
+            except (asyncio.CancelledError, GeneratorExit):
+                status, http, err = "cancelled", 499, "client disconnected"
+                raise
+            except Exception as exc:  # noqa: BLE001 - the backend broke mid-stream: tell the client in-band
+                from routecraft.serve.gateway import _reason
+
+                status, http, err = "failed", 502, _reason(exc)
+                gw.mark_failed(cand.model, err)
+                yield f"data: {json.dumps({'error': {'message': f'backend failed mid-stream: {err}', 'type': 'backend_error', 'param': None, 'code': 'backend_failed_mid_stream'}})}\n\n"
+            finally:
+                guard.finish(status, http, err, tin, tout, cost, backend_s)
+                if start is not None:
+                    await _safe_close(start)
+
+        guard = _StreamGuard(s, cand, failures, release)
+        gen = events()
+        weakref.finalize(gen, guard.finish, "cancelled", 499, "stream never started", 0, 0, 0.0, 0.0)
+        return StreamingResponse(gen, media_type="text/event-stream", headers=headers)
+
+    return app
+
+
+class _StreamGuard:
+    """Ends a stream exactly once: frees the execution slot, writes the ledger row, counts the metrics. Called from
+    the stream's ``finally`` or, for a stream that never started (client gone before the first byte), when the
+    generator is garbage-collected."""
+
+    def __init__(self, s: Session, cand: Any, failures: list[dict], release: Any) -> None:
+        self.s, self.cand, self.failures, self.release = s, cand, failures, release
+        self.done = False
+
+    def finish(self, status: str, http: int, err: Optional[str], tin: int, tout: int, cost: float,
+               backend_s: float) -> None:
+        if self.done:
+            return
+        self.done = True
+        s = self.s
+        self.release()
+        try:  # synchronous on purpose: this also runs while the stream is being cancelled
+            s.gw.ledger.record(s.ledger_row(self.cand, status, http, input_tokens=tin, output_tokens=tout, cost=cost,
+                                            backend_s=backend_s, failures=self.failures, error=err,
+                                            attempts=len(self.failures) + 1))
+        except Exception:  # noqa: BLE001
+            log.exception("could not write the ledger row of %s", s.rid)
+        s.account(self.cand, status, http, tin, tout, cost, time.perf_counter() - s.t_start)
+
+
+async def _safe_close(start: Any) -> None:
+    try:
+        await asyncio.shield(start.aclose())
+    except BaseException:  # noqa: BLE001 - closing best effort, also during cancellation
+        pass

@@ -310,7 +310,7 @@ def test_auth_rate_limit_budget_and_models(tmp_path):
     led = Ledger(tmp_path / "u.sqlite").open()
     led.record({"request_id": "old", "key": "poor", "status": "ok", "cost_usd": 1.0})  # spent before a restart
     led.close()
-    keys = [{"name": "alice", "sha256": hash_key("ka"), "rpm": 2},
+    keys = [{"name": "alice", "sha256": hash_key("ka"), "rpm": 3},
             {"name": "poor", "sha256": hash_key("kp"), "budget_usd": 0.5}]
     gw = _gateway(tmp_path, keys=keys, host="0.0.0.0")
 
@@ -322,6 +322,7 @@ def test_auth_rate_limit_budget_and_models(tmp_path):
                "models": await c.get("/v1/models", headers=a),
                "route1": await c.post("/v1/routecraft/route", json=_chat(content=MATH), headers=a),
                "route2": await c.post("/v1/routecraft/route", json=_chat(lam=1e9), headers=a),
+               "capped": await c.post("/v1/routecraft/route", json=_chat(content=MATH, max_cost=1e-5), headers=a),
                "limited": await c.post("/v1/routecraft/route", json=_chat(), headers=a),
                "poor": await c.post("/v1/chat/completions", json=_chat(),
                                     headers={"authorization": "Bearer kp"}),
@@ -339,7 +340,12 @@ def test_auth_rate_limit_budget_and_models(tmp_path):
     assert d1["decision"]["model"] == "big" and d1["task"] == "numeric" and d1["decision_ms"] > 0
     assert d1["order"][0] == d1["decision"]["candidate"] and len(d1["order"]) == 6
     assert out["route2"].json()["decision"]["model"] == "small"
+    capped = out["capped"].json()
+    assert capped["max_cost"] == 1e-5 and capped["decision"]["predicted_cost"] <= 1e-5
+    assert capped["decision"]["model"] == "small" and capped["decision"]["strategy"] in ("cot", "pal")
+    assert capped["order"][-1].startswith("big")  # over the cap: tried last
     assert out["limited"].status_code == 429 and out["limited"].json()["error"]["code"] == "rate_limit_exceeded"
+    assert "3 requests per minute" in out["limited"].json()["error"]["message"]
     assert "retry-after" in out["limited"].headers
     assert out["poor"].status_code == 429 and out["poor"].json()["error"]["code"] == "insufficient_quota"
     assert out["health"].json()["auth"] == "keys"

@@ -143,6 +143,7 @@ def test_chat_completion_returns_the_decision_in_headers_and_body(gateway):
     cost = (u.prompt_tokens * 0.03 + u.completion_tokens * 0.25) / 1e6
     assert float(h["x-routecraft-cost"]) == pytest.approx(cost, rel=1e-5) and rc["cost_usd"] == pytest.approx(cost)
     assert 0 < rc["decision_ms"] < 100 and rc["fallbacks"] == []
+    assert float(h["x-routecraft-backend-ms"]) > 0 and float(h["x-routecraft-overhead-ms"]) >= 0
     assert rc["candidates"][0]["candidate"] == "smollm2-b"
     row = _row(gateway, resp.id)
     assert row["key"] == "alice" and row["client_request_id"] == "t1" and row["status"] == "ok"
@@ -360,3 +361,20 @@ def test_graceful_shutdown_finishes_in_flight_requests(gateway):
     assert len(rows) == 1 and rows[0]["status"] == "ok"
     with pytest.raises(httpx.ConnectError):
         httpx.get(gateway.root + "/health")
+
+
+def test_local_pool_models_get_a_private_server_that_stops_with_the_gateway(smollm_path):
+    """What `routecraft serve` with no --config does for the built-in pool, on one model: a local model without a
+    running server gets a private llama.cpp server, stopped on exit."""
+    from routecraft.serve.config import config_from_dict
+    from routecraft.serve.server import pool_endpoints
+
+    cfg = config_from_dict({"pool": "local", "models": ["smollm2-135m"],
+                            "servers": {"reuse_running": False, "parallel": 1, "threads": 1, "ctx": 512}})
+    with pool_endpoints(cfg) as eps:
+        assert list(eps) == ["smollm2-135m"]
+        root = eps["smollm2-135m"].removesuffix("/v1")
+        assert httpx.get(root + "/health").status_code == 200
+        assert httpx.get(eps["smollm2-135m"] + "/models").json()["data"][0]["id"] == "smollm2-135m"
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(root + "/health")

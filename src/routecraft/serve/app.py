@@ -18,9 +18,9 @@ Streaming (``"stream": true``) sends ``chat.completion.chunk`` events then ``dat
   ``reasoning_content`` chunk (only when reasoning is requested) and **one content chunk with the final answer**.
 
 The decision goes into response headers (``x-routecraft-model``, ``-strategy``, ``-budget``, ``-predicted-score``,
-``-predicted-cost``, ``-cost``, ``-router``, ``-request-id``, ``-decision-ms``, ``-overhead-ms``, ``-fallbacks``,
-``-task``, ``-tradeoff``) and into the body's extra ``routecraft`` field (streams: on the last chunks, since tokens and
-cost are known only at the end; a stream's headers have no ``-cost``).
+``-predicted-cost``, ``-cost``, ``-router``, ``-request-id``, ``-decision-ms``, ``-backend-ms``, ``-overhead-ms``,
+``-fallbacks``, ``-task``, ``-tradeoff``) and into the body's extra ``routecraft`` field (streams: on the last chunks, since tokens and
+cost are known only at the end; a stream's headers have no ``-cost``, ``-backend-ms`` or ``-overhead-ms``).
 """
 
 from __future__ import annotations
@@ -166,7 +166,7 @@ class Session:
             info["reasoning"] = {"text": out.text, **out.details}
         return info
 
-    def headers(self, cand, cost: Optional[float], failures: list[dict]) -> dict:
+    def headers(self, cand, cost: Optional[float], failures: list[dict], backend_s: Optional[float] = None) -> dict:
         plan = self.plan
         ps, pc = self.predicted(cand.id)
         h = {"x-routecraft-request-id": self.rid, "x-routecraft-router": self.target.label,
@@ -178,6 +178,10 @@ class Session:
                       "x-routecraft-task": plan.task, "x-routecraft-tradeoff": self.target.tradeoff_name or ""})
         if cost is not None:
             h["x-routecraft-cost"] = _fmt(cost)
+        if backend_s is not None:
+            total = time.perf_counter() - self.t_start
+            h["x-routecraft-backend-ms"] = f"{backend_s * 1e3:.3f}"
+            h["x-routecraft-overhead-ms"] = f"{(total - backend_s) * 1e3:.3f}"
         return h
 
     def ledger_row(self, cand, status: str, http_status: int, *, input_tokens=0, output_tokens=0, cost=0.0,
@@ -371,7 +375,7 @@ def create_app(gateway: Gateway) -> FastAPI:
                                      failures=failures, attempts=len(failures) + 1))
         s.account(cand, "ok", 200, out.input_tokens, out.output_tokens, out.cost_usd,
                   time.perf_counter() - t_start)
-        return JSONResponse(body, headers=s.headers(cand, out.cost_usd, failures))
+        return JSONResponse(body, headers=s.headers(cand, out.cost_usd, failures, out.backend_s))
 
     async def failed_response(s: Session, exc: AllCandidatesFailed) -> JSONResponse:
         first = s.plan.order[0] if s.plan and s.plan.order else None

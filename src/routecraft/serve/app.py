@@ -95,12 +95,18 @@ async def read_json(request: Request, limit: int) -> dict:
     if not body.strip():
         raise RequestError(400, "the request body is empty: send a JSON object")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"could not parse the JSON body: {exc}") from None
+    except RecursionError:
+        raise RequestError(400, "could not parse the JSON body: nested too deeply") from None
     if not isinstance(data, dict):
         raise RequestError(400, f"the JSON body must be an object, got {type(data).__name__}")
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise RequestError(400, f"could not parse the JSON body: {name} is not a valid JSON number")
 
 
 def _fmt(x: Optional[float]) -> str:

@@ -288,6 +288,7 @@ def collect(
     start_servers: bool = typer.Option(True, help="Start local llama.cpp servers that are not running."),
     parallel: int = typer.Option(2, help="Parallel slots per local server started here."),
     flush_every: int = typer.Option(8, help="Rows per checkpoint shard."),
+    timeout: float = typer.Option(600.0, help="Seconds per backend request before a retry."),
 ) -> None:
     """Run every (query, model, strategy, budget) cell on real models, grade it, and append it (resumable)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
@@ -357,7 +358,7 @@ def collect(
                 bar.update(task, completed=done, total=total)
 
         res = do_collect(p, q, model_list, strategy_list, budget_list, out, concurrency=concurrency,
-                         flush_every=flush_every, executor=executor, progress=progress, endpoints=endpoints, ray_address=ray_address)
+                         flush_every=flush_every, timeout_s=timeout, executor=executor, progress=progress, endpoints=endpoints, ray_address=ray_address)
     out_console.print_json(json.dumps(res))
 
 

@@ -240,7 +240,8 @@ async def _run_local(cells: list[Cell], queries: dict[str, dict], clients: dict[
 def collect(pool: Any, queries: pd.DataFrame, models: Sequence[str], strategies: Sequence[str],
             budgets: Sequence[int | None], out: str | Path, concurrency: int = 2, flush_every: int = 8,
             executor: str = "local", progress: Callable[[int, int, dict | None], None] | None = None,
-            endpoints: dict[str, str] | None = None, ray_address: str | None = None, chunk_size: int = 16) -> dict:
+            endpoints: dict[str, str] | None = None, ray_address: str | None = None, chunk_size: int = 16,
+            timeout_s: float = 600.0) -> dict:
     """Run every missing cell; return counts. ``endpoints`` maps model name -> base_url (defaults to the pool's)."""
     from routecraft.evaluate.graders import grade
     from routecraft.strategies import get_strategy
@@ -271,14 +272,17 @@ def collect(pool: Any, queries: pd.DataFrame, models: Sequence[str], strategies:
         if executor == "local":
             from routecraft.pool.client import ChatClient
 
-            clients = {m: ChatClient(pool.get(m), base_url=(endpoints or {}).get(m)) for m in models}
+            # generous timeout: on a loaded CPU a 512-token generation can take minutes, and a timed-out request
+            # retried only adds load
+            clients = {m: ChatClient(pool.get(m), base_url=(endpoints or {}).get(m), timeout=timeout_s)
+                       for m in models}
             asyncio.run(_run_local(todo, qmap, clients, strat_objs, grade, store, concurrency, flush_every, on_done,
                                    failures))
         elif executor == "ray":
             from routecraft.data.collect_ray import run_with_ray
 
             run_with_ray(todo, qmap, pool, endpoints or {}, store, concurrency, chunk_size, on_done,
-                         address=ray_address)
+                         address=ray_address, timeout_s=timeout_s)
         else:
             raise ValueError(f"executor must be 'local' or 'ray', got {executor!r}")
     elapsed = time.perf_counter() - t0

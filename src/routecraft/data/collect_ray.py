@@ -14,12 +14,13 @@ from routecraft.data.collect import Cell, CollectionStore, hardware_tag, run_cel
 
 
 def _run_chunk(cells: list[Cell], queries: dict[str, dict], pool: Any, endpoints: dict[str, str],
-               concurrency: int) -> list[dict]:
+               concurrency: int, timeout_s: float = 600.0) -> list[dict]:
     from routecraft.evaluate.graders import grade
     from routecraft.pool.client import ChatClient
     from routecraft.strategies import get_strategy
 
-    clients = {m: ChatClient(pool.get(m), base_url=endpoints.get(m)) for m in {c.model for c in cells}}
+    clients = {m: ChatClient(pool.get(m), base_url=endpoints.get(m), timeout=timeout_s)
+               for m in {c.model for c in cells}}
     strategies = {s: get_strategy(s) for s in {c.strategy for c in cells}}
     hw = hardware_tag()
 
@@ -38,7 +39,7 @@ def _run_chunk(cells: list[Cell], queries: dict[str, dict], pool: Any, endpoints
 
 def run_with_ray(cells: list[Cell], queries: dict[str, dict], pool: Any, endpoints: dict[str, str],
                  store: CollectionStore, concurrency: int, chunk_size: int, on_done: Callable[[dict], None],
-                 address: str | None = None, max_in_flight: int | None = None) -> int:
+                 address: str | None = None, max_in_flight: int | None = None, timeout_s: float = 600.0) -> int:
     try:
         import ray
     except ImportError as exc:  # pragma: no cover - depends on the extra
@@ -56,7 +57,8 @@ def run_with_ray(cells: list[Cell], queries: dict[str, dict], pool: Any, endpoin
         it = iter(chunks)
         for chunk in it:
             needed = {c.query_id for c in chunk}
-            pending.append(remote.remote(chunk, {q: queries[q] for q in needed}, pool, endpoints, concurrency))
+            pending.append(remote.remote(chunk, {q: queries[q] for q in needed}, pool, endpoints, concurrency,
+                                         timeout_s))
             if len(pending) >= limit:
                 done, pending = ray.wait(pending, num_returns=1)
                 n += _drain(ray.get(done), store, on_done)

@@ -36,7 +36,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import openai
 import yaml
 
@@ -112,6 +111,12 @@ async def one(client: openai.AsyncOpenAI, model: str, q: str, max_tokens: int, r
             "fallbacks": int(raw.headers.get("x-routecraft-fallbacks") or 0)}
 
 
+def proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _f(x):
     return None if x is None else float(x)
 
@@ -135,7 +140,7 @@ async def run_pool(jobs, concurrency: int, deadline: float, on_done=None) -> lis
     return results
 
 
-async def bench(args, gw_url: str, direct_url: str, servers, ledger: Path, models) -> dict:
+async def bench(args, gw_url: str, direct_url: str, servers, ledger: Path, models, gw_pid: int) -> dict:
     out: dict = {}
     deadline = time.monotonic() + args.time_limit
     gwc = openai.AsyncOpenAI(base_url=gw_url, api_key="none", max_retries=0, timeout=120)
@@ -173,19 +178,27 @@ async def bench(args, gw_url: str, direct_url: str, servers, ledger: Path, model
     }
 
     # 2. throughput: alternating rounds of routed and direct calls, so that drifting background load hits both
-    tp = {"gateway": {"ok": 0, "wall_s": 0.0}, "direct": {"ok": 0, "wall_s": 0.0}}
+    tp = {"gateway": {"ok": 0, "wall_s": 0.0, "rounds": []}, "direct": {"ok": 0, "wall_s": 0.0, "rounds": []}}
     rounds = 4
     per = max(1, n // rounds)
+    paths = [("gateway", gwc, "routecraft/auto"), ("direct", dc, "smollm2-b")]
     for rnd in range(rounds):
-        for label, client, model in (("gateway", gwc, "routecraft/auto"), ("direct", dc, "smollm2-b")):
-            t0 = time.perf_counter()
+        for label, client, model in (paths if rnd % 2 == 0 else paths[::-1]):  # alternate which goes first
+            t0, cpu0 = time.perf_counter(), proc_cpu_s(gw_pid)
             res = await run_pool([lambda q=q: one(client, model, q, mt) for q in qs[rnd * per:(rnd + 1) * per]], c,
                                  deadline)
-            tp[label]["wall_s"] += time.perf_counter() - t0
-            tp[label]["ok"] += sum(1 for r in res if r and "error" not in r)
+            wall = time.perf_counter() - t0
+            ok = sum(1 for r in res if r and "error" not in r)
+            tp[label]["wall_s"] += wall
+            tp[label]["ok"] += ok
+            tp[label]["rounds"].append(ok / wall if wall else float("nan"))
+            if label == "gateway":
+                tp["gateway_cpu_s"] = tp.get("gateway_cpu_s", 0.0) + proc_cpu_s(gw_pid) - cpu0
     for v in tp.values():
         v["req_per_s"] = v["ok"] / v["wall_s"] if v["wall_s"] else float("nan")
         v["load_avg"] = os.getloadavg()[0]
+    tp["gateway_cpu_ms_per_request"] = 1e3 * tp.get("gateway_cpu_s", 0.0) / max(1, tp["gateway"]["ok"])
+    tp["ratio_per_round"] = [g / d for g, d in zip(tp["gateway"]["rounds"], tp["direct"]["rounds"])]
     out["throughput"] = tp
 
     # 3. the decision alone, in-process
@@ -288,7 +301,7 @@ def main() -> int:
             d = Path(d)
             proc, info, _ = start_gateway(d, models, args.concurrency)
             res = asyncio.run(bench(args, info["url"], servers["smollm2-b"].base_url, servers, d / "usage.sqlite",
-                                    models))
+                                    models, info["pid"]))
             res["args"] = vars(args)
             res["cores"] = os.cpu_count()
     finally:
@@ -321,7 +334,9 @@ def report(r: dict) -> None:
           f"({L['overhead_reported_p50_pct']:.2f}% of direct p50)  p99 {L['overhead_reported_p99_ms']:.2f} ms")
     print(f"throughput: gateway {T['gateway']['req_per_s']:.2f} req/s ({T['gateway']['ok']} ok, load "
           f"{T['gateway']['load_avg']:.2f}); direct {T['direct']['req_per_s']:.2f} req/s ({T['direct']['ok']} ok, "
-          f"load {T['direct']['load_avg']:.2f})")
+          f"load {T['direct']['load_avg']:.2f}); gateway/direct per round: "
+          f"{', '.join(f'{x:.2f}' for x in T['ratio_per_round'])}; gateway process CPU "
+          f"{T['gateway_cpu_ms_per_request']:.1f} ms per routed request")
     for label, d in D.items():
         print(f"decision only ({label}, in-process, {d['n']} texts): p50 {d['p50_ms']:.3f} ms  p99 "
               f"{d['p99_ms']:.3f} ms  (load {d['load_avg']:.2f})")

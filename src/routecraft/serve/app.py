@@ -376,9 +376,13 @@ def create_app(gateway: Gateway) -> FastAPI:
                 "choices": [{"index": 0, "message": msg, "finish_reason": out.finish_reason or "stop",
                              "logprobs": None}],
                 "usage": usage_dict(out.input_tokens, out.output_tokens), "routecraft": info}
-        await gw.record(s.ledger_row(cand, "ok", 200, input_tokens=out.input_tokens,
-                                     output_tokens=out.output_tokens, cost=out.cost_usd, backend_s=out.backend_s,
-                                     failures=failures, attempts=len(failures) + 1))
+        try:
+            await gw.record(s.ledger_row(cand, "ok", 200, input_tokens=out.input_tokens,
+                                         output_tokens=out.output_tokens, cost=out.cost_usd,
+                                         backend_s=out.backend_s, failures=failures, attempts=len(failures) + 1))
+        except Exception:  # noqa: BLE001 - the answer exists and is paid for: log, count, and still deliver it
+            log.exception("could not write the ledger row of %s", s.rid)
+            gw.metrics.ledger_errors.inc()
         s.account(cand, "ok", 200, out.input_tokens, out.output_tokens, out.cost_usd,
                   time.perf_counter() - t_start)
         return JSONResponse(body, headers=s.headers(cand, out.cost_usd, failures, out.backend_s))
@@ -501,6 +505,7 @@ class _StreamGuard:
                                             attempts=len(self.failures) + 1))
         except Exception:  # noqa: BLE001
             log.exception("could not write the ledger row of %s", s.rid)
+            s.gw.metrics.ledger_errors.inc()
         s.account(self.cand, status, http, tin, tout, cost, time.perf_counter() - s.t_start)
 
 

@@ -31,6 +31,8 @@ class Metrics:
         self.backend_errors = Counter("routecraft_backend_errors", "Backend call failures", ["model"], registry=r)
         self.rejected = Counter("routecraft_rejected_requests", "Requests refused before routing", ["status", "code"],
                                 registry=r)
+        self.ledger_errors = Counter("routecraft_ledger_errors", "Ledger rows that could not be written",
+                                     registry=r)
         self.inflight = Gauge("routecraft_inflight_requests", "Requests executing on backends", registry=r)
         self.queued = Gauge("routecraft_queued_requests", "Requests waiting for an execution slot", registry=r)
 

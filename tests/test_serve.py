@@ -394,3 +394,18 @@ def test_queue_full_is_429(tmp_path):
 
     r = _run(gw, go)
     assert r.status_code == 429 and r.json()["error"]["code"] == "queue_full"
+
+
+def test_serve_command_reports_config_errors_without_traceback(tmp_path):
+    from routecraft.serve.cli import serve_app
+
+    r = CliRunner().invoke(serve_app, ["serve", "--port", "99999"])
+    assert r.exit_code == 2 and "field 'port'" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(serve_app, ["serve", "--config", str(tmp_path / "none.yaml")])
+    assert r.exit_code == 2 and "cannot read gateway config" in r.output
+    cfg = tmp_path / "gw.yaml"
+    cfg.write_text("pool: {name: t, models: [{name: a, endpoint: 'http://127.0.0.1:9/v1', price_in_per_m: 0,"
+                   " price_out_per_m: 0, description: d}]}\nrouters: {auto: no-such-artifact}\n"
+                   f"ledger: {tmp_path / 'u.sqlite'}\nport: 0\n")
+    r = CliRunner().invoke(serve_app, ["serve", "--config", str(cfg)])
+    assert r.exit_code == 2 and "router 'auto'" in r.output and "cannot load" in r.output

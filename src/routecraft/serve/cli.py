@@ -55,8 +55,6 @@ def serve_cmd(
                    progress=lambda m: _err.print(m))
     except ServeConfigError as exc:
         _fail(str(exc))
-    except ValueError as exc:  # pydantic re-validation of overrides
-        _fail(str(exc))
 
 
 def usage_cmd(

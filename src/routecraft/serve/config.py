@@ -204,7 +204,7 @@ class ServeConfig(_Strict):
     def with_overrides(self, **kw: Any) -> "ServeConfig":
         data = self.model_dump()
         data.update({k: v for k, v in kw.items() if v is not None})
-        return ServeConfig.model_validate(data)
+        return config_from_dict(data, "command-line options")
 
 
 def hash_key(secret: str) -> str:

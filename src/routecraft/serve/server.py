@@ -100,16 +100,20 @@ def run_server(config: ServeConfig, base_dir: Optional[Path] = None, *, ready_fi
 
     logging.basicConfig(level=config.log_level.upper() if config.log_level != "trace" else "DEBUG",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    previous = None
     if threading.current_thread() is threading.main_thread():
         # uvicorn re-raises the signal that stopped it once it has drained; make SIGTERM end like Ctrl-C, so the
         # cleanup below (gateway close, private servers) runs instead of the process dying on the spot
-        signal.signal(signal.SIGTERM, _interrupt)
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with pool_endpoints(config, base_dir, progress) as endpoints:
             gw = Gateway(config, base_dir=base_dir, endpoints=endpoints)
             asyncio.run(_serve(gw, config, ready_file, progress, create_app, uvicorn))
     except KeyboardInterrupt:
         progress("gateway stopped")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _interrupt(signum, frame) -> None:

@@ -1,0 +1,168 @@
+"""Router-R1 configuration (YAML, validated by pydantic). Defaults are the paper's (seed-algorithms §3);
+``routecraft/configs/router_r1.yaml`` is the CPU-sized configuration shipped with routecraft."""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from routecraft.train.config import RLConfig
+
+
+class ProtocolConfig(BaseModel):
+    """The rollout loop: turns, token caps, sampling of the policy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns: int = Field(4, ge=1, description="Routed turns; one final turn without routing follows (paper: 4).")
+    max_turn_tokens: int = Field(1024, ge=1, description="Policy tokens per turn (paper: 1024).")
+    max_obs_tokens: int = Field(600, ge=16, description="Tokens of one <information> block (paper: 600).")
+    max_response_tokens: int = Field(4096, ge=1, description="Total response tokens (turns + information).")
+    max_context_tokens: int = Field(4096, ge=64, description="The policy sees at most this many last tokens "
+                                                             "(paper: max_prompt_length 4096).")
+    temperature: float = Field(1.0, ge=0, description="Policy sampling temperature in training (paper: 1.0).")
+    top_p: float = Field(1.0, gt=0, le=1)
+    eval_temperature: float = Field(0.0, ge=0, description="Temperature when routing and evaluating (0 = greedy).")
+    answer_example: str = Field("Beijing", description="The example answer shown in the prompt.")
+    prompt: Literal["full", "compact"] = Field("full", description="full: the paper's prompt with the pool's model "
+                                                                   "descriptions; compact: a short one (CPU runs).")
+    response_prefix: str = Field("", description="Text forced at the start of every response (e.g. '<think>'); "
+                                                 "not sampled, so masked out of the loss. The paper: none.")
+
+
+class CallConfig(BaseModel):
+    """How the pool's models are called (paper: route_service)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_tokens: int = Field(512, ge=1, description="Output tokens per call (paper: 512).")
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: Optional[int] = 42
+    max_concurrency: int = Field(10, ge=1, description="Calls in flight (paper: 10 threads).")
+    timeout: float = Field(300.0, gt=0)
+    max_retries: int = Field(2, ge=0)
+
+
+class RewardConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    alpha: float = Field(0.0, ge=0, le=1, description="Cost coefficient α (paper: cost_coe, default 0).")
+    outcome: Literal["em", "f1", "grader"] = Field("em", description="em, f1, or the task's grader.")
+    cost_window: int = Field(1000, ge=1)
+    cost_lo_pct: float = Field(5.0, ge=0, lt=100)
+    cost_hi_pct: float = Field(95.0, gt=0, le=100)
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: Literal["gsm8k"] = Field("gsm8k", description="Training questions (GSM8K train split).")
+    train_limit: Optional[int] = Field(None, ge=1, description="Use a random subset of this many training questions.")
+    eval_limit: int = Field(100, ge=1, description="Held-out test questions for evaluation.")
+    seed: int = 42
+
+
+class WarmupConfig(BaseModel):
+    """An optional supervised warm start on protocol demonstrations before GRPO (our addition; the paper's 3B
+    policies follow the format from the prompt alone, a 135M policy does not). 0 steps = none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    steps: int = Field(0, ge=0)
+    demos: int = Field(64, ge=1, description="Demonstrations built from training questions.")
+    batch_size: int = Field(4, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+
+
+class BackendConfig(BaseModel):
+    """Where the pool's local models are served during training/routing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["auto", "running", "private"] = Field(
+        "auto", description="running: servers from `routecraft pool up`; private: start own servers; "
+                            "auto: running where up, private otherwise.")
+    threads: int = Field(1, ge=0, description="llama.cpp threads per private server (0: pool default).")
+    parallel: int = Field(2, ge=1, description="Parallel slots per private server.")
+    ctx: int = Field(4096, ge=256, description="Context per private server (split across its slots).")
+
+
+class RouterR1Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    pool: str = Field("local", description="Pool name or YAML file.")
+    models: Optional[list[str]] = Field(None, description="Pool models the policy may call (default: all instruct "
+                                                           "models of the pool).")
+    protocol: ProtocolConfig = ProtocolConfig()
+    call: CallConfig = CallConfig()
+    reward: RewardConfig = RewardConfig()
+    data: DataConfig = DataConfig()
+    backends: BackendConfig = BackendConfig()
+    warmup: WarmupConfig = WarmupConfig()
+    train: RLConfig = RLConfig()
+
+    @field_validator("models")
+    @classmethod
+    def _nonempty(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None and not v:
+            raise ValueError("models must name at least one pool model (or be left out)")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"models has duplicates: {v}")
+        return v
+
+    def resolve_pool(self):
+        """The pool restricted to ``models`` (default: its instruct models); errors name the missing model."""
+        from routecraft.pool.config import load_pool
+
+        pool = load_pool(self.pool)
+        names = self.models or [m.name for m in pool.models if m.instruct]
+        missing = [n for n in names if n not in pool]
+        if missing:
+            raise ValueError(f"router-r1 config: models {missing} are not in pool {pool.name!r} "
+                             f"(models: {', '.join(pool.names)})")
+        return pool.subset(names)
+
+
+class ConfigError(ValueError):
+    """A Router-R1 config file is invalid; the message names the file and the field."""
+
+
+def builtin_config_path() -> Path:
+    return Path(str(resources.files("routecraft") / "configs" / "router_r1.yaml"))
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Optional[dict] = None) -> RouterR1Config:
+    """Read a config YAML (None: the built-in one), apply nested ``overrides`` ({"train": {"max_steps": 2}})."""
+    p = Path(path) if path is not None else builtin_config_path()
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read router-r1 config {p}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a router-r1 config must be a mapping, got {type(data).__name__}")
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return RouterR1Config.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"{p}: field '{'.'.join(str(x) for x in e['loc'])}': {e['msg'].removeprefix('Value error, ')}"
+                 for e in exc.errors()]
+        raise ConfigError("\n".join(lines)) from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out

@@ -1,0 +1,169 @@
+"""RouterR1: a trained Router-R1 policy behind routecraft's router interface.
+
+Router-R1 is not fit on an outcomes table: it is trained by RL (``RouterR1.train`` / ``train_router_r1``) and decides
+by running a multi-round trajectory on the pool. ``run(question)`` returns the ``Trajectory``; ``decide`` returns one
+``Decision`` per query whose ``plan`` is the trajectory summary (calls, models, costs, the final answer) and whose
+candidate is the pool model the trajectory relied on (the most-called one, ties to the later call).
+
+The policy and the pool's local servers are loaded/started on the first ``run`` (never in the constructor);
+``close()`` stops private servers. Artifacts: ``router.json`` (params: the policy folder and the configuration) and an
+empty ``state.joblib``; ``load_router`` and ``RouterR1.from_artifact`` restore it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+
+from routecraft.data.schema import Candidate, RoutingData
+from routecraft.routers.base import Decision, Prediction, Router
+
+
+class RouterR1(Router):
+    name = "router-r1"
+    uses_features = False
+
+    def __init__(self, policy: Optional[str] = None, config: Optional[dict] = None) -> None:
+        super().__init__(policy=policy, config=config or {})
+        self._engine: Any = None
+        self._stack: Optional[contextlib.ExitStack] = None
+
+    # ---- configuration -----------------------------------------------------------------------------------------
+    @property
+    def config(self):
+        from routecraft.routers.router_r1.config import RouterR1Config
+
+        return RouterR1Config.model_validate(self.params.get("config") or {})
+
+    @property
+    def policy_path(self) -> str:
+        p = self.params.get("policy")
+        if not p:
+            raise ValueError("router-r1: no policy (train one with `routecraft train --router router-r1`, or pass "
+                             "policy=<model folder or local model name>)")
+        return str(p)
+
+    # ---- learning: not tabular ---------------------------------------------------------------------------------
+    def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "RouterR1":
+        raise NotImplementedError("router-r1 is trained by reinforcement learning on the live pool, not fit on an "
+                                  "outcomes table: use `routecraft train --router router-r1 --config CONFIG` "
+                                  "(routecraft.routers.router_r1.train_router_r1)")
+
+    def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
+        raise NotImplementedError("router-r1 predicts no per-candidate score table; use decide() or run(), which "
+                                  "consult the pool and return the trajectory")
+
+    @classmethod
+    def train(cls, config_path: str | Path | None, out: str | Path, resume: bool = True) -> "RouterR1":
+        from routecraft.routers.router_r1.training import train_router_r1
+
+        return cls.from_artifact(train_router_r1(config_path, out, resume=resume))
+
+    @classmethod
+    def from_artifact(cls, path: str | Path) -> "RouterR1":
+        """Load an artifact; a policy folder that moved with the artifact (``<path>/policy``) is found there."""
+        from routecraft.routers.base import load_router
+
+        r = load_router(path)
+        if not isinstance(r, cls):
+            raise ValueError(f"{path} holds a {r.name!r} router, not router-r1")
+        pol = Path(str(r.params.get("policy") or ""))
+        local = Path(path) / "policy"
+        if (not pol.is_dir()) and (local / "config.json").is_file():
+            r.params["policy"] = str(local.resolve())
+        return r
+
+    # ---- running -----------------------------------------------------------------------------------------------
+    def _ensure(self, base_urls: Optional[dict[str, str]] = None) -> Any:
+        if self._engine is not None:
+            return self._engine
+        from routecraft.routers.router_r1.backends import serve_backends
+        from routecraft.routers.router_r1.training import make_caller, make_engine
+        from routecraft.train.policy import load_policy
+
+        cfg = self.config
+        pool = cfg.resolve_pool()
+        self.candidates = [Candidate(n) for n in pool.names]
+        model, tok = load_policy(self.policy_path, dtype=cfg.train.dtype)
+        model.eval()
+        stack = contextlib.ExitStack()
+        try:
+            urls = base_urls if base_urls is not None else stack.enter_context(serve_backends(
+                pool, cfg.backends.mode, threads=cfg.backends.threads, parallel=cfg.backends.parallel,
+                ctx=cfg.backends.ctx))
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        self._engine = make_engine(cfg, model, tok, make_caller(cfg, pool, urls), cfg.protocol.eval_temperature)
+        return self._engine
+
+    def connect(self, base_urls: dict[str, str]) -> "RouterR1":
+        """Use these servers (model name → base_url) instead of starting or looking up any."""
+        self._ensure(base_urls)
+        return self
+
+    def run_batch(self, questions: Sequence[str]) -> list:
+        return self._ensure().run(list(questions))
+
+    def run(self, question: str):
+        return self.run_batch([question])[0]
+
+    def close(self) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack = None
+        self._engine = None
+
+    def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
+               max_cost: float | None = None) -> list[Decision]:
+        """Run each query's trajectory. ``lam``/``max_cost`` are not used: the cost trade-off (α) was fixed when the
+        policy was trained; the plan records them."""
+        if "text" not in queries:
+            raise ValueError("router-r1 decide: queries need a 'text' column")
+        trajs = self.run_batch(queries["text"].astype(str).tolist())
+        return [self.decision(tr, lam=lam, max_cost=max_cost) for tr in trajs]
+
+    def decision(self, tr: Any, lam: float = 0.0, max_cost: float | None = None) -> Decision:
+        plan = tr.summary()
+        plan["router"] = self.name
+        plan["note"] = "multi-round: the pool was consulted during routing; lam/max_cost are fixed by training (α)"
+        plan["lam"], plan["max_cost"] = lam, max_cost
+        called = tr.models_called()
+        if called:
+            counts = Counter(called)
+            top = max(counts.values())
+            model = [m for m in called if counts[m] == top][-1]
+            plan["answered_by"] = "pool"
+        else:
+            pool = self.config.resolve_pool()
+            model = min(pool.models, key=lambda m: m.price_out_per_m).name
+            plan["answered_by"] = "policy"
+        table = [{"candidate": m, "model": m, "strategy": Candidate(m).strategy, "budget": None,
+                  "calls": sum(1 for c in called if c == m),
+                  "cost_usd": sum(c.cost_usd for c in tr.calls if c.model == m),
+                  "predicted_score": 0.0, "predicted_cost": 0.0} for m in dict.fromkeys(called)]
+        return Decision(Candidate(model), float(tr.answer is not None), float(tr.cost_usd), table, plan)
+
+    # ---- artifacts ---------------------------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        return None
+
+    def save(self, path: str | Path) -> Path:
+        if not self.candidates:
+            try:
+                self.candidates = [Candidate(n) for n in self.config.resolve_pool().names]
+            except Exception:  # the pool may not be resolvable here; the artifact stays loadable
+                self.candidates = []
+        out = super().save(path)
+        json.loads((out / "router.json").read_text())  # written and readable
+        return out

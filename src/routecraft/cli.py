@@ -36,7 +36,7 @@ def _csv(value: str | None) -> list[str] | None:
 def bench(
     data: str = typer.Option("zeroeval-gsm8k", help="Built-in dataset name or a routecraft data folder."),
     routers: Optional[str] = typer.Option(None, help="Comma-separated router specs, e.g. 'knn:k=20,mlp,oracle'. "
-                                          "Default: random,cheapest,best-single,knn,mlp,mf,linear,oracle."),
+                                          "Default: random,cheapest,best-single,knn,mlp,mf,linear,ensemble,oracle."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated split seeds (mean ± std over them)."),
     out: Path = typer.Option(Path("runs/bench"), help="Output folder (summary.json, table.md, tradeoff.png)."),
     encoder: Optional[str] = typer.Option(None, help="sentence-transformers encoder (default all-MiniLM-L6-v2)."),

@@ -20,7 +20,7 @@ from routecraft.data.schema import Candidate, OutcomeMatrices, RoutingData
 from routecraft.evaluate import metrics as M
 from routecraft.routers import Prediction, Router, choose, make_router
 
-DEFAULT_ROUTERS = ["random", "cheapest", "best-single", "knn", "mlp", "mf", "linear", "oracle"]
+DEFAULT_ROUTERS = ["random", "cheapest", "best-single", "knn", "mlp", "mf", "linear", "ensemble", "oracle"]
 
 
 def parse_router_spec(spec: str) -> tuple[str, str, dict]:

@@ -17,6 +17,7 @@ REGISTRY: dict[str, str] = {
     "mlp": "routecraft.routers.mlp:MLPRouter",
     "mf": "routecraft.routers.mf:MFRouter",
     "linear": "routecraft.routers.linear:LinearRouter",
+    "ensemble": "routecraft.routers.ensemble:EnsembleRouter",
     # reasoning-aware routers (issue: RTR, R2-Router, joint)
     "rtr": "routecraft.routers.rtr:RTRRouter",
     "r2": "routecraft.routers.r2:R2Router",

@@ -18,6 +18,11 @@ app.add_typer(data_app, name="data")
 from routecraft.pool.cli import pool_app  # noqa: E402  (a light module: its commands import lazily)
 
 app.add_typer(pool_app, name="pool")
+
+from routecraft.serve.cli import serve_cmd, usage_cmd  # noqa: E402  (light: the server imports lazily)
+
+app.command("serve", help="Run the OpenAI-compatible routing gateway (default: the local pool, loopback).")(serve_cmd)
+app.command("usage", help="Summarise the gateway's usage ledger.")(usage_cmd)
 console = Console(stderr=True)
 out_console = Console()
 

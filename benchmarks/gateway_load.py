@@ -19,6 +19,7 @@ messages a direct call sends) and ``routecraft serve`` as a subprocess, then mea
 
     python benchmarks/gateway_load.py [--requests 200] [--concurrency 8] [--max-tokens 8] [--json out.json]
 
+Every call's text is unique (a counter is appended), so no call profits from llama.cpp's prompt cache of another.
 The machine's load average is printed next to the numbers: other work on the same cores moves them.
 """
 
@@ -99,10 +100,15 @@ def start_gateway(d: Path, models, concurrency: int):
     return proc, json.loads(ready.read_text()), cfg
 
 
+_SEQ = iter(range(10**9))
+
+
 async def one(client: openai.AsyncOpenAI, model: str, q: str, max_tokens: int, rid: str | None = None) -> dict:
+    # every call gets a text of its own, so neither path profits from llama.cpp's prompt cache of the other's call
+    text = f"{q} [{next(_SEQ)}]"
     t0 = time.perf_counter()
     raw = await client.chat.completions.with_raw_response.create(
-        model=model, messages=[{"role": "user", "content": q}], max_tokens=max_tokens, temperature=0,
+        model=model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0,
         extra_headers={"x-request-id": rid} if rid else None)
     resp = raw.parse()
     dt = time.perf_counter() - t0
@@ -182,6 +188,7 @@ async def bench(args, gw_url: str, direct_url: str, servers, ledger: Path, model
     rounds = 4
     per = max(1, n // rounds)
     paths = [("gateway", gwc, "routecraft/auto"), ("direct", dc, "smollm2-b")]
+    gw_cpu = 0.0
     for rnd in range(rounds):
         for label, client, model in (paths if rnd % 2 == 0 else paths[::-1]):  # alternate which goes first
             t0, cpu0 = time.perf_counter(), proc_cpu_s(gw_pid)
@@ -193,11 +200,11 @@ async def bench(args, gw_url: str, direct_url: str, servers, ledger: Path, model
             tp[label]["ok"] += ok
             tp[label]["rounds"].append(ok / wall if wall else float("nan"))
             if label == "gateway":
-                tp["gateway_cpu_s"] = tp.get("gateway_cpu_s", 0.0) + proc_cpu_s(gw_pid) - cpu0
+                gw_cpu += proc_cpu_s(gw_pid) - cpu0
     for v in tp.values():
         v["req_per_s"] = v["ok"] / v["wall_s"] if v["wall_s"] else float("nan")
         v["load_avg"] = os.getloadavg()[0]
-    tp["gateway_cpu_ms_per_request"] = 1e3 * tp.get("gateway_cpu_s", 0.0) / max(1, tp["gateway"]["ok"])
+    tp["gateway_cpu_ms_per_request"] = 1e3 * gw_cpu / max(1, tp["gateway"]["ok"])
     tp["ratio_per_round"] = [g / d for g, d in zip(tp["gateway"]["rounds"], tp["direct"]["rounds"])]
     out["throughput"] = tp
 

@@ -25,6 +25,7 @@ log = logging.getLogger("routecraft.train.policy")
 
 ENV_HF_CACHE = "ROUTECRAFT_HF_CACHE"
 CONVERTED_MARK = "routecraft-converted.json"
+CONVERT_FORMAT = 2  # bump when the conversion changes; older folders are converted again
 
 
 class PolicyLoadError(RuntimeError):
@@ -71,7 +72,7 @@ def convert_gguf(name: str, dest: str | os.PathLike | None = None, *, force: boo
     except (KeyError, ValueError, ModelInstallError) as exc:
         raise PolicyLoadError(f"policy {name!r}: {exc}") from None
     out = Path(dest) if dest is not None else hf_cache_dir() / name
-    if not force and (out / CONVERTED_MARK).is_file() and is_hf_folder(out):
+    if not force and _converted_ok(out):
         return out
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -88,6 +89,10 @@ def convert_gguf(name: str, dest: str | os.PathLike | None = None, *, force: boo
     # A GGUF-loaded model refuses save_pretrained: rebuild from its config and copy the weights.
     config = loaded.config
     config.architectures = [type(loaded).__name__]
+    # the weights are de-quantised floats now: a leftover gguf quantization_config would make transformers treat
+    # the saved folder as a (non-serialisable) quantised model
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
     fresh = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = fresh.load_state_dict(loaded.state_dict(), strict=False)
     tied = set(getattr(fresh, "_tied_weights_keys", None) or [])
@@ -102,7 +107,8 @@ def convert_gguf(name: str, dest: str | os.PathLike | None = None, *, force: boo
     try:
         fresh.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / CONVERTED_MARK).write_text(json.dumps({"source": str(gguf), "registry_name": entry.name,
+        (tmp / CONVERTED_MARK).write_text(json.dumps({"format": CONVERT_FORMAT, "source": str(gguf),
+                                                      "registry_name": entry.name,
                                                       "title": entry.title, "sha256": entry.sha256}, indent=2))
         if out.exists():
             shutil.rmtree(out)
@@ -112,6 +118,16 @@ def convert_gguf(name: str, dest: str | os.PathLike | None = None, *, force: boo
             shutil.rmtree(tmp, ignore_errors=True)
     del loaded
     return out
+
+
+def _converted_ok(folder: Path) -> bool:
+    mark = folder / CONVERTED_MARK
+    if not (mark.is_file() and is_hf_folder(folder)):
+        return False
+    try:
+        return json.loads(mark.read_text()).get("format") == CONVERT_FORMAT
+    except (ValueError, OSError):
+        return False
 
 
 def resolve_policy(name: str | os.PathLike) -> Path:
@@ -130,8 +146,25 @@ def resolve_policy(name: str | os.PathLike) -> Path:
 
 
 def load_tokenizer(name: str | os.PathLike) -> Any:
+    """The tokenizer of a policy. For a local model that is not converted yet it is read from the GGUF file
+    directly (seconds; the weights are not converted)."""
     from transformers import AutoTokenizer
 
+    p = Path(name).expanduser()
+    converted = hf_cache_dir() / str(name)
+    if not is_hf_folder(p) and not _converted_ok(converted):
+        from routecraft.pool.models import REGISTRY, ModelInstallError, model_path
+
+        if str(name) in REGISTRY:
+            try:
+                gguf = model_path(str(name))
+            except ModelInstallError as exc:
+                raise PolicyLoadError(f"policy {str(name)!r}: {exc}") from None
+            with _offline():
+                tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+            return tok
     folder = resolve_policy(name)
     with _offline():
         tok = AutoTokenizer.from_pretrained(str(folder))

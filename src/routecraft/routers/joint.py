@@ -1,0 +1,232 @@
+"""The joint router: one predictor over (model, strategy, output budget) that can choose all three — what neither
+RTR (model × strategy) nor R2-Router (model × budget) does alone.
+
+The network is RTR's (two heads, P(correct) with cross-entropy and output tokens with MSE, same training loop and
+defaults, see ``routecraft.routers.rtr``) with a budget encoding added to its input:
+
+    [query emb ⊕ model description emb ⊕ strategy description emb ⊕ learnable model emb ⊕ learnable strategy emb
+     ⊕ (log budget, is_default)]
+
+so a strategy is one entity whatever its budget, and the budget is a number the network can interpolate: budgets
+not in the data can be predicted and chosen (``extra_budgets``).
+
+Ensemble (``ensemble="auto"``, default): the joint network, RTR and R2-Router are each fitted on the training
+queries minus a held-out ``select_fraction``; on the held-out queries every blend in :data:`BLENDS` (the members
+alone, pairwise means, the three-way mean; a blend averages the members' predicted scores, tokens and costs) is
+scored by the area under its realised accuracy-vs-cost curve over a λ sweep (``routing_area``), and the best blend
+is kept. So on data where RTR and R2-Router both apply the joint router can pick either of them when the joint
+network does not beat them, and a blend where it helps. ``ensemble="none"``: the joint network alone, fitted on all
+the training data; ``ensemble="mean"``: the three-way mean without selection.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal, Optional
+
+import numpy as np
+import pandas as pd
+from pydantic import Field, field_validator
+
+from routecraft.data.schema import Candidate, RoutingData
+from routecraft.routers._reasoning import query_chars, routing_area, strategy_description
+from routecraft.routers.base import Prediction
+from routecraft.routers.baselines import _fitted, _query_ids, check_features, one_thread
+from routecraft.routers.rtr import CandidateNetRouter, RTRConfig
+
+MEMBERS = ("joint", "rtr", "r2")
+#: candidate blends (weights over MEMBERS), in order of preference on ties
+BLENDS: list[tuple[float, float, float]] = [
+    (1, 0, 0), (0, 1, 0), (0, 0, 1), (0.5, 0.5, 0), (0.5, 0, 0.5), (0, 0.5, 0.5), (1 / 3, 1 / 3, 1 / 3)]
+
+
+class JointConfig(RTRConfig):
+    ensemble: Literal["auto", "none", "mean"] = "auto"
+    select_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of queries for choosing the blend")
+    rtr: dict = Field(default_factory=dict, description="settings of the RTR member (default: RTR's defaults)")
+    r2: dict = Field(default_factory=dict, description="settings of the R2-Router member (default: its defaults)")
+    extra_budgets: list[int] = Field(default_factory=list)
+
+    @field_validator("extra_budgets", mode="before")
+    @classmethod
+    def _budgets(cls, v: Any) -> Any:
+        from routecraft.routers.r2 import parse_budgets
+
+        return parse_budgets(v)
+
+
+def budget_encoding(budget: int | None) -> np.ndarray:
+    """(log budget, is_default): (ln b, 0) for a limited budget b, (0, 1) for the default (no limit)."""
+    return np.array([0.0, 1.0]) if budget is None else np.array([math.log(budget), 0.0])
+
+
+class JointRouter(CandidateNetRouter):
+    """One network over (model, strategy, budget) candidates, optionally blended with RTR and R2-Router by
+    validation (see the module docstring)."""
+
+    name = "joint"
+    budget_dims = 2
+    config_cls = JointConfig
+
+    def unit_key(self, c: Candidate) -> str:
+        return c.strategy
+
+    def unit_text(self, c: Candidate) -> str:
+        return strategy_description(c.strategy)
+
+    def budget_features(self, c: Candidate) -> np.ndarray:
+        return budget_encoding(c.budget)
+
+    # ---- fitting --------------------------------------------------------------------------------------------
+    def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "JointRouter":
+        with one_thread():
+            return self._fit_joint(data, X)
+
+    def _fit_joint(self, data: RoutingData, X: np.ndarray | None) -> "JointRouter":
+        p = self.params
+        X = check_features(X, len(data.queries), self.name)
+        self.members_: dict[str, Any] = {}
+        if p["ensemble"] == "none":
+            self._fit(data, X)
+            self.weights_ = (1.0, 0.0, 0.0)
+            self.selection_ = {}
+            return self
+        qids = data.queries["query_id"].astype(str).to_numpy()
+        rng = np.random.default_rng(p["seed"] + 7919)
+        perm = rng.permutation(len(qids))
+        n_sel = int(round(p["select_fraction"] * len(qids))) if p["ensemble"] == "auto" else 0
+        sel_ids, fit_ids = set(qids[perm[:n_sel]]), set(qids[perm[n_sel:]])
+        fit_rows = np.array([q in fit_ids for q in qids])
+        fit_data = data.subset(fit_ids) if n_sel else data
+        Xfit = X[fit_rows] if n_sel else X
+        # subset keeps the queries' order, so the feature rows line up
+        self._fit(fit_data, Xfit)
+        self._fit_members(fit_data, Xfit)
+        if p["ensemble"] == "mean":
+            self.weights_, self.selection_ = BLENDS[-1], {}
+            return self
+        sel = data.subset(sel_ids)
+        sel = sel.complete(self.candidates)
+        if len(sel.queries) < 5:
+            self.weights_, self.selection_ = BLENDS[-1], {"note": "too few held-out queries; three-way mean"}
+            return self
+        Xsel = X[[i for i, q in enumerate(qids) if q in set(sel.queries["query_id"])]]
+        truth = sel.matrices(candidates=self.candidates)
+        preds = self._member_predictions(sel.queries, Xsel)
+        areas = {}
+        for w in BLENDS:
+            pr = _blend(preds, w)
+            areas[w] = routing_area(pr.score, pr.cost, truth.score, truth.cost)
+        best = max(BLENDS, key=lambda w: (areas[w], -BLENDS.index(w)))
+        self.weights_ = best
+        self.selection_ = {"areas": {_label(w): a for w, a in areas.items()}, "chosen": _label(best),
+                           "n_select_queries": len(sel.queries)}
+        return self
+
+    def _fit_members(self, data: RoutingData, X: np.ndarray) -> None:
+        from routecraft.routers.r2 import R2Router
+        from routecraft.routers.rtr import RTRRouter
+
+        p = self.params
+        shared = {k: p[k] for k in ("pool", "prices", "budget_template", "seed")}
+        # the RTR member shares the joint network's training settings unless `rtr` overrides them
+        rtr_kw = {**{k: p[k] for k in RTRConfig.model_fields}, **p["rtr"]}
+        self.members_["rtr"] = RTRRouter(**rtr_kw)._fit(data, X)
+        self.members_["r2"] = R2Router(**{**shared, "extra_budgets": p["extra_budgets"], **p["r2"]})._fit(data, X)
+
+    # ---- predicting -----------------------------------------------------------------------------------------
+    def _net_prediction(self, queries: pd.DataFrame, X: np.ndarray, extra_budgets: list[int]) -> Prediction:
+        cands = list(self.candidates)
+        cm, cs, cb = self.cm_, self.cs_, self.cb_
+        tin = self.input_tokens_.predict(query_chars(queries))
+        extra = self._extra_candidates(extra_budgets)
+        if extra:
+            cm = np.concatenate([cm, [self.models_.index(c.model) for c in extra]])
+            cs = np.concatenate([cs, [self.units_.index(c.strategy) for c in extra]])
+            cb = np.concatenate([cb, np.array([budget_encoding(c.budget) for c in extra])])
+            # input tokens of an extra budget: the mean over the same (model, strategy)'s limited budgets
+            cols = []
+            for c in extra:
+                js = [j for j, k in enumerate(self.candidates)
+                      if (k.model, k.strategy) == (c.model, c.strategy) and k.budget is not None]
+                cols.append(tin[:, js].mean(axis=1))
+            tin = np.concatenate([tin, np.stack(cols, axis=1)], axis=1)
+            cands += extra
+        score, tokens = self._heads(X, cm, cs, cb)
+        return Prediction(cands, score, self._cost(queries, tokens, cands, tin), tokens)
+
+    def _extra_candidates(self, budgets: list[int]) -> list[Candidate]:
+        if not budgets:
+            return []
+        have = {c.id for c in self.candidates}
+        groups = sorted({(c.model, c.strategy) for c in self.candidates if c.budget is not None})
+        return [Candidate(m, s, int(b)) for m, s in groups for b in budgets
+                if Candidate(m, s, int(b)).id not in have]
+
+    def _member_predictions(self, queries: pd.DataFrame, X: np.ndarray,
+                            extra_budgets: list[int] | None = None) -> dict[str, Prediction]:
+        extra = list(self.params["extra_budgets"] if extra_budgets is None else extra_budgets)
+        out = {"joint": self._net_prediction(queries, X, extra)}
+        if self.members_:
+            out["rtr"] = self.members_["rtr"].predict(queries, X)
+            out["r2"] = self.members_["r2"].predict(queries, X, extra_budgets=extra)
+        return out
+
+    def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None,
+                extra_budgets: list[int] | None = None) -> Prediction:
+        """Blended predictions for every candidate (and for ``extra_budgets``, default the setting, where a
+        member can predict them: the joint network and R2-Router can, RTR cannot)."""
+        _fitted(self, "net_")
+        n = len(_query_ids(queries, self.name))
+        X = check_features(X, n, self.name, self.dim_)
+        preds = self._member_predictions(queries, X, extra_budgets)
+        return _blend(preds, self.weights_)
+
+    @property
+    def chosen_blend(self) -> str:
+        _fitted(self, "weights_")
+        return _label(self.weights_)
+
+    # ---- cold start -----------------------------------------------------------------------------------------
+    def add_candidates(self, new_data: RoutingData, X: np.ndarray | None = None, steps: int | None = None,
+                       lr: float | None = None) -> "JointRouter":
+        """Cold start (see ``CandidateNetRouter.add_candidates``) of the joint network and of the members in use:
+        RTR the same way, R2-Router by fitting the new candidates' own predictors on ``new_data``."""
+        super().add_candidates(new_data, X, steps, lr)
+        w = dict(zip(MEMBERS, self.weights_))
+        if self.members_:
+            if w["rtr"] > 0:
+                self.members_["rtr"].add_candidates(new_data, X, steps, lr)
+            if w["r2"] > 0:
+                self.members_["r2"].add_candidates(new_data, X)
+        return self
+
+
+def _label(w: tuple[float, float, float]) -> str:
+    parts = [m for m, x in zip(MEMBERS, w) if x > 0]
+    return parts[0] if len(parts) == 1 else "mean(" + "+".join(parts) + ")"
+
+
+def _blend(preds: dict[str, Prediction], w: tuple[float, float, float]) -> Prediction:
+    """Weighted mean of the members' predictions, column by column over the candidates of the first member
+    (the joint network); where a member lacks a candidate the other weights are renormalised."""
+    base = preds["joint"]
+    n, C = base.score.shape
+    score, cost, tok, tot = np.zeros((n, C)), np.zeros((n, C)), np.zeros((n, C)), np.zeros(C)
+    for m, wm in zip(MEMBERS, w):
+        if wm <= 0 or m not in preds:
+            continue
+        pr = preds[m]
+        pos = {c.id: j for j, c in enumerate(pr.candidates)}
+        cols = np.array([pos.get(c.id, -1) for c in base.candidates])
+        have = cols >= 0
+        score[:, have] += wm * pr.score[:, cols[have]]
+        cost[:, have] += wm * pr.cost[:, cols[have]]
+        ptok = pr.tokens if pr.tokens is not None else np.zeros_like(pr.score)
+        tok[:, have] += wm * ptok[:, cols[have]]
+        tot[have] += wm
+    if (tot <= 0).any():  # candidates only the joint network predicts (none for the data's own candidates)
+        miss = tot <= 0
+        score[:, miss], cost[:, miss], tok[:, miss] = base.score[:, miss], base.cost[:, miss], base.tokens[:, miss]
+        tot[miss] = 1.0
+    return Prediction(list(base.candidates), score / tot, cost / tot, tok / tot)

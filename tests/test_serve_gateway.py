@@ -140,6 +140,8 @@ def test_chat_completion_returns_the_decision_in_headers_and_body(gateway):
     u = resp.usage
     assert u.prompt_tokens > 5 and 0 < u.completion_tokens <= 16
     assert rc["input_tokens"] == u.prompt_tokens and rc["output_tokens"] == u.completion_tokens
+    assert (int(h["x-routecraft-input-tokens"]), int(h["x-routecraft-output-tokens"])) == \
+        (u.prompt_tokens, u.completion_tokens)
     cost = (u.prompt_tokens * 0.03 + u.completion_tokens * 0.25) / 1e6
     assert float(h["x-routecraft-cost"]) == pytest.approx(cost, rel=1e-5) and rc["cost_usd"] == pytest.approx(cost)
     assert 0 < rc["decision_ms"] < 100 and rc["fallbacks"] == []

@@ -18,9 +18,9 @@ Streaming (``"stream": true``) sends ``chat.completion.chunk`` events then ``dat
   ``reasoning_content`` chunk (only when reasoning is requested) and **one content chunk with the final answer**.
 
 The decision goes into response headers (``x-routecraft-model``, ``-strategy``, ``-budget``, ``-predicted-score``,
-``-predicted-cost``, ``-cost``, ``-router``, ``-request-id``, ``-decision-ms``, ``-backend-ms``, ``-overhead-ms``,
+``-predicted-cost``, ``-cost``, ``-input-tokens``, ``-output-tokens``, ``-router``, ``-request-id``, ``-decision-ms``, ``-backend-ms``, ``-overhead-ms``,
 ``-fallbacks``, ``-task``, ``-tradeoff``) and into the body's extra ``routecraft`` field (streams: on the last chunks, since tokens and
-cost are known only at the end; a stream's headers have no ``-cost``, ``-backend-ms`` or ``-overhead-ms``).
+cost are known only at the end; a stream's headers have no ``-cost``, token counts, ``-backend-ms`` or ``-overhead-ms``).
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ class Session:
             info["reasoning"] = {"text": out.text, **out.details}
         return info
 
-    def headers(self, cand, cost: Optional[float], failures: list[dict], backend_s: Optional[float] = None) -> dict:
+    def headers(self, cand, cost: Optional[float], failures: list[dict], backend_s: Optional[float] = None,
+                tokens: Optional[tuple[int, int]] = None) -> dict:
         plan = self.plan
         ps, pc = self.predicted(cand.id)
         h = {"x-routecraft-request-id": self.rid, "x-routecraft-router": self.target.label,
@@ -184,6 +185,8 @@ class Session:
                       "x-routecraft-task": plan.task, "x-routecraft-tradeoff": self.target.tradeoff_name or ""})
         if cost is not None:
             h["x-routecraft-cost"] = _fmt(cost)
+        if tokens is not None:
+            h["x-routecraft-input-tokens"], h["x-routecraft-output-tokens"] = str(tokens[0]), str(tokens[1])
         if backend_s is not None:
             total = time.perf_counter() - self.t_start
             h["x-routecraft-backend-ms"] = f"{backend_s * 1e3:.3f}"
@@ -385,7 +388,8 @@ def create_app(gateway: Gateway) -> FastAPI:
             gw.metrics.ledger_errors.inc()
         s.account(cand, "ok", 200, out.input_tokens, out.output_tokens, out.cost_usd,
                   time.perf_counter() - t_start)
-        return JSONResponse(body, headers=s.headers(cand, out.cost_usd, failures, out.backend_s))
+        return JSONResponse(body, headers=s.headers(cand, out.cost_usd, failures, out.backend_s,
+                                                            (out.input_tokens, out.output_tokens)))
 
     async def failed_response(s: Session, exc: AllCandidatesFailed) -> JSONResponse:
         first = s.plan.order[0] if s.plan and s.plan.order else None

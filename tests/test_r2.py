@@ -173,7 +173,8 @@ def test_cold_start_adds_a_model_without_touching_the_others(table):
     r.add_candidates(few, Xtr[:40])
     after = r.predict(test.queries, Xte)
     n_old = len(before.candidates)
-    np.testing.assert_array_equal(after.score[:, :n_old], before.score[:, :n_old])
+    # same numbers up to float rounding (a wider matrix product may sum in another order)
+    np.testing.assert_allclose(after.score[:, :n_old], before.score[:, :n_old], rtol=1e-12, atol=1e-12)
     assert {c.model for c in after.candidates[n_old:]} == {"mc"}
     assert after.score[:, col(after, "mc|cot|default")].mean() > 0.8
     with pytest.raises(ValueError, match="no candidate the router does not know"):

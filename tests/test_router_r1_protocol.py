@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from routecraft.routers.router_r1.protocol import (ModelCard, check_format, extract_answer, format_violations,
-                                                   information_block, messages, parse_action, resolve_model,
+                                                   information_block, messages, parse_action, parse_pending,
+                                                   resolve_model,
                                                    sanitize_information, system_prompt, truncate_turn, user_prompt)
 
 NAMES = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
@@ -192,3 +193,19 @@ def test_extract_answer_takes_the_last():
     assert extract_answer("<answer> 1 </answer> x <answer>\n 2 \n</answer>") == "2"
     assert extract_answer("<answer> unterminated") is None
     assert extract_answer(GOOD) == "42"
+
+
+def test_pending_parse_finds_a_search_split_across_turns():
+    first = "<think> a </think>\n<search> smollm2-135m: What is"
+    pending = first + " 2+2? </search>"
+    a = parse_pending(pending, len(first), NAMES)
+    assert a.kind == "search" and a.model == "smollm2-135m" and a.query == "What is 2+2?"
+    assert parse_action(pending[len(first):], NAMES).kind == "none"  # the turn alone has no complete block
+
+
+def test_pending_parse_skips_blocks_closed_in_earlier_turns():
+    earlier = "<think> a </think><search> smollm2-135m no colon </search>"
+    pending = earlier + "<think> again </think><answer> 4 </answer>"
+    a = parse_pending(pending, len(earlier), NAMES)
+    assert a.kind == "answer" and a.content == "4"
+    assert parse_pending(earlier + " more thinking", len(earlier), NAMES).kind == "none"

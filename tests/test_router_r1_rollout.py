@@ -55,6 +55,7 @@ def batch(tok, pool2):
         ["<think> hmm </think>\n<search> dead-model: What is 2+2? </search>", ANSWER],  # 3: backend down
         [ASK],  # 4: never answers: 4 routed turns, then a final turn whose search is not routed
         ["<think> no help needed </think>\n<answer> 4 </answer> trailing text"],  # 5: direct answer
+        ["<think> split </think>\n<search> smollm2-135m: What is the", " capital of Italy? </search>", ANSWER],
     ]
     eng = engine(tok, pool2, script)
     return eng, eng.run([f"question {i}" for i in range(len(script))])
@@ -118,6 +119,14 @@ def test_turn_text_is_cut_after_the_answer(batch):
     t = trajs[5]
     assert t.response == "<think> no help needed </think>\n<answer> 4 </answer>"
     assert len(t.turns) == 1 and t.calls == []
+    assert check_format(t.response, eng.names).ok
+
+
+def test_search_split_across_turns_is_routed(batch):
+    eng, trajs = batch
+    t = trajs[6]  # a turn that ran out (no stop tag) continues in the next one
+    assert [x.action for x in t.turns] == ["none", "search", "answer"]
+    assert len(t.calls) == 1 and t.calls[0].query == "What is the capital of Italy?" and t.calls[0].ok
     assert check_format(t.response, eng.names).ok
 
 

@@ -2,19 +2,26 @@
 RTR (model × strategy) nor R2-Router (model × budget) does alone.
 
 The network is RTR's (two heads, P(correct) with cross-entropy and output tokens with MSE, same training loop and
-defaults, see ``routecraft.routers.rtr``) with a budget encoding added to its input:
+defaults, see ``routecraft.routers.rtr``; except early stopping on the validation loss, ``cls_val_metric="loss"``)
+with a budget encoding added to its input:
 
     [query emb ⊕ model description emb ⊕ strategy description emb ⊕ learnable model emb ⊕ learnable strategy emb
      ⊕ (log budget, is_default)]
 
 so a strategy is one entity whatever its budget, and the budget is a number the network can interpolate: budgets
-not in the data can be predicted and chosen (``extra_budgets``).
+not in the data can be predicted and chosen (``extra_budgets``). With ``budget_grid=True`` (default) the encoding
+also holds the budget's linear-interpolation weights over the training data's budgets (one-hot at those budgets,
+(1−α, α) between two of them): with (log b) alone the network fits a smooth curve in log b and misses sharp
+thresholds between budgets (tests/test_joint.py: a question that needs 50 tokens, predicted 0.31 at budget 64 for a
+model right 70% of the time there); with the weights it can place a step at any data budget and still interpolates
+between them, like R2-Router's anchors.
 
 Ensemble (``ensemble="auto"``, default): the joint network, RTR and R2-Router are each fitted on the training
 queries minus a held-out ``select_fraction``; on the held-out queries every blend in :data:`BLENDS` (the members
 alone, pairwise means, the three-way mean; a blend averages the members' predicted scores, tokens and costs) is
 scored by the area under its realised accuracy-vs-cost curve over a λ sweep (``routing_area``), and the best blend
-is kept. So on data where RTR and R2-Router both apply the joint router can pick either of them when the joint
+is kept. The members run at their own defaults (RTR: the paper's code) with the shared settings (``pool``,
+``prices``, ``budget_template``, ``seed``, ``text_encoder``), overridden by the ``rtr``/``r2`` dicts. So on data where RTR and R2-Router both apply the joint router can pick either of them when the joint
 network does not beat them, and a blend where it helps. ``ensemble="none"``: the joint network alone, fitted on all
 the training data; ``ensemble="mean"``: the three-way mean without selection.
 """
@@ -41,11 +48,16 @@ BLENDS: list[tuple[float, float, float]] = [
 
 
 class JointConfig(RTRConfig):
+    # early stopping on the validation loss, not RTR's accuracy: accuracy stops once every cell is on the right side
+    # of 0.5, before P(correct) is calibrated enough to route (tests/test_rtr.py)
+    cls_val_metric: Literal["accuracy", "loss"] = "loss"
     ensemble: Literal["auto", "none", "mean"] = "auto"
     select_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of queries for choosing the blend")
     rtr: dict = Field(default_factory=dict, description="settings of the RTR member (default: RTR's defaults)")
     r2: dict = Field(default_factory=dict, description="settings of the R2-Router member (default: its defaults)")
     extra_budgets: list[int] = Field(default_factory=list)
+    budget_grid: bool = Field(True, description="add the interpolation weights over the data's budgets to the "
+                                                "budget encoding")
 
     @field_validator("extra_budgets", mode="before")
     @classmethod
@@ -55,9 +67,24 @@ class JointConfig(RTRConfig):
         return parse_budgets(v)
 
 
-def budget_encoding(budget: int | None) -> np.ndarray:
-    """(log budget, is_default): (ln b, 0) for a limited budget b, (0, 1) for the default (no limit)."""
-    return np.array([0.0, 1.0]) if budget is None else np.array([math.log(budget), 0.0])
+def budget_encoding(budget: int | None, grid: list[int] | tuple[int, ...] = ()) -> np.ndarray:
+    """(log budget, is_default) — (ln b, 0) for a limited budget b, (0, 1) for the default (no limit) — followed,
+    when ``grid`` (the training data's limited budgets) is given, by b's linear-interpolation weights over the grid
+    (one-hot at a grid budget; (1−α, α) on the two neighbours between them; the end budget beyond the ends; all
+    zero for the default budget)."""
+    head = np.array([0.0, 1.0]) if budget is None else np.array([math.log(budget), 0.0])
+    hat = np.zeros(len(grid))
+    if budget is not None and len(grid):
+        g = np.asarray(grid, dtype=np.float64)
+        if budget <= g[0]:
+            hat[0] = 1.0
+        elif budget >= g[-1]:
+            hat[-1] = 1.0
+        else:
+            k = int(np.searchsorted(g, budget, side="right") - 1)
+            a = (budget - g[k]) / (g[k + 1] - g[k])
+            hat[k], hat[k + 1] = 1.0 - a, a
+    return np.concatenate([head, hat])
 
 
 class JointRouter(CandidateNetRouter):
@@ -75,7 +102,11 @@ class JointRouter(CandidateNetRouter):
         return strategy_description(c.strategy)
 
     def budget_features(self, c: Candidate) -> np.ndarray:
-        return budget_encoding(c.budget)
+        return budget_encoding(c.budget, self.budget_grid_ if self.params["budget_grid"] else ())
+
+    def _prepare_budgets(self, cands: list[Candidate]) -> None:
+        self.budget_grid_ = sorted({c.budget for c in cands if c.budget is not None})
+        self.budget_dims = 2 + (len(self.budget_grid_) if self.params["budget_grid"] else 0)
 
     # ---- fitting --------------------------------------------------------------------------------------------
     def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "JointRouter":
@@ -128,9 +159,9 @@ class JointRouter(CandidateNetRouter):
         from routecraft.routers.rtr import RTRRouter
 
         p = self.params
+        # the members run at their own defaults (RTR: the paper's) plus the shared settings and `rtr`/`r2` overrides
         shared = {k: p[k] for k in ("pool", "prices", "budget_template", "seed")}
-        # the RTR member shares the joint network's training settings unless `rtr` overrides them
-        rtr_kw = {**{k: p[k] for k in RTRConfig.model_fields}, **p["rtr"]}
+        rtr_kw = {**shared, "text_encoder": p["text_encoder"], **p["rtr"]}
         self.members_["rtr"] = RTRRouter(**rtr_kw)._fit(data, X)
         self.members_["r2"] = R2Router(**{**shared, "extra_budgets": p["extra_budgets"], **p["r2"]})._fit(data, X)
 
@@ -143,7 +174,7 @@ class JointRouter(CandidateNetRouter):
         if extra:
             cm = np.concatenate([cm, [self.models_.index(c.model) for c in extra]])
             cs = np.concatenate([cs, [self.units_.index(c.strategy) for c in extra]])
-            cb = np.concatenate([cb, np.array([budget_encoding(c.budget) for c in extra])])
+            cb = np.concatenate([cb, np.array([self.budget_features(c) for c in extra])])
             # input tokens of an extra budget: the mean over the same (model, strategy)'s limited budgets
             cols = []
             for c in extra:

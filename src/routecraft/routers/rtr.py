@@ -346,6 +346,9 @@ class CandidateNetRouter(ReasoningDecisions, Router):
     def budget_features(self, c: Candidate) -> np.ndarray:
         return np.zeros(0)
 
+    def _prepare_budgets(self, cands: list[Candidate]) -> None:
+        """Hook: learn the budget encoding from the training candidates (the joint router)."""
+
     # -- fitting
     def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "CandidateNetRouter":
         with one_thread():
@@ -357,6 +360,7 @@ class CandidateNetRouter(ReasoningDecisions, Router):
         p = self.params
         self.candidates = list(long.candidates)
         self.dim_ = X.shape[1]
+        self._prepare_budgets(self.candidates)
         self._index_entities(self.candidates)
         self._embed_entities()
         use_text = p["features"] in ("combined", "text")

@@ -206,6 +206,19 @@ def parse_action(text: str, names: Iterable[str]) -> Action:
     return parse_search(content, names)
 
 
+def parse_pending(pending: str, new_from: int, names: Iterable[str]) -> Action:
+    """The action of a turn whose text is ``pending[new_from:]``, where ``pending`` is everything the policy wrote
+    since the last observation: the first block that *closes* in this turn, even if it opened in an earlier turn
+    that ran out of tokens (our rule: with a small per-turn cap a long ``<search>`` would otherwise be split and never
+    routed; with the paper's 1024-token turns the two rules agree). Blocks closed in earlier turns were already
+    acted on and are skipped."""
+    for m in ACTION_RE.finditer(pending):
+        if m.end() > new_from:
+            tag, content = m.group(1), m.group(2)
+            return Action("answer", content.strip()) if tag == "answer" else parse_search(content, names)
+    return Action("none", error="no complete <search> or <answer> block")
+
+
 def information_block(response: str | None) -> str:
     """The observation inserted after a routed search (paper: two newlines on each side)."""
     body = "None" if response is None else sanitize_information(response).strip()

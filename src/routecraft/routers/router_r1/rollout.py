@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 from routecraft.routers.router_r1.backends import Call, PoolCaller
 from routecraft.routers.router_r1.protocol import (STOP_STRINGS, ModelCard, extract_answer, information_block,
-                                                   messages, parse_action, sanitize_information, truncate_turn)
+                                                   messages, parse_pending, sanitize_information, truncate_turn)
 from routecraft.train.masking import flatten
 
 
@@ -61,6 +61,7 @@ class Trajectory:
     response: str = ""
     stop_reason: Optional[str] = None  # answer / max_turns / max_tokens
     valid_actions: int = 0
+    pending: str = ""  # what the policy wrote since the last observation (actions may span turns)
 
     @property
     def finished(self) -> bool:
@@ -307,6 +308,7 @@ class RolloutEngine:
             for tr in trajs:
                 tr.segments.append((list(pre), False))
                 tr.response += s.response_prefix
+                tr.pending = s.response_prefix
         for turn in range(s.max_turns + 1):
             final = turn == s.max_turns
             active = [i for i, t in enumerate(trajs) if not t.finished]
@@ -321,7 +323,9 @@ class RolloutEngine:
                 text, ids = self._turn_ids(list(gen)[: budgets[i]])
                 tr.segments.append((ids, True))
                 tr.response += text
-                act = parse_action(text, names)
+                start = len(tr.pending)
+                tr.pending += text
+                act = parse_pending(tr.pending, start, names)
                 rec = Turn(index=turn, text=text, action=act.kind, error=act.error, tokens=len(ids), final=final)
                 tr.turns.append(rec)
                 if act.kind == "answer":
@@ -350,6 +354,7 @@ class RolloutEngine:
                     rec.error = call.error
                 tr.segments.append((ids, False))
                 tr.response += block
+                tr.pending = ""
                 if tr.n_tokens >= s.max_response_tokens:
                     tr.stop_reason = "max_tokens"
         return trajs

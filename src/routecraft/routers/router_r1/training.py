@@ -192,7 +192,7 @@ def train_router_r1(config_path: str | Path | None, out: str | Path, resume: boo
     from routecraft.routers.router_r1.backends import serve_backends
     from routecraft.routers.router_r1.router import RouterR1
     from routecraft.train.curves import plot_curves
-    from routecraft.train.grpo import RolloutSample, last_checkpoint, run_grpo
+    from routecraft.train.grpo import RolloutSample, last_checkpoint, run_grpo, truncate_jsonl
     from routecraft.train.policy import is_hf_folder, load_policy
     from routecraft.train.sft import warm_start
 
@@ -207,17 +207,19 @@ def train_router_r1(config_path: str | Path | None, out: str | Path, resume: boo
     metrics_path = out / "metrics.jsonl"
     rollouts_path = out / "rollouts.jsonl"
     resuming = resume and last_checkpoint(out / "checkpoints") is not None
+    warm_dir = out / "warm_start"
+    reuse_warm = cfg.warmup.steps > 0 and resume and is_hf_folder(warm_dir)
     if not resuming:
         rollouts_path.unlink(missing_ok=True)
-        metrics_path.unlink(missing_ok=True)
+        if reuse_warm:
+            truncate_jsonl(metrics_path, 0)  # keep the warm start's records
+        else:
+            metrics_path.unlink(missing_ok=True)
     t0 = time.time()
     with serve_backends(pool, cfg.backends.mode, threads=cfg.backends.threads, parallel=cfg.backends.parallel,
                         ctx=cfg.backends.ctx) as urls:
         caller = make_caller(cfg, pool, urls)
-        warm_dir = out / "warm_start"
-        start = cfg.train.policy
-        if cfg.warmup.steps > 0 and resume and is_hf_folder(warm_dir):
-            start = str(warm_dir)
+        start = str(warm_dir) if reuse_warm else cfg.train.policy
         model, tok = load_policy(start, dtype=cfg.train.dtype)
         if cfg.warmup.steps > 0 and start != str(warm_dir) and not resuming:
             engine = make_engine(cfg, model, tok, caller, cfg.protocol.temperature)

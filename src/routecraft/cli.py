@@ -97,21 +97,31 @@ def data_list() -> None:
 
 
 @data_app.command("show")
-def data_show(data: str = typer.Argument(..., help="Built-in name or data folder.")) -> None:
-    """Queries, candidates, and each candidate's mean score and cost."""
+def data_show(data: str = typer.Argument(..., help="Built-in name or data folder."),
+              out: Optional[Path] = typer.Option(None, help="Write cells.md, cells.csv and cells.png here."),
+              all_queries: bool = typer.Option(False, "--all-queries",
+                                               help="Use every query of a cell, not only those all cells answered.")
+              ) -> None:
+    """Queries, candidates, and each (model, strategy, budget) cell's accuracy, output tokens and cost."""
     from routecraft.data.resolve import resolve_data
     from routecraft.data.schema import DataValidationError
+    from routecraft.evaluate.cells import cell_table, cells_markdown, plot_cells
 
     try:
         name, rd = resolve_data(data)
     except DataValidationError as exc:
         _fail(str(exc))
-    o = rd.outcomes
-    g = o.groupby(["model", "strategy", "budget"], dropna=False).agg(
-        n=("score", "size"), score=("score", "mean"), cost_usd=("cost_usd", "mean"),
-        out_tokens=("output_tokens", "mean")).reset_index().sort_values("cost_usd")
-    out_console.print(f"{name}: {len(rd.queries)} queries, {len(rd.candidates)} candidates")
-    out_console.print(g.to_string(index=False))
+    t = cell_table(rd.outcomes, common=not all_queries)
+    n_q = int(t["n"].max()) if len(t) else 0
+    scope = "all answered queries per cell" if all_queries else f"{n_q} queries answered by every cell"
+    out_console.print(f"{name}: {len(rd.queries)} queries, {len(rd.candidates)} candidates; table over {scope}")
+    out_console.print(cells_markdown(t), soft_wrap=True)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        t.to_csv(out / "cells.csv", index=False)
+        (out / "cells.md").write_text(f"{name}: {scope}\n\n" + cells_markdown(t) + "\n")
+        plot_cells(t, out / "cells.png", title=f"{name} ({scope})")
+        out_console.print(f"wrote {out}/cells.md, cells.csv, cells.png")
 
 
 @data_app.command("import")

@@ -93,3 +93,59 @@ def warm_start(model: Any, tokenizer: Any, demos: Sequence[Demo], *, steps: int,
             on_step(step, loss)
     model.eval()
     return losses
+
+
+def sft_trl(model: Any, tokenizer: Any, demos: Sequence[Demo], *, out_dir: str | Path, steps: int,
+            batch_size: int = 4, learning_rate: float = 1e-4, seed: int = 0, max_length: int = 1024,
+            threads: int = 0, log_path: Optional[str | Path] = None) -> Any:
+    """Supervised fine-tuning with TRL's ``SFTTrainer`` on masked demonstrations; returns the trainer (its model is
+    trained in place).
+
+    The demos go in pre-tokenised (``input_ids`` = prompt + completion, ``completion_mask`` = 0 on the prompt, the
+    demo's mask on the completion) with ``completion_only_loss``, so TRL's collator trains exactly the tokens
+    ``warm_start`` would (mask 1), and nothing is re-templated. ``steps`` optimiser steps (``max_steps``), constant
+    learning rate, no checkpoints (a stage this short is redone rather than resumed); each logged step is appended
+    to ``log_path`` as ``{"stage": "sft", ...}``.
+    """
+    import os
+
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    if not demos:
+        raise ValueError("SFT: no demonstrations")
+    if steps < 1:
+        raise ValueError(f"SFT: steps must be ≥ 1, got {steps}")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    rows = [{"input_ids": d.prompt_ids + d.completion_ids,
+             "completion_mask": [0] * len(d.prompt_ids) + [int(m) for m in d.mask]} for d in demos]
+    args = SFTConfig(output_dir=str(out_dir), max_steps=steps, per_device_train_batch_size=batch_size,
+                     learning_rate=learning_rate, lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0,
+                     logging_steps=1, save_strategy="no", report_to="none", seed=seed, max_length=max_length,
+                     completion_only_loss=True, packing=False, dataloader_num_workers=0, disable_tqdm=True,
+                     bf16=False, fp16=False, gradient_checkpointing=False)
+    callbacks = []
+    if log_path is not None:
+        from routecraft.train.grpo import jsonl_logger
+
+        callbacks.append(_staged(jsonl_logger(log_path), "sft"))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                         callbacks=callbacks)
+    trainer.train()
+    model.eval()
+    return trainer
+
+
+def _staged(callback: Any, stage: str) -> Any:
+    """Tag every record a ``jsonl_logger`` writes with ``stage`` (so RL curves skip it)."""
+    orig = callback.on_log
+
+    def on_log(args, state, control, logs=None, **kw):
+        return orig(args, state, control, logs={**(logs or {}), "stage": stage}, **kw)
+
+    callback.on_log = on_log
+    return callback

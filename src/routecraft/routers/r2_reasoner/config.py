@@ -113,6 +113,8 @@ class RewardConfig(_Strict):
 
 class DataConfig(_Strict):
     dataset: Literal["gsm8k"] = "gsm8k"
+    train_file: Optional[str] = Field(None, description="Training questions from a JSONL file ({question, gold}, "
+                                                        "numeric answers) instead of the GSM8K train split.")
     train_limit: Optional[int] = Field(None, ge=1, description="A seeded subset of the GSM8K train split.")
     eval_limit: int = Field(100, ge=1, description="Held-out GSM8K test questions for evaluation.")
     seed: int = 42

@@ -220,6 +220,7 @@ def search_labels(cfg: Any, rows: Sequence[dict], out: str | Path, ladder: Ladde
     labels_path = out / "labels.jsonl"
     stats_path = out / "search_stats.json"
     _clean_tail(labels_path)
+    labels_path.touch()
     done = done_queries(labels_path)
     prev = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     t0 = time.time()

@@ -45,10 +45,33 @@ ALLOCATOR_STOP = ("]",)
 
 # ---------------------------------------------------------------------------------------------------- data
 
+def read_questions(path: str | Path) -> list[dict]:
+    """Questions from a JSONL file with ``question`` (or ``prompt``) and ``gold`` fields (``query_id`` optional)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"no questions file {p}")
+    rows = []
+    for i, line in enumerate(p.read_text().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{p}: line {i + 1} is not JSON: {exc}") from None
+        q = r.get("question", r.get("prompt")) if isinstance(r, dict) else None
+        if not q or r.get("gold") is None:
+            raise ValueError(f"{p}: line {i + 1} needs 'question' and 'gold'")
+        rows.append({"query_id": str(r.get("query_id", f"{p.stem}-{i}")), "prompt": str(q), "gold": str(r["gold"]),
+                     "task": r.get("task", "gsm8k")})
+    if not rows:
+        raise ValueError(f"{p}: no questions")
+    return rows
+
+
 def train_rows(cfg: R2ReasonerConfig) -> list[dict]:
     from routecraft.routers.router_r1.training import gsm8k_rows
 
-    rows = gsm8k_rows("train")
+    rows = read_questions(cfg.data.train_file) if cfg.data.train_file else gsm8k_rows("train")
     if cfg.data.train_limit is not None and cfg.data.train_limit < len(rows):
         rows = random.Random(cfg.data.seed).sample(rows, cfg.data.train_limit)
     return rows
@@ -305,9 +328,11 @@ def _phase_rows(cfg: R2ReasonerConfig, phase: str, rows: Sequence[dict], pipe: P
     if phase == "decomposer":
         return [{"prompt": decompose_prompt(r["prompt"], cfg.decomposer.examples), "question": r["prompt"],
                  "gold": r["gold"]} for r in rows]
-    # allocator: the frozen decomposer's (greedy) decomposition of each question; unparsable ones are left out
+    # allocator: the frozen decomposer's (greedy) decomposition of each question; an unparsable one gets the routing
+    # fallback (decomposer.fallback), or is left out with fallback: error
     out = []
-    decs = pipe.decompose([r["prompt"] for r in rows], skip=True) if rows else []
+    skip = cfg.decomposer.fallback == "error"
+    decs = pipe.decompose([r["prompt"] for r in rows], skip=skip) if rows else []
     for r, d in zip(rows, decs):
         if d["steps"] is None:
             continue

@@ -27,6 +27,24 @@ from routecraft.routers.base import Decision, Prediction, Router
 class R2Reasoner(Router):
     name = "r2-reasoner"
     uses_features = False
+    #: not fit on an outcomes table: `routecraft train --router r2-reasoner` calls ``train_cli``, `routecraft route`
+    #: calls ``route_cli`` (subtasks, model per subtask, cost)
+    trains_itself = True
+
+    @classmethod
+    def train_cli(cls, config: str | Path | None, out: str | Path, overrides: Optional[dict] = None,
+                  resume: bool = True) -> Path:
+        from routecraft.routers.r2_reasoner.training import train_r2_reasoner
+
+        return train_r2_reasoner(config, out, resume=resume, overrides=overrides)
+
+    @classmethod
+    def route_cli(cls, artifact: str | Path, question: str) -> tuple[dict, str]:
+        from routecraft.routers.r2_reasoner import route_r2_reasoner
+        from routecraft.routers.r2_reasoner.training import format_plan
+
+        plan = route_r2_reasoner(artifact, question)
+        return plan, format_plan(plan)
 
     def __init__(self, decomposer: Optional[str] = None, allocator: Optional[str] = None,
                  config: Optional[dict] = None, stages: Optional[dict] = None, cache: Optional[str] = None,

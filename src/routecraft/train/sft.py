@@ -1,4 +1,5 @@
-"""A small supervised warm start ("cold start") before RL: masked next-token loss on demonstrations.
+"""Supervised fine-tuning on masked demonstrations: ``warm_start`` (a small hand-rolled AdamW loop, Router-R1's
+cold start) and ``sft_trl`` (TRL's ``SFTTrainer`` on the same ``Demo`` objects; R2-Reasoner's SFT stage).
 
 A demonstration is (prompt ids, completion ids, mask) — the same shape a rollout produces — and only completion tokens
 whose mask is 1 are trained on (inserted environment text stays context). Used when a policy is too small to ever

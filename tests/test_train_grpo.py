@@ -40,7 +40,24 @@ def trained(pool, tmp_path_factory):
     train_router_r1(None, out, resume=True, overrides=tiny_overrides(str(pool_yaml), 1))
     first = {"metrics": (out / "metrics.jsonl").read_text(), "ckpts": checkpoints(out)}
     state1 = json.loads((out / "checkpoints" / "checkpoint-1" / "routecraft_state.json").read_text())
-    train_router_r1(None, out, resume=True, overrides=tiny_overrides(str(pool_yaml), 2))
+    # the second, resumed run goes through the CLI: routecraft train --router router-r1 --set ...
+    from typer.testing import CliRunner
+
+    from routecraft.cli import app
+
+    def flat(d, prefix=""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}={json.dumps(v)}"
+
+    args = ["train", "--router", "router-r1", "--out", str(out)]
+    for item in flat(tiny_overrides(str(pool_yaml), 2)):
+        args += ["--set", item]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "trained router-r1" in res.output
     return out, first, state1
 
 
@@ -103,6 +120,13 @@ def test_artifact_routes_and_round_trips(trained, smollm_server):
         assert {"model", "query", "response", "output_tokens", "cost_usd", "raw_cost"} <= set(c)
     text = format_trajectory(summary)
     assert text.startswith("question: ") and "answer:" in text
+    from typer.testing import CliRunner
+
+    from routecraft.cli import app
+
+    res = CliRunner().invoke(app, ["route", "--router", str(out), QUESTION])
+    assert res.exit_code == 0, res.output
+    assert f"question: {QUESTION}" in res.output and "answer:" in res.output  # (stderr's progress bars mix in)
     import pandas as pd
 
     try:

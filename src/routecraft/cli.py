@@ -221,22 +221,45 @@ def calibrate(
 
 @app.command()
 def train(
-    router: str = typer.Option(..., help="Router spec, e.g. 'knn:k=20'."),
-    data: str = typer.Option(..., help="Built-in dataset name or data folder."),
+    router: str = typer.Option(..., help="Router spec, e.g. 'knn:k=20', 'rtr', 'r2', 'joint', 'router-r1'."),
+    data: Optional[str] = typer.Option(None, help="Built-in dataset name or data folder (routers fit on outcomes)."),
     out: Path = typer.Option(..., help="Artifact folder to write."),
     encoder: Optional[str] = typer.Option(None, help="sentence-transformers encoder."),
+    config: Optional[Path] = typer.Option(None, help="Config YAML of a multi-step router (router-r1, r2-reasoner)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a multi-step router's config field: "
+                                             "section.field=value (repeatable)."),
+    no_resume: bool = typer.Option(False, "--no-resume", help="Multi-step routers: start over instead of resuming."),
 ) -> None:
-    """Fit a router on all of a dataset and save a versioned artifact."""
+    """Fit a router on a dataset (or train a multi-step router on the pool) and save a versioned artifact."""
     from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache
     from routecraft.data.resolve import resolve_data
     from routecraft.data.schema import DataValidationError
     from routecraft.evaluate.bench import parse_router_spec
-    from routecraft.routers import make_router
+    from routecraft.routers import get_router_class, make_router
 
+    try:
+        _, rname, params = parse_router_spec(router)
+        cls = get_router_class(rname)
+    except (ValueError, KeyError) as exc:
+        _fail(str(exc))
+    if cls.trains_itself:
+        from routecraft.routers.router_r1.__main__ import parse_sets
+
+        try:
+            path = cls.train_cli(str(config) if config else None, out, overrides=parse_sets(set_ or []),
+                                 resume=not no_resume)
+        except (ValueError, FileNotFoundError, SystemExit) as exc:
+            _fail(str(exc))
+        console.print(f"trained {rname}: artifact {path}")
+        return
+    if config is not None or set_:
+        _fail(f"--config/--set are for multi-step routers; {rname} takes its parameters in the spec "
+              f"(e.g. '{rname}:name=value')")
+    if data is None:
+        _fail(f"--data is required to fit {rname} (a built-in dataset or a data folder)")
     try:
         name, rd = resolve_data(data)
         rd = rd.complete()
-        _, rname, params = parse_router_spec(router)
         r = make_router(rname, **params)
         X = None
         if r.uses_features:
@@ -266,6 +289,25 @@ def route(
     from routecraft.data.features import EmbeddingCache
     from routecraft.routers import load_router
 
+    from routecraft.routers import get_router_class
+
+    try:
+        meta = json.loads((Path(router) / "router.json").read_text())
+        cls = get_router_class(meta["router"])
+    except FileNotFoundError:
+        _fail(f"{router} is not a router artifact (no router.json)")
+    except (ValueError, KeyError) as exc:
+        _fail(f"{router}/router.json: {exc}")
+    if cls.trains_itself:
+        try:
+            summary, text = cls.route_cli(router, question)
+        except (FileNotFoundError, ValueError) as exc:
+            _fail(str(exc))
+        if as_json:
+            out_console.print_json(json.dumps(summary, default=str))
+        else:
+            out_console.print(text, soft_wrap=True, markup=False)
+        return
     try:
         r = load_router(router)
     except (FileNotFoundError, ValueError, KeyError) as exc:

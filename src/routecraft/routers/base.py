@@ -89,6 +89,19 @@ class Router(ABC):
     uses_features: ClassVar[bool] = True
     #: routers that see the test outcomes (the oracle); the bench fits them on the test split
     is_oracle: ClassVar[bool] = False
+    #: multi-step routers (Router-R1, R2-Reasoner) are not fit on an outcomes table: they train from their own
+    #: config on the pool (``train_cli``) and show a whole trajectory when routing (``route_cli``)
+    trains_itself: ClassVar[bool] = False
+
+    @classmethod
+    def train_cli(cls, config: str | Path | None, out: str | Path, overrides: dict | None = None,
+                  resume: bool = True) -> Path:
+        raise NotImplementedError(f"{cls.name} is fit on an outcomes table (routecraft train --data ...)")
+
+    @classmethod
+    def route_cli(cls, artifact: str | Path, question: str) -> tuple[dict, str]:
+        """(JSON-ready summary, human-readable text) of routing one question with a saved artifact."""
+        raise NotImplementedError(f"{cls.name} routes by predicted scores (no trajectory)")
 
     def __init__(self, **params: Any) -> None:
         self.params = params

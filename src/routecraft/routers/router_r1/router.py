@@ -29,6 +29,21 @@ class RouterR1(Router):
     name = "router-r1"
     uses_features = False
 
+    trains_itself = True
+
+    @classmethod
+    def train_cli(cls, config, out, overrides=None, resume=True):
+        from routecraft.routers.router_r1.training import train_router_r1
+
+        return train_router_r1(config, out, resume=resume, overrides=overrides)
+
+    @classmethod
+    def route_cli(cls, artifact, question):
+        from routecraft.routers.router_r1.training import format_trajectory, route_router_r1
+
+        s = route_router_r1(artifact, question)
+        return s, format_trajectory(s)
+
     def __init__(self, policy: Optional[str] = None, config: Optional[dict] = None) -> None:
         super().__init__(policy=policy, config=config or {})
         self._engine: Any = None

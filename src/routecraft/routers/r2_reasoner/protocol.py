@@ -144,9 +144,7 @@ def parse_decomposition(text: str, min_steps: int = 1, max_steps: int = 8) -> li
         m = _STEP.match(line) or _NUM.match(line)
         if m is None:
             if steps:
-                if line.lower().startswith("question"):
-                    break  # the model went on with another example
-                break
+                break  # the list ended (closing text, or the model went on with another "Question:")
             continue  # preamble
         k, body = int(m.group(1)), _TRAIL.sub("", m.group(2)).strip().strip("\"“”'").strip()
         if steps and k == 1:

@@ -48,3 +48,30 @@ def test_ensemble_weights_and_errors():
         make_router("ensemble", members="knn,linear", weights="1")
     with pytest.raises(ValueError, match="oracle"):
         make_router("ensemble", members="knn,oracle").fit(rd, X)
+
+
+def test_ensemble_reuses_members_fitted_on_the_same_split_and_seed():
+    rd, X = _data()
+    mlp = make_router("mlp", seed=3, epochs=5).fit(rd, X)
+    ens = make_router("ensemble", members="mlp,linear", seed=3)
+    ens.reuse = {"mlp": mlp}
+    ens.fit(rd, X)
+    assert ens.members[0] is mlp and ens.reuse == {}
+    assert ens.members[1] is not mlp and ens.members[1].name == "linear"
+    other = make_router("ensemble", members="mlp", seed=4)  # another seed: the member is fitted afresh
+    other.reuse = {"mlp": mlp}
+    other.fit(rd, X)
+    assert other.members[0] is not mlp and other.members[0].params["seed"] == 4
+
+
+def test_bench_fits_ensemble_members_once(monkeypatch):
+    from routecraft.evaluate.bench import run_bench
+    from routecraft.routers.linear import LinearRouter
+
+    rd, X = _data()
+    calls = []
+    orig = LinearRouter.fit
+    monkeypatch.setattr(LinearRouter, "fit", lambda self, *a, **k: (calls.append(1), orig(self, *a, **k))[1])
+    res = run_bench(rd, ["linear", "ensemble:members=linear"], seeds=[0], features=X, n_lambdas=5)
+    assert len(calls) == 1  # the ensemble took the bench's fitted linear router
+    assert len(res.routers) == 2 and res.routers[0] == "linear"

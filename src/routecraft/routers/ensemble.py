@@ -36,6 +36,9 @@ class EnsembleRouter(Router):
             self.weights = np.asarray(w) / sum(w)
         self.seed = seed
         self.members: list[Router] = []
+        #: member name -> a router of that name already fitted (default parameters, same seed) on the very data
+        #: this ensemble is fit on; the bench sets it so members are not fitted twice. Cleared after fit.
+        self.reuse: dict[str, Router] = {}
 
     def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "EnsembleRouter":
         import inspect
@@ -48,7 +51,12 @@ class EnsembleRouter(Router):
             if cls.is_oracle:
                 raise ValueError("the oracle cannot be an ensemble member")
             kw = {"seed": self.seed} if "seed" in inspect.signature(cls.__init__).parameters else {}
-            self.members.append(cls(**kw).fit(data, X))
+            done = self.reuse.get(name)
+            if done is not None and done.params.get("seed", kw.get("seed")) == kw.get("seed") and done.candidates:
+                self.members.append(done)
+            else:
+                self.members.append(cls(**kw).fit(data, X))
+        self.reuse = {}
         self.candidates = list(self.members[0].candidates)
         return self
 

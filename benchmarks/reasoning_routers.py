@@ -95,6 +95,7 @@ class Settings:
     cold_n: tuple[int, ...] = (5, 10, 20, 40)
     cold_model: str | None = None
     latency_n: int = 100
+    latency_threads: int = 1
     encoder: str | None = None
     first_seed: int = 0
     auto_items: bool = False
@@ -117,8 +118,9 @@ class Log:
         print(f"[{time.perf_counter() - self.t0:7.1f}s] {msg}", file=self.stream or sys.stdout, flush=True)
 
     def note(self, msg: str) -> None:
-        self.notes.append(msg)
-        self(f"note: {msg}")
+        if msg not in self.notes:  # the same note from every seed is said once
+            self.notes.append(msg)
+            self(f"note: {msg}")
 
 
 def finite(vals: Sequence[float]) -> np.ndarray:
@@ -133,7 +135,8 @@ def fmt(vals: Sequence[float], spec: str = "{:.3f}", pct: bool = False) -> str:
     v = finite(vals)
     if v.size == 0:
         return "—" if n else ""
-    f = (lambda x: f"{x:.1%}") if pct else spec.format
+    f0 = (lambda x: f"{x:.1%}") if pct else spec.format
+    f = lambda x: f0(float(np.round(x, 12)) + 0.0)  # noqa: E731 - no "-0.0"
     txt = f"{f(v.mean())} ± {f(v.std(ddof=1))}" if v.size > 1 else f(v.mean())
     return txt + (f" ({v.size}/{n})" if v.size < n else "")
 
@@ -316,6 +319,9 @@ def curve_metrics(cv: dict, ref: dict) -> dict:
     out["saving_usd"] = 1 - cr / ref["best_cost"] if np.isfinite(cr) and ref["best_cost"] > 0 else float("nan")
     for k in ("tok_to_best", "tok_to_best_pt", "saving_tok", "saving_tok_pt"):
         out[k] = float("nan")
+    if best_s <= 0:  # nothing to match (every candidate wrong on this test split): no saving is defined
+        out["cost_to_best"] = out["saving_usd"] = float("nan")
+        return out
     if np.isfinite(t).all() and np.isfinite(ref["best_tokens"]) and ref["best_tokens"] > 0:
         tr = M.cost_to_reach(t, s, best_s)
         hit = s >= best_s - M.ATOL
@@ -393,7 +399,7 @@ def item1(run: SeedRun, info: dict) -> dict:
     bs = run.fit("best-single", "best-single")
     if bs is not None:
         add("best-single (train-chosen)", run.predict(bs))
-    add("oracle", run.truth_pred(), ("usd",))
+    add("oracle", run.truth_pred(), ("tokens", "usd"))
     return res
 
 
@@ -466,7 +472,8 @@ def cell_metrics(pred: Prediction, run: SeedRun, cands: Sequence[Candidate] | No
     j = [k for k, c in enumerate(pred.candidates) if c.id in want]
     cols = [run.pos[pred.candidates[k].id] for k in j]
     y, p = run.truth.score[:, cols].ravel(), pred.score[:, j].ravel()
-    out = {"auc": auc(y, p), "brier": float(np.mean((p - y) ** 2)), "cell_acc": float(np.mean((p >= 0.5) == (y >= 0.5)))}
+    out = {"auc": auc(y, p), "brier": float(np.mean((p - y) ** 2)),
+           "cell_acc": float(np.mean((p >= 0.5) == (y >= 0.5)))}
     if pred.tokens is not None:
         tt, tp = run.truth.output_tokens[:, cols].ravel(), pred.tokens[:, j].ravel()
         ok = np.isfinite(tt)
@@ -532,7 +539,7 @@ def item5(run: SeedRun, info: dict, model: str) -> dict:
     res["by_n"] = {}
     for n in st.cold_n:
         if n > len(order):
-            run.log.note(f"cold start: n={n} > {len(order)} training queries; skipped")
+            run.log.note(f"cold start: n={n} > the {len(order)} training queries; skipped")
             continue
         few_ids = set(order[:n])
         few = run.train.subset(few_ids).filter_candidates(new)
@@ -577,9 +584,26 @@ def default_encode(encoder: str) -> Callable[[list[str]], np.ndarray]:
     return encode
 
 
-def latency(run: SeedRun, labels: Sequence[str], encode: Callable, n: int, log: Log) -> dict:
+def latency(run: SeedRun, labels: Sequence[str], encode: Callable, n: int, log: Log, threads: int = 1) -> dict:
     """Per router: wall time of encode(one text) + decide(one query) at batch 1, over n test queries (after a
-    warm-up of 3); the encode and decide parts separately too. Milliseconds."""
+    warm-up of 3); the encode and decide parts separately too. Milliseconds. Torch and BLAS run on ``threads``
+    threads: at batch 1 a second thread buys nothing, and on a busy 2-core machine two spinning OpenMP threads made
+    one MiniLM encode 15x slower (1.2 s vs 84 ms p50, measured while a collection job ran)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(limits=threads):
+            out = _latency(run, labels, encode, n, log)
+    finally:
+        torch.set_num_threads(before)
+    out["threads"] = threads
+    return out
+
+
+def _latency(run: SeedRun, labels: Sequence[str], encode: Callable, n: int, log: Log) -> dict:
     q = run.test.queries.reset_index(drop=True)
     n = min(n, len(q))
     out: dict[str, Any] = {"n": n}
@@ -700,7 +724,7 @@ def run(data: RoutingData, name: str, seeds: Sequence[int], out: str | Path, st:
                     labels = [k for k in ("rtr", "r2", "knn", "mlp", "mf") if k in sr.routers]
                 try:
                     enc = encode or default_encode(encoder)
-                    lat = latency(sr, labels, enc, st.latency_n, log)
+                    lat = latency(sr, labels, enc, st.latency_n, log, st.latency_threads)
                 except Exception as e:  # noqa: BLE001
                     log.note(f"latency not measured: {type(e).__name__}: {e}")
                     lat = {"error": str(e)}
@@ -750,6 +774,20 @@ def ordered_labels(recs: list[dict], key: str = "routers") -> list[str]:
     return labels
 
 
+def acc_at_best_tokens(recs: list[dict], label: str) -> list[float]:
+    """Per seed: the accuracy of the router's (tokens, accuracy) hull at the best pair's output tokens (nan where
+    the router cannot go that cheap)."""
+    out = []
+    for r in recs:
+        cv = r.get("curves", {}).get(label)
+        t = np.asarray(cv["tokens"], dtype=float) if cv else np.array([np.nan])
+        if cv is None or not np.isfinite(t).all() or not np.isfinite(r["ref"]["best_tokens"]):
+            out.append(float("nan"))
+            continue
+        out.append(float(M.score_at_cost(t, np.asarray(cv["score"], dtype=float), r["ref"]["best_tokens"])))
+    return out
+
+
 def report_item1(recs: list[dict], info: dict, out: Path, figs: list) -> str:
     n = len(recs)
     L = []
@@ -760,13 +798,15 @@ def report_item1(recs: list[dict], info: dict, out: Path, figs: list) -> str:
              f"${fmt(seeds_of(recs, 'ref', 'best_cost'), '{:.3g}')}/query; oracle accuracy "
              f"{fmt(seeds_of(recs, 'ref', 'oracle_score'))}.")
     L.append("")
-    head = ["router", "acc (λ=0)", "out tok (λ=0)", "peak", "AIQ", "tokens to best acc (hull)",
-            "token saving (hull)", "token saving (cheapest λ point)", "$ to best acc", "$ saving"]
+    head = ["router", "acc (λ=0)", "out tok (λ=0)", "peak", "AIQ", "acc at the best pair's tokens",
+            "tokens to best acc (hull)", "token saving (hull)", "token saving (cheapest λ point)", "$ to best acc",
+            "$ saving"]
     rows = []
     for lbl in ordered_labels(recs):
         g = lambda k: seeds_of(recs, "routers", lbl, k)  # noqa: E731
         rows.append([f"**{lbl}**" if lbl.startswith("rtr") else lbl, fmt(g("acc0")), fmt(g("tokens0"), "{:.0f}"),
-                     fmt(g("peak")), fmt(g("aiq")), fmt(g("tok_to_best"), "{:.0f}"), fmt(g("saving_tok"), pct=True),
+                     fmt(g("peak")), fmt(g("aiq")), fmt(acc_at_best_tokens(recs, lbl)),
+                     fmt(g("tok_to_best"), "{:.0f}"), fmt(g("saving_tok"), pct=True),
                      fmt(g("saving_tok_pt"), pct=True), fmt(g("cost_to_best"), "{:.3g}"),
                      fmt(g("saving_usd"), pct=True)])
     L.append(table(head, rows))
@@ -775,7 +815,8 @@ def report_item1(recs: list[dict], info: dict, out: Path, figs: list) -> str:
              "otherwise on predicted accuracy − λ·predicted USD cost. λ = 0 is the first point of the sweep. "
              "Token/USD savings are relative to the best single candidate at its accuracy: on the hull of the "
              "realised (tokens, accuracy) points (randomising between two λ's decisions), or at the cheapest λ "
-             "point reaching it; '—' / (k/n): reached in k of n seeds. AIQ: area under the accuracy-vs-USD hull "
+             "point reaching it; '—' / (k/n): reached in k of n seeds. 'acc at the best pair's tokens': the hull's "
+             "accuracy at the best pair's mean output tokens (the other side of the same comparison). AIQ: area under the accuracy-vs-USD hull "
              "between the cheapest and the dearest candidate, normalised.")
     key = "rtr [tokens]" if any("rtr [tokens]" in r["routers"] for r in recs) else "rtr"
     sv = seeds_of(recs, "routers", key, "saving_tok")
@@ -894,7 +935,7 @@ def report_item4(recs: list[dict]) -> str:
         rows.append([feat, fmt(g("aiq")), fmt(g("acc0")), fmt(g("peak")), fmt(g("saving_tok"), pct=True),
                      fmt(g("auc")), fmt(g("brier")), fmt(g("tok_mae"), "{:.1f}"), fmt(g("epochs"), "{:.0f}"),
                      fmt(g("fit_s"), "{:.1f}")])
-    return table(head, rows) + "\n\ncombined = the paper (query ⊕ description embeddings ⊕ learnable embeddings); " \
+    return table(head, rows) + "\n\ncombined = the paper (query ⊕ description ⊕ learnable embeddings); " \
         "text = description embeddings only; learnable = learnable tables only. AUC/Brier of P(correct) and the " \
         "token MAE on every test cell."
 
@@ -946,7 +987,8 @@ def report_item6(s6: dict) -> str:
         L.append(f"Latency not measured: {lat['error']}")
     elif lat:
         L.append(f"Per-query decision latency at batch 1, ms, over {lat['n']} test queries of the first seed "
-                 "(encode the query text with the sentence encoder, no cache + predict + decide at a middle λ):")
+                 "(encode the query text with the sentence encoder, no cache + predict + decide at a middle λ; "
+                 f"torch/BLAS on {lat.get('threads', '?')} thread(s)):")
         L.append("")
         rows = [[k, f"{v['p50']:.1f}", f"{v['p99']:.1f}", f"{v['encode_p50']:.1f}", f"{v['decide_p50']:.2f}",
                  f"{v['decide_p99']:.2f}"] for k, v in lat.items() if isinstance(v, dict)]
@@ -969,7 +1011,7 @@ def write(summary: dict, out: Path, log: Log) -> None:
              f"Mean ± std over seeds. Wall time {summary.get('wall_s', 0):.0f} s on {mach['cpus']} CPUs "
              f"(load average at start {mach['loadavg_at_start']}).")
     if summary["notes"]:
-        L += ["", "Notes:", ""] + [f"- {n}" for n in summary["notes"]]
+        L += ["", "Notes:", ""] + [f"- {n}" for n in dict.fromkeys(summary["notes"])]
     items = summary.get("items", {})
     for i in sorted(ITEM_TITLES):
         L += ["", f"## {i}. {ITEM_TITLES[i]}", ""]
@@ -1156,6 +1198,7 @@ def main(argv: Sequence[str] | None = None, features: np.ndarray | None = None, 
     ap.add_argument("--cold-n", default="5,10,20,40")
     ap.add_argument("--cold-model", default=None)
     ap.add_argument("--latency-n", type=int, default=100)
+    ap.add_argument("--latency-threads", type=int, default=1, help="torch/BLAS threads while timing decisions")
     ap.add_argument("--lambdas", type=int, default=60)
     ap.add_argument("--encoder", default=None)
     a = ap.parse_args(argv)
@@ -1168,8 +1211,10 @@ def main(argv: Sequence[str] | None = None, features: np.ndarray | None = None, 
         except json.JSONDecodeError:
             v = val
         params.setdefault(router, {})[k] = v
-    st = Settings(items=(1, 2, 3, 4, 5, 6) if a.items == "auto" else parse_ints(a.items), params=params, n_lambdas=a.lambdas, min_coverage=a.min_coverage,
-                  cold_n=parse_ints(a.cold_n), cold_model=a.cold_model, latency_n=a.latency_n, encoder=a.encoder)
+    st = Settings(items=(1, 2, 3, 4, 5, 6) if a.items == "auto" else parse_ints(a.items), params=params,
+                  n_lambdas=a.lambdas, min_coverage=a.min_coverage,
+                  cold_n=parse_ints(a.cold_n), cold_model=a.cold_model, latency_n=a.latency_n,
+                  latency_threads=a.latency_threads, encoder=a.encoder)
     log = Log()
     st.auto_items = a.items == "auto"
     if a.report_only:

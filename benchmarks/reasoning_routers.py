@@ -1106,6 +1106,8 @@ def plot_curves(curves: dict, points: dict, xlabel: str, path: Path, title: str)
     ax_all = np.concatenate(allx) if allx else np.array([1.0])
     if (ax_all > 0).all() and ax_all.size and ax_all.max() / max(ax_all.min(), 1e-300) > 5:
         ax.set_xscale("log")
+    else:
+        xlabel = xlabel.replace(" (log)", "")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("accuracy (test)")
     ax.set_title(title, fontsize=10)

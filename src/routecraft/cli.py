@@ -339,7 +339,8 @@ def collect(
     budgets: str = typer.Option("default", help="Comma-separated output-token budgets, 'default' = none."),
     limit: Optional[int] = typer.Option(None, help="Use the first N queries."),
     offset: int = typer.Option(0, help="Skip the first N queries."),
-    concurrency: int = typer.Option(2, help="Requests in flight per run."),
+    concurrency: int = typer.Option(
+        2, help="Requests the backend runs at once (its parallel slots); one more waits in its queue."),
     executor: str = typer.Option("local", help="'local' (asyncio) or 'ray'."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster address (default: start a local Ray)."),
     start_servers: bool = typer.Option(True, help="Start local llama.cpp servers that are not running."),

@@ -33,6 +33,9 @@ from routecraft.data.schema import DEFAULT, RoutingData, validate_outcomes, vali
 
 log = logging.getLogger(__name__)
 
+#: requests kept waiting in a backend's queue beyond ``concurrency`` (see _run_local)
+QUEUE_AHEAD = 1
+
 ROW_COLUMNS = ["query_id", "model", "strategy", "budget", "score", "input_tokens", "output_tokens",
                "tokens_estimated", "cost_usd", "latency_s", "response", "prediction", "finish_reason", "error",
                "hardware", "collected_at"]
@@ -187,7 +190,9 @@ async def _run_local(cells: list[Cell], queries: dict[str, dict], clients: dict[
                      flush_every: int, on_done: Callable[[dict], None], failures: list[str]) -> int:
     from routecraft.pool.client import BackendError
 
-    sem = asyncio.Semaphore(concurrency)
+    # one request more than the server runs at once waits in its queue, so a slot is refilled the moment a cell
+    # finishes instead of idling while that cell is graded or its PAL program runs (measured: 0.89 -> see RESULTS)
+    sem = asyncio.Semaphore(concurrency + QUEUE_AHEAD)
     buf: list[dict] = []
     n = 0
     hw = hardware_tag()
@@ -206,7 +211,7 @@ async def _run_local(cells: list[Cell], queries: dict[str, dict], clients: dict[
 
     pending = set()
     it = iter(cells)
-    # keep at most 2×concurrency tasks in flight so a kill loses little and memory stays flat
+    # keep at most 2×concurrency tasks scheduled so a kill loses little and memory stays flat
     for cell in it:
         pending.add(asyncio.ensure_future(one(cell)))
         if len(pending) >= 2 * concurrency:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from routecraft.data.collect import Cell, CollectionStore, hardware_tag, run_cell
+from routecraft.data.collect import QUEUE_AHEAD, Cell, CollectionStore, hardware_tag, run_cell
 
 
 def _run_chunk(cells: list[Cell], queries: dict[str, dict], pool: Any, endpoints: dict[str, str],
@@ -25,7 +25,7 @@ def _run_chunk(cells: list[Cell], queries: dict[str, dict], pool: Any, endpoints
     hw = hardware_tag()
 
     async def main() -> list[dict]:
-        sem = asyncio.Semaphore(concurrency)
+        sem = asyncio.Semaphore(concurrency + QUEUE_AHEAD)
 
         async def one(cell: Cell) -> dict:
             async with sem:

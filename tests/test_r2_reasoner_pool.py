@@ -39,7 +39,9 @@ def overrides(pool_yaml: str, **extra) -> dict:
     o = {"pool": pool_yaml, "models": ["smol-small", "smol-large"],
          "decomposer": {"max_tokens": 40, "max_steps": 4, "examples": 2},
          "allocator": {"max_tokens": 8},
-         "execution": {"max_tokens": 16, "final_max_tokens": 8, "max_concurrency": 2, "max_retries": 0},
+         # one call at a time: llama.cpp's batched decoding is not bit-for-bit deterministic, so two requests
+         # sharing a batch could make the resumed search's greedy outputs (and so its path) differ from the first's
+         "execution": {"max_tokens": 16, "final_max_tokens": 8, "max_concurrency": 1, "max_retries": 0},
          "search": {"decompositions": 2, "max_evaluations": 6, "groups": 3},
          "data": {"seed": 7}, "backends": {"mode": "running"}}
     for k, v in extra.items():

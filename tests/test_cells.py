@@ -64,3 +64,11 @@ def test_plot_and_cli(tmp_path):
     assert "9 queries answered by every cell" in res.output
     assert (tmp_path / "out" / "cells.png").exists()
     assert pd.read_csv(tmp_path / "out" / "cells.csv")["n"].tolist() == [9, 9, 9]
+
+
+def test_plot_with_cells_at_exactly_0_and_1(tmp_path):
+    o = _outcomes()
+    o["score"] = (o["strategy"] == "cot").astype(float)  # cot always right (a rounded Wilson bound may dip below)
+    t = cell_table(o)
+    assert set(t["accuracy"]) == {0.0, 1.0}
+    assert plot_cells(t, tmp_path / "c.png").stat().st_size > 10_000

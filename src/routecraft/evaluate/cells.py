@@ -89,7 +89,7 @@ def plot_cells(t: pd.DataFrame, path: str | Path, title: Optional[str] = None) -
     markers = {"direct": "o", "cot": "s", "cod": "^", "pal": "D", "sc": "P"}
     d = t[t["budget"] == "default"]
     for r in d.itertuples(index=False):
-        a1.errorbar(r.out_tokens, r.accuracy, yerr=[[r.accuracy - r.acc_lo], [r.acc_hi - r.accuracy]],
+        a1.errorbar(r.out_tokens, r.accuracy, yerr=[[max(0.0, r.accuracy - r.acc_lo)], [max(0.0, r.acc_hi - r.accuracy)]],
                     fmt=markers.get(r.strategy, "x"), color=colors[r.model], ms=8, capsize=3, alpha=0.9)
     for m in models:
         a1.plot([], [], "s", color=colors[m], label=m)
@@ -107,7 +107,8 @@ def plot_cells(t: pd.DataFrame, path: str | Path, title: Optional[str] = None) -
         b["k"] = b["budget"].astype(int)
         for (m, s), g in b.groupby(["model", "strategy"]):
             g = g.sort_values("k")
-            a2.errorbar(g["k"], g["accuracy"], yerr=[g["accuracy"] - g["acc_lo"], g["acc_hi"] - g["accuracy"]],
+            a2.errorbar(g["k"], g["accuracy"], yerr=[(g["accuracy"] - g["acc_lo"]).clip(lower=0),
+                                                     (g["acc_hi"] - g["accuracy"]).clip(lower=0)],
                         marker=markers.get(s, "x"), color=colors[m], capsize=3, label=f"{m} {s}")
             ref = d[(d["model"] == m) & (d["strategy"] == s)]
             if len(ref):

@@ -127,9 +127,14 @@ def test_search_on_the_real_pool_then_kill_and_resume(ladder_pool, tmp_path):
     keys_before = ExecutionCache(out / "executions.sqlite").keys()
     stats2, resumed, ex2 = _search(pool_yaml, out)
     assert not keys_before & set(ex2.executed_keys)  # nothing executed again
-    assert ex2.real_calls == ex_full.real_calls - 5 and ex2.cache_hits >= 5
-    assert stats2["total_real_calls"] == ex_full.real_calls
-    assert resumed == full  # the same labels as the uninterrupted search
+    assert ex2.cache_hits >= 5  # the 5 calls made before the kill were served from the cache
+    assert stats2["total_real_calls"] == 5 + ex2.real_calls  # nothing lost from the accounting
+    assert stats2["interrupted"] is None and stats2["done"] == 2
+    # The labels are not compared with the uninterrupted search's: llama.cpp does not promise bit-identical greedy
+    # output across a server's history (prompt-cache reuse changes the prefill batching), and in the full suite the
+    # resumed search did take another path (23 instead of 15 further calls). What resumption must guarantee is
+    # checked above and below: no call executed twice, the cached calls reused, and a finished search stays finished.
+    assert [r["query_id"] for r in resumed] == [r["query_id"] for r in full]
     # a third run has nothing left to do
     stats3, again, ex3 = _search(pool_yaml, out)
     assert ex3.real_calls == 0 and stats3["finished_this_run"] == 0 and again == resumed

@@ -12,7 +12,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from routecraft.train.config import RLConfig
@@ -202,20 +201,10 @@ def builtin_config_path() -> Path:
 
 def load_config(path: str | os.PathLike | None = None, overrides: Optional[dict] = None) -> R2ReasonerConfig:
     """Read a config YAML (None: the built-in one) and apply nested ``overrides`` ({"sft": {"steps": 2}})."""
-    from routecraft.routers.router_r1.config import _merge
+    from routecraft.routers.router_r1.config import read_config_mapping
 
     p = Path(path) if path is not None else builtin_config_path()
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read r2-reasoner config {p}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: an r2-reasoner config must be a mapping, got {type(data).__name__}")
-    if overrides:
-        data = _merge(data, overrides)
-    return validate(data, str(p))
+    return validate(read_config_mapping(p, "r2-reasoner", ConfigError, overrides), str(p))
 
 
 def validate(data: dict, source: str = "<config>") -> R2ReasonerConfig:

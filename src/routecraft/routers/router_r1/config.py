@@ -140,22 +140,27 @@ def builtin_config_path() -> Path:
 def load_config(path: str | os.PathLike | None = None, overrides: Optional[dict] = None) -> RouterR1Config:
     """Read a config YAML (None: the built-in one), apply nested ``overrides`` ({"train": {"max_steps": 2}})."""
     p = Path(path) if path is not None else builtin_config_path()
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"cannot read router-r1 config {p}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{p}: a router-r1 config must be a mapping, got {type(data).__name__}")
-    if overrides:
-        data = _merge(data, overrides)
+    data = read_config_mapping(p, "router-r1", ConfigError, overrides)
     try:
         return RouterR1Config.model_validate(data)
     except ValidationError as exc:
         lines = [f"{p}: field '{'.'.join(str(x) for x in e['loc'])}': {e['msg'].removeprefix('Value error, ')}"
                  for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
+
+
+def read_config_mapping(p: Path, what: str, error: type[Exception], overrides: Optional[dict] = None) -> dict:
+    """The mapping in config YAML ``p`` with nested ``overrides`` applied; ``error`` (naming the file) when the
+    file cannot be read, is not YAML, or is not a mapping. Shared by the Router-R1 and R2-Reasoner configs."""
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise error(f"cannot read {what} config {p}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{p}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{p}: the {what} config must be a mapping, got {type(data).__name__}")
+    return _merge(data, overrides) if overrides else data
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from _reasoning_tables import NEED, PRICE, budget_table
 
-from routecraft.data.schema import Candidate, DataValidationError
+from routecraft.data.schema import Candidate
 from routecraft.routers import choose, load_router, make_router
 from routecraft.routers._reasoning import r2_lambda
 from routecraft.routers.r2 import interpolate

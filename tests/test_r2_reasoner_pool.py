@@ -214,7 +214,7 @@ def test_train_pipeline_tiny_and_route(ladder_pool, tmp_path):
                    "allocator": str((out / "sft" / "allocator").resolve())}
     try:  # the same question again: every call comes from the cache
         d = r.decide(pd.DataFrame({"query_id": ["q"], "text": ["What is 2 plus 2?"]}))[0]
-        assert r._pipe.executor.real_calls == 0 and r._pipe.executor.cache_hits == plan["calls"]
+        assert r._runner.executor.real_calls == 0 and r._runner.executor.cache_hits == plan["calls"]
     finally:
         r.close()
     assert d.plan["router"] == "r2-reasoner" and d.candidate.model == d.plan["final_model"]

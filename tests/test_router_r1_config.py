@@ -96,4 +96,11 @@ def test_gsm8k_rows_and_held_out_split():
     assert len(a) == 50 and len(b) == 20
     assert not {r["query_id"] for r in a} & {r["query_id"] for r in b}  # test questions never train
     assert all(r["query_id"].startswith("gsm8k-main-test") for r in b)
-    assert [r["query_id"] for r in eval_rows(c)] == [r["query_id"] for r in b]  # seeded
+    assert [r["query_id"] for r in eval_rows(c)] == [r["query_id"] for r in b]  # deterministic
+    # default: the first questions of the test file, the ones `routecraft collect --limit N` covers
+    assert [r["query_id"] for r in b] == [f"gsm8k-main-test-#{i}" for i in range(20)]
+    s = load_config(None, {"data": {"eval_limit": 20, "eval_select": "sample"}})
+    sampled = [r["query_id"] for r in eval_rows(s)]
+    assert sampled == [r["query_id"] for r in eval_rows(s)] and sampled != [r["query_id"] for r in b]
+    with pytest.raises(Exception):
+        load_config(None, {"data": {"eval_select": "random"}})

@@ -160,6 +160,15 @@ def test_over_long_turns_and_replies_are_capped(tok, pool):
     info = b.segments[1][0]
     assert len(info) <= 20 and b.turns[0].info_tokens == len(info)
     assert tok.decode(info).endswith("</information>\n\n")
+    # obs_keep="tail": the same cap keeps the reply's end (where a worked solution states its result)
+    eng_t = engine(tok, pool, [[explain, ANSWER]], max_obs_tokens=20, obs_keep="tail")
+    eng_t.caller.max_tokens = 48
+    (bt,) = eng_t.run(["q1"])
+    info_t = tok.decode(bt.segments[1][0])
+    assert len(bt.segments[1][0]) <= 20 and info_t.strip().startswith("<information>")
+    reply = bt.calls[0].response.strip()
+    body_t = info_t.strip()[len("<information>"):-len("</information>")].strip()
+    assert body_t and reply.endswith(body_t[-8:]) and not reply.startswith(body_t[:12])
     # total cap: the response stops once it reaches max_response_tokens
     eng2 = engine(tok, pool, [[ASK]], max_response_tokens=60, max_turns=4)
     (c,) = eng2.run(["q"])

@@ -6,11 +6,10 @@ model-only router on ZeroEval GSM8K."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from _reasoning_tables import PRICE, budget_table, strategy_table
 
-from routecraft.data.schema import Candidate, RoutingData
+from routecraft.data.schema import RoutingData
 from routecraft.routers import choose, load_router, make_router
 from routecraft.routers._reasoning import DEFAULT_STRATEGY_TEXT, choose_max_tokens, strategy_description
 from routecraft.routers.rtr import project

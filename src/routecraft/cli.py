@@ -192,7 +192,7 @@ def calibrate(
     from routecraft.data.schema import DataValidationError
     from routecraft.evaluate.bench import _align, parse_router_spec, realised
     from routecraft.evaluate.calibrate import calibrate as do_calibrate
-    from routecraft.routers import choose, make_router
+    from routecraft.routers import make_router
 
     try:
         name, rd = resolve_data(data)

@@ -29,7 +29,7 @@ the training data; ``ensemble="mean"``: the three-way mean without selection.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd

@@ -54,7 +54,6 @@ without torch).
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Literal, Optional
 
 import numpy as np
@@ -62,10 +61,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from routecraft.data.features import DEFAULT_ENCODER
-from routecraft.data.schema import DEFAULT, Candidate, RoutingData
+from routecraft.data.schema import Candidate, RoutingData
 from routecraft.routers._reasoning import (
     InputTokenModel, LongOutcomes, PriceModel, ReasoningDecisions, embed_descriptions, long_outcomes,
-    model_descriptions, query_chars, strategy_description, strategy_text)
+    model_descriptions, query_chars, strategy_description)
 from routecraft.routers.base import Prediction, Router
 from routecraft.routers.baselines import _fitted, _query_ids, check_features, one_thread
 

@@ -116,6 +116,9 @@ class DataConfig(_Strict):
                                                         "numeric answers) instead of the GSM8K train split.")
     train_limit: Optional[int] = Field(None, ge=1, description="A seeded subset of the GSM8K train split.")
     eval_limit: int = Field(100, ge=1, description="Held-out GSM8K test questions for evaluation.")
+    eval_select: Literal["first", "sample"] = Field(
+        "first", description="first: the first eval_limit questions of the test file (those the collected dataset "
+                             "covers first); sample: a seeded random sample. Same rule as Router-R1's.")
     seed: int = 42
 
 
@@ -168,22 +171,15 @@ class R2ReasonerConfig(_Strict):
     @field_validator("models")
     @classmethod
     def _nonempty(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        if v is not None and not v:
-            raise ValueError("models must name at least one pool model (or be left out)")
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError(f"models has duplicates: {v}")
-        return v
+        from routecraft.routers._multistep import check_models
+
+        return check_models(v)
 
     def resolve_pool(self):
         """The pool restricted to the ladder's models, cheapest first; errors name a missing model."""
-        from routecraft.pool.config import load_pool
+        from routecraft.routers._multistep import pool_models
 
-        pool = load_pool(self.pool)
-        names = self.models or [m.name for m in pool.models if m.instruct]
-        missing = [n for n in names if n not in pool]
-        if missing:
-            raise ValueError(f"r2-reasoner config: models {missing} are not in pool {pool.name!r} "
-                             f"(models: {', '.join(pool.names)})")
+        pool, names = pool_models(self.pool, self.models, "r2-reasoner")
         if self.search.decomposer_model is not None and self.search.decomposer_model not in pool:
             raise ValueError(f"r2-reasoner config: search.decomposer_model {self.search.decomposer_model!r} is not "
                              f"in pool {pool.name!r} (models: {', '.join(pool.names)})")

@@ -17,19 +17,16 @@ import contextlib
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
-import pandas as pd
 
-from routecraft.data.schema import Candidate, RoutingData
-from routecraft.routers.base import Decision, Prediction, Router
+from routecraft.data.schema import Candidate
+from routecraft.routers._multistep import MultiStepRouter
+from routecraft.routers.base import Decision
 
 
-class R2Reasoner(Router):
+class R2Reasoner(MultiStepRouter):
     name = "r2-reasoner"
-    uses_features = False
-    #: not fit on an outcomes table: `routecraft train --router r2-reasoner` calls ``train_cli``, `routecraft route`
-    #: calls ``route_cli`` (subtasks, model per subtask, cost)
-    trains_itself = True
+    training_note = ("label search, SFT and GRPO on the live pool "
+                     "(routecraft.routers.r2_reasoner.train_r2_reasoner)")
 
     @classmethod
     def train_cli(cls, config: str | Path | None, out: str | Path, overrides: Optional[dict] = None,
@@ -51,8 +48,6 @@ class R2Reasoner(Router):
                  stage: str = "final") -> None:
         super().__init__(decomposer=decomposer, allocator=allocator, config=config or {}, stages=stages or {},
                          cache=cache, stage=stage)
-        self._pipe: Any = None
-        self._stack: Optional[contextlib.ExitStack] = None
 
     @property
     def config(self):
@@ -70,16 +65,6 @@ class R2Reasoner(Router):
             raise ValueError(f"r2-reasoner: no stage {stage!r} in this artifact (stages: "
                              f"{', '.join(['final', *stages]) })")
         return dict(stages[stage])
-
-    # ---- learning: not tabular ---------------------------------------------------------------------------------
-    def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "R2Reasoner":
-        raise NotImplementedError("r2-reasoner is trained by label search, SFT and GRPO on the live pool, not fit on "
-                                  "an outcomes table: use `routecraft train --router r2-reasoner --config CONFIG "
-                                  "--out DIR` (routecraft.routers.r2_reasoner.train_r2_reasoner)")
-
-    def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
-        raise NotImplementedError("r2-reasoner predicts no per-candidate score table; use decide() or run(), which "
-                                  "execute the plan on the pool")
 
     @classmethod
     def train(cls, config_path: str | Path | None, out: str | Path, resume: bool = True,
@@ -100,9 +85,7 @@ class R2Reasoner(Router):
         return r
 
     # ---- running -----------------------------------------------------------------------------------------------
-    def _ensure(self, base_urls: Optional[dict[str, str]] = None) -> Any:
-        if self._pipe is not None:
-            return self._pipe
+    def _start(self, stack: contextlib.ExitStack, base_urls: Optional[dict[str, str]]) -> Any:
         from routecraft.routers.r2_reasoner.training import Pipeline, load_text_policy, pool_executor
 
         cfg = self.config
@@ -114,23 +97,11 @@ class R2Reasoner(Router):
                 if p not in REGISTRY:
                     raise FileNotFoundError(f"r2-reasoner: the {role} policy {p} does not exist")
         cache = self.params.get("cache") or str(Path.home() / ".cache" / "routecraft" / "r2_reasoner.sqlite")
-        stack = contextlib.ExitStack()
-        try:
-            pool, ladder, executor = stack.enter_context(pool_executor(cfg, cache, base_urls, max_calls=None))
-            dec = load_text_policy(paths.get("decomposer"), cfg, "decomposer", cfg.decomposer.eval_temperature)
-            alloc = load_text_policy(paths.get("allocator"), cfg, "allocator", cfg.allocator.eval_temperature)
-        except BaseException:
-            stack.close()
-            raise
+        pool, ladder, executor = stack.enter_context(pool_executor(cfg, cache, base_urls, max_calls=None))
+        dec = load_text_policy(paths.get("decomposer"), cfg, "decomposer", cfg.decomposer.eval_temperature)
+        alloc = load_text_policy(paths.get("allocator"), cfg, "allocator", cfg.allocator.eval_temperature)
         self.candidates = [Candidate(n) for n in ladder.names]
-        self._stack = stack
-        self._pipe = Pipeline(cfg, ladder, executor, dec, alloc)
-        return self._pipe
-
-    def connect(self, base_urls: dict[str, str]) -> "R2Reasoner":
-        """Use these servers (model name → base_url) instead of starting or looking up any."""
-        self._ensure(base_urls)
-        return self
+        return Pipeline(cfg, ladder, executor, dec, alloc)
 
     def run_batch(self, questions: Sequence[str], golds: Optional[Sequence[Any]] = None) -> list[dict]:
         return self._ensure().run(list(questions), golds)
@@ -138,21 +109,6 @@ class R2Reasoner(Router):
     def run(self, question: str, gold: Any = None) -> dict:
         """The plan of one question, executed: subtasks with model, answer and cost; final answer; totals."""
         return self.run_batch([question], [gold])[0]
-
-    def close(self) -> None:
-        if self._stack is not None:
-            self._stack.close()
-        self._stack = None
-        self._pipe = None
-
-    def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
-               max_cost: float | None = None) -> list[Decision]:
-        """Run each query's plan. ``lam``/``max_cost`` are not used (β fixed the trade-off in training); the plan
-        records them."""
-        if "text" not in queries:
-            raise ValueError("r2-reasoner decide: queries need a 'text' column")
-        plans = self.run_batch(queries["text"].astype(str).tolist())
-        return [self.decision(p, lam=lam, max_cost=max_cost) for p in plans]
 
     def decision(self, plan: dict, lam: float = 0.0, max_cost: float | None = None) -> Decision:
         plan = {**plan, "router": self.name, "lam": lam, "max_cost": max_cost,
@@ -172,21 +128,13 @@ class R2Reasoner(Router):
         return format_plan(plan)
 
     # ---- artifacts ---------------------------------------------------------------------------------------------
-    def state(self) -> dict:
-        return {}
+    def pool_names(self) -> list[str]:
+        from routecraft.routers.r2_reasoner.training import make_ladder
 
-    def set_state(self, state: dict) -> None:
-        return None
+        cfg = self.config
+        return make_ladder(cfg, cfg.resolve_pool()).names
 
     def save(self, path: str | Path) -> Path:
-        if not self.candidates:
-            try:
-                from routecraft.routers.r2_reasoner.training import make_ladder
-
-                cfg = self.config
-                self.candidates = [Candidate(n) for n in make_ladder(cfg, cfg.resolve_pool()).names]
-            except Exception:  # the pool may not be resolvable here; the artifact stays loadable
-                self.candidates = []
         params = dict(self.params)
         params.pop("stage", None)
         saved, self.params = self.params, params

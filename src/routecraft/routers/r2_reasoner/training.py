@@ -78,12 +78,10 @@ def train_rows(cfg: R2ReasonerConfig) -> list[dict]:
 
 
 def eval_rows(cfg: R2ReasonerConfig, limit: Optional[int] = None) -> list[dict]:
-    """Held-out questions: the seeded sample of the GSM8K *test* split Router-R1 evaluates on (same seed → same)."""
-    from routecraft.routers.router_r1.training import gsm8k_rows
+    """Held-out questions: the same rule as Router-R1's (``data.eval_select``, same seed → same questions)."""
+    from routecraft.routers.router_r1.training import heldout_rows
 
-    rows = gsm8k_rows("test")
-    n = min(limit or cfg.data.eval_limit, len(rows))
-    return random.Random(cfg.data.seed + 1).sample(rows, n)
+    return heldout_rows(limit or cfg.data.eval_limit, cfg.data.eval_select, cfg.data.seed)
 
 
 def make_ladder(cfg: R2ReasonerConfig, pool: Any) -> Ladder:

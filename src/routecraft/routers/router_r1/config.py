@@ -22,6 +22,9 @@ class ProtocolConfig(BaseModel):
     max_turns: int = Field(4, ge=1, description="Routed turns; one final turn without routing follows (paper: 4).")
     max_turn_tokens: int = Field(1024, ge=1, description="Policy tokens per turn (paper: 1024).")
     max_obs_tokens: int = Field(600, ge=16, description="Tokens of one <information> block (paper: 600).")
+    obs_keep: Literal["head", "tail"] = Field(
+        "head", description="Which end of an over-long reply survives the max_obs_tokens cut: head (paper) or tail "
+                            "(ours: with CPU-sized caps a worked solution's final result is at its end).")
     max_response_tokens: int = Field(4096, ge=1, description="Total response tokens (turns + information).")
     max_context_tokens: int = Field(4096, ge=64, description="The policy sees at most this many last tokens "
                                                              "(paper: max_prompt_length 4096).")
@@ -65,6 +68,10 @@ class DataConfig(BaseModel):
     dataset: Literal["gsm8k"] = Field("gsm8k", description="Training questions (GSM8K train split).")
     train_limit: Optional[int] = Field(None, ge=1, description="Use a random subset of this many training questions.")
     eval_limit: int = Field(100, ge=1, description="Held-out test questions for evaluation.")
+    eval_select: Literal["first", "sample"] = Field(
+        "first", description="first: the first eval_limit questions of the test file (the ones `routecraft collect "
+                             "--data gsm8k-test --limit N` covers, so pool models and routers are compared on the "
+                             "same questions); sample: a seeded random sample.")
     seed: int = 42
 
 
@@ -110,22 +117,15 @@ class RouterR1Config(BaseModel):
     @field_validator("models")
     @classmethod
     def _nonempty(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        if v is not None and not v:
-            raise ValueError("models must name at least one pool model (or be left out)")
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError(f"models has duplicates: {v}")
-        return v
+        from routecraft.routers._multistep import check_models
+
+        return check_models(v)
 
     def resolve_pool(self):
         """The pool restricted to ``models`` (default: its instruct models); errors name the missing model."""
-        from routecraft.pool.config import load_pool
+        from routecraft.routers._multistep import pool_models
 
-        pool = load_pool(self.pool)
-        names = self.models or [m.name for m in pool.models if m.instruct]
-        missing = [n for n in names if n not in pool]
-        if missing:
-            raise ValueError(f"router-r1 config: models {missing} are not in pool {pool.name!r} "
-                             f"(models: {', '.join(pool.names)})")
+        pool, names = pool_models(self.pool, self.models, "router-r1")
         return pool.subset(names)
 
 

@@ -216,6 +216,7 @@ class RolloutSettings:
     max_turns: int = 4
     max_turn_tokens: int = 1024
     max_obs_tokens: int = 600
+    obs_keep: str = "head"
     max_response_tokens: int = 4096
     max_context_tokens: int = 4096
     answer_example: str = "Beijing"
@@ -225,6 +226,7 @@ class RolloutSettings:
     @classmethod
     def from_config(cls, pc: Any) -> "RolloutSettings":
         return cls(max_turns=pc.max_turns, max_turn_tokens=pc.max_turn_tokens, max_obs_tokens=pc.max_obs_tokens,
+                   obs_keep=pc.obs_keep,
                    max_response_tokens=pc.max_response_tokens, max_context_tokens=pc.max_context_tokens,
                    answer_example=pc.answer_example, prompt=pc.prompt, response_prefix=pc.response_prefix)
 
@@ -281,8 +283,8 @@ class RolloutEngine:
         return text, self._encode(text)
 
     def observation(self, call: Call) -> tuple[str, list[int]]:
-        """The ``<information>`` block of a call and its ids, cut to ``max_obs_tokens`` (the reply is shortened, the
-        tags are kept)."""
+        """The ``<information>`` block of a call and its ids, cut to ``max_obs_tokens`` (the reply is shortened from
+        its end, or from its start with ``obs_keep="tail"``; the tags are kept)."""
         block = information_block(call.response if call.ok else None)
         ids = self._encode(block)
         limit = self.settings.max_obs_tokens
@@ -292,7 +294,8 @@ class RolloutEngine:
         overhead = len(self._encode(information_block(""))) + 2
         keep = max(0, limit - overhead)
         while True:
-            body = self.tokenizer.decode(body_ids[:keep], skip_special_tokens=True)
+            kept = body_ids[len(body_ids) - keep:] if self.settings.obs_keep == "tail" and keep else body_ids[:keep]
+            body = self.tokenizer.decode(kept, skip_special_tokens=True)
             block = information_block(body)
             ids = self._encode(block)
             if len(ids) <= limit or keep == 0:

@@ -13,23 +13,20 @@ empty ``state.joblib``; ``load_router`` and ``RouterR1.from_artifact`` restore i
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-import numpy as np
-import pandas as pd
 
-from routecraft.data.schema import Candidate, RoutingData
-from routecraft.routers.base import Decision, Prediction, Router
+from routecraft.data.schema import Candidate
+from routecraft.routers._multistep import MultiStepRouter
+from routecraft.routers.base import Decision
 
 
-class RouterR1(Router):
+class RouterR1(MultiStepRouter):
     name = "router-r1"
-    uses_features = False
-
-    trains_itself = True
+    training_note = "reinforcement learning on the live pool (routecraft.routers.router_r1.train_router_r1)"
+    running_note = "consult the pool and return the trajectory"
 
     @classmethod
     def train_cli(cls, config, out, overrides=None, resume=True):
@@ -46,8 +43,6 @@ class RouterR1(Router):
 
     def __init__(self, policy: Optional[str] = None, config: Optional[dict] = None) -> None:
         super().__init__(policy=policy, config=config or {})
-        self._engine: Any = None
-        self._stack: Optional[contextlib.ExitStack] = None
 
     # ---- configuration -----------------------------------------------------------------------------------------
     @property
@@ -63,16 +58,6 @@ class RouterR1(Router):
             raise ValueError("router-r1: no policy (train one with `routecraft train --router router-r1`, or pass "
                              "policy=<model folder or local model name>)")
         return str(p)
-
-    # ---- learning: not tabular ---------------------------------------------------------------------------------
-    def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "RouterR1":
-        raise NotImplementedError("router-r1 is trained by reinforcement learning on the live pool, not fit on an "
-                                  "outcomes table: use `routecraft train --router router-r1 --config CONFIG` "
-                                  "(routecraft.routers.router_r1.train_router_r1)")
-
-    def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
-        raise NotImplementedError("router-r1 predicts no per-candidate score table; use decide() or run(), which "
-                                  "consult the pool and return the trajectory")
 
     @classmethod
     def train(cls, config_path: str | Path | None, out: str | Path, resume: bool = True) -> "RouterR1":
@@ -95,9 +80,7 @@ class RouterR1(Router):
         return r
 
     # ---- running -----------------------------------------------------------------------------------------------
-    def _ensure(self, base_urls: Optional[dict[str, str]] = None) -> Any:
-        if self._engine is not None:
-            return self._engine
+    def _start(self, stack: contextlib.ExitStack, base_urls: Optional[dict[str, str]]) -> Any:
         from routecraft.routers.router_r1.backends import serve_backends
         from routecraft.routers.router_r1.training import make_caller, make_engine
         from routecraft.train.policy import load_policy
@@ -107,43 +90,16 @@ class RouterR1(Router):
         self.candidates = [Candidate(n) for n in pool.names]
         model, tok = load_policy(self.policy_path, dtype=cfg.train.dtype)
         model.eval()
-        stack = contextlib.ExitStack()
-        try:
-            urls = base_urls if base_urls is not None else stack.enter_context(serve_backends(
-                pool, cfg.backends.mode, threads=cfg.backends.threads, parallel=cfg.backends.parallel,
-                ctx=cfg.backends.ctx))
-        except BaseException:
-            stack.close()
-            raise
-        self._stack = stack
-        self._engine = make_engine(cfg, model, tok, make_caller(cfg, pool, urls), cfg.protocol.eval_temperature)
-        return self._engine
-
-    def connect(self, base_urls: dict[str, str]) -> "RouterR1":
-        """Use these servers (model name → base_url) instead of starting or looking up any."""
-        self._ensure(base_urls)
-        return self
+        urls = base_urls if base_urls is not None else stack.enter_context(serve_backends(
+            pool, cfg.backends.mode, threads=cfg.backends.threads, parallel=cfg.backends.parallel,
+            ctx=cfg.backends.ctx))
+        return make_engine(cfg, model, tok, make_caller(cfg, pool, urls), cfg.protocol.eval_temperature)
 
     def run_batch(self, questions: Sequence[str]) -> list:
         return self._ensure().run(list(questions))
 
     def run(self, question: str):
         return self.run_batch([question])[0]
-
-    def close(self) -> None:
-        if self._stack is not None:
-            self._stack.close()
-        self._stack = None
-        self._engine = None
-
-    def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
-               max_cost: float | None = None) -> list[Decision]:
-        """Run each query's trajectory. ``lam``/``max_cost`` are not used: the cost trade-off (α) was fixed when the
-        policy was trained; the plan records them."""
-        if "text" not in queries:
-            raise ValueError("router-r1 decide: queries need a 'text' column")
-        trajs = self.run_batch(queries["text"].astype(str).tolist())
-        return [self.decision(tr, lam=lam, max_cost=max_cost) for tr in trajs]
 
     def decision(self, tr: Any, lam: float = 0.0, max_cost: float | None = None) -> Decision:
         plan = tr.summary()
@@ -167,18 +123,5 @@ class RouterR1(Router):
         return Decision(Candidate(model), float(tr.answer is not None), float(tr.cost_usd), table, plan)
 
     # ---- artifacts ---------------------------------------------------------------------------------------------
-    def state(self) -> dict:
-        return {}
-
-    def set_state(self, state: dict) -> None:
-        return None
-
-    def save(self, path: str | Path) -> Path:
-        if not self.candidates:
-            try:
-                self.candidates = [Candidate(n) for n in self.config.resolve_pool().names]
-            except Exception:  # the pool may not be resolvable here; the artifact stays loadable
-                self.candidates = []
-        out = super().save(path)
-        json.loads((out / "router.json").read_text())  # written and readable
-        return out
+    def pool_names(self) -> list[str]:
+        return self.config.resolve_pool().names

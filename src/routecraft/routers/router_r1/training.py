@@ -61,11 +61,21 @@ def train_rows(cfg: RouterR1Config) -> list[dict]:
     return rows
 
 
-def eval_rows(cfg: RouterR1Config, limit: Optional[int] = None) -> list[dict]:
-    """Held-out questions: a seeded sample of the GSM8K *test* split (never used in training)."""
+def heldout_rows(limit: int, select: str = "first", seed: int = 42) -> list[dict]:
+    """Held-out questions from the GSM8K *test* split (never used in training): the first ``limit`` in file order
+    (``select="first"``, the questions the collected dataset covers) or a seeded sample (``"sample"``)."""
     rows = gsm8k_rows("test")
-    n = min(limit or cfg.data.eval_limit, len(rows))
-    return random.Random(cfg.data.seed + 1).sample(rows, n)
+    n = min(limit, len(rows))
+    if select == "first":
+        return rows[:n]
+    if select == "sample":
+        return random.Random(seed + 1).sample(rows, n)
+    raise ValueError(f"data.eval_select must be 'first' or 'sample', got {select!r}")
+
+
+def eval_rows(cfg: RouterR1Config, limit: Optional[int] = None) -> list[dict]:
+    """Held-out questions for ``cfg`` (``data.eval_limit`` or ``limit``, chosen by ``data.eval_select``)."""
+    return heldout_rows(limit or cfg.data.eval_limit, cfg.data.eval_select, cfg.data.seed)
 
 
 # ---------------------------------------------------------------------------------------------------- pieces

@@ -1,0 +1,266 @@
+"""Held-out comparison of the multi-step routers (Router-R1, R2-Reasoner) with every pool model alone and with the
+query-level routers of the bench, on the same GSM8K test questions.
+
+    python benchmarks/heldout_compare.py --data data/routecraft-gsm8k \
+        --eval "router-r1 a=0=runs/rr1-a0/eval.jsonl" --eval "router-r1 untrained=runs/rr1-untrained.jsonl" \
+        --out runs/heldout
+
+* ``--eval LABEL=FILE`` (repeatable): per-question JSONL written by ``python -m routecraft.routers.router_r1 eval
+  ... --out FILE`` or ``python -m routecraft.routers.r2_reasoner eval ... --out FILE``; each row needs ``query_id``,
+  a correctness field (``score`` or ``correct``) and ``cost_usd`` (the pool bill of the calls it made, input and
+  output tokens at the pool's prices — the policy/decomposer's own tokens are local and not billed).
+* The questions compared are those in every eval file that the collected dataset (``--data``) also has complete
+  for every candidate below; numbers are over exactly that set (n is printed).
+* Pool models alone: every (model, strategy) cell of the collected dataset at the default budget, same questions.
+* Query-level routers (random, best-single, knn, mlp, mf, linear, oracle over the ``--strategy`` cell of each
+  ``--models`` model; rtr over model × strategy): ``--folds``-fold cross-fitting over the compared questions —
+  the router that decides a question was fit on every other complete question of the dataset, never on it. They
+  decide at λ = 0 (highest predicted accuracy) and, for the plot, along a λ sweep.
+
+Writes ``OUT/heldout.json``, ``OUT/heldout.md`` (the table) and ``OUT/heldout.png`` (accuracy against cost).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from routecraft.data.schema import Candidate, RoutingData
+from routecraft.evaluate.bench import _align, lambda_grid
+from routecraft.routers import choose, make_router
+
+INSTRUCT = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
+MODEL_ROUTERS = ["random", "best-single", "knn", "mlp", "mf", "linear", "oracle"]
+
+
+def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def read_eval(label: str, path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise SystemExit(f"--eval {label}={path}: no such file")
+    rows = []
+    for i, line in enumerate(path.read_text().splitlines()):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise SystemExit(f"{path}: line {i + 1} is not JSON ({exc.msg})")
+        if "query_id" not in r or r["query_id"] is None:
+            raise SystemExit(f"{path}: line {i + 1} has no query_id")
+        if "score" in r:
+            score = float(r["score"])
+        elif "correct" in r:
+            score = float(bool(r["correct"]))
+        else:
+            raise SystemExit(f"{path}: line {i + 1} has neither 'score' nor 'correct'")
+        if "cost_usd" not in r:
+            raise SystemExit(f"{path}: line {i + 1} has no cost_usd")
+        rows.append({"query_id": r["query_id"], "score": score, "cost_usd": float(r["cost_usd"]),
+                     "calls": r.get("n_calls", len(r.get("subtasks") or []) or None)})
+    if not rows:
+        raise SystemExit(f"{path}: no rows")
+    return pd.DataFrame(rows).drop_duplicates("query_id", keep="last").set_index("query_id")
+
+
+def summary_row(method: str, kind: str, score: np.ndarray, cost: np.ndarray, calls=None) -> dict:
+    n = len(score)
+    lo, hi = wilson(float(np.sum(score)), n)
+    row = {"method": method, "kind": kind, "n": n, "accuracy": float(np.mean(score)), "ci_lo": lo, "ci_hi": hi,
+           "cost_usd_per_q": float(np.mean(cost))}
+    if calls is not None:
+        row["calls_per_q"] = float(np.nanmean(np.asarray(calls, dtype=float)))
+    return row
+
+
+def cross_fit(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Candidate], router_name: str,
+              folds: int, seed: int, lambdas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Realised score/cost per compared question at λ=0, and mean score/cost along ``lambdas`` (cross-fitted)."""
+    sub = data.filter_candidates(cands).complete()
+    all_ids = sub.queries["query_id"].tolist()
+    row_of = {q: i for i, q in enumerate(data.queries["query_id"])}
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(qids))
+    fold_of = {qids[i]: k % folds for k, i in enumerate(order)}
+    s0 = np.zeros(len(qids))
+    c0 = np.zeros(len(qids))
+    sl = np.zeros((len(lambdas), len(qids)))
+    cl = np.zeros((len(lambdas), len(qids)))
+    pos = {q: i for i, q in enumerate(qids)}
+    for k in range(folds):
+        test_ids = [q for q in qids if fold_of[q] == k]
+        if not test_ids:
+            continue
+        test_set = set(test_ids)
+        train = sub.subset([q for q in all_ids if q not in test_set])
+        test = sub.subset(test_ids)
+        truth = test.matrices(candidates=cands)
+        router = make_router(router_name, **({"seed": seed} if router_name in ("random", "mlp", "mf", "rtr")
+                                             else {}))
+        fit_on = test if router.is_oracle else train
+        router.fit(fit_on, X[[row_of[q] for q in fit_on.queries["query_id"]]])
+        tq = test.queries
+        pred = router.predict(tq, X[[row_of[q] for q in tq["query_id"]]])
+        pred = _align(pred, truth.candidates)
+        rows = np.arange(len(tq))
+        idx_of_test = [pos[q] for q in tq["query_id"]]
+        pick = choose(pred, lam=0.0)
+        s0[idx_of_test] = truth.score[rows, pick]
+        c0[idx_of_test] = truth.cost[rows, pick]
+        for li, lam in enumerate(lambdas):
+            p = choose(pred, lam=float(lam))
+            sl[li, idx_of_test] = truth.score[rows, p]
+            cl[li, idx_of_test] = truth.cost[rows, p]
+    return s0, c0, sl.mean(1), cl.mean(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default="data/routecraft-gsm8k")
+    ap.add_argument("--eval", action="append", default=[], metavar="LABEL=FILE")
+    ap.add_argument("--models", default=",".join(INSTRUCT), help="pool models the query-level routers choose from")
+    ap.add_argument("--strategy", default="cot", help="the strategy of the model-level routers' candidates")
+    ap.add_argument("--rtr-strategies", default="direct,cot,cod,pal")
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=None, help="only the first N compared questions")
+    ap.add_argument("--out", default="runs/heldout")
+    args = ap.parse_args(argv)
+    t_start = time.perf_counter()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    evals = {}
+    for spec in args.eval:
+        if "=" not in spec:
+            raise SystemExit(f"--eval needs LABEL=FILE, got {spec!r}")
+        label, path = spec.rsplit("=", 1)
+        evals[label] = read_eval(label, Path(path))
+
+    data = RoutingData.load(args.data)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    strategies = [s.strip() for s in args.rtr_strategies.split(",") if s.strip()]
+    model_cands = [Candidate(m, args.strategy, None) for m in models]
+    rtr_cands = [Candidate(m, s, None) for m in models for s in strategies]
+    have = set(data.candidate_ids)
+    missing = [c.id for c in rtr_cands if c.id not in have]
+    if missing:
+        raise SystemExit(f"{args.data}: no outcomes for candidate(s) {', '.join(missing)}")
+    complete = set(data.filter_candidates(rtr_cands).complete().queries["query_id"])
+    qids = [q for q in data.queries["query_id"] if q in complete]
+    for label, df in evals.items():
+        qids = [q for q in qids if q in df.index]
+    if args.limit:
+        qids = qids[: args.limit]
+    if len(qids) < 2 * args.folds:
+        raise SystemExit(f"only {len(qids)} questions are in every eval file and complete in {args.data} for "
+                         f"{len(rtr_cands)} candidates; need at least {2 * args.folds}")
+    print(f"{len(qids)} questions compared ({len(complete)} complete in the dataset)", file=sys.stderr)
+
+    rows = []
+    for label, df in evals.items():
+        d = df.loc[qids]
+        rows.append(summary_row(label, "multi-step", d["score"].to_numpy(), d["cost_usd"].to_numpy(),
+                                d["calls"].to_numpy()) | {"full_n": len(df), "full_accuracy": float(df["score"].mean()),
+                                                          "full_cost_usd_per_q": float(df["cost_usd"].mean())})
+    wide = data.subset(qids).matrices(query_ids=qids, candidates=[Candidate(m, s, None) for m in
+                                                                  sorted({c.model for c in data.candidates})
+                                                                  for s in strategies
+                                                                  if Candidate(m, s, None).id in have],
+                                      require_complete=False)
+    for j, c in enumerate(wide.candidates):
+        ok = ~np.isnan(wide.score[:, j])
+        if ok.all():
+            rows.append(summary_row(f"{c.model} {c.strategy}", "model alone", wide.score[:, j], wide.cost[:, j]))
+
+    from routecraft.data.features import EmbeddingCache
+
+    t0 = time.perf_counter()
+    X = EmbeddingCache().embed(data.queries["text"].tolist())
+    embed_s = time.perf_counter() - t0
+    lambdas = lambda_grid(data.filter_candidates(rtr_cands).complete().matrices().cost.mean(0), 40)
+    curves = {}
+    for name in MODEL_ROUTERS + ["rtr"]:
+        cands = rtr_cands if name == "rtr" else model_cands
+        t0 = time.perf_counter()
+        s0, c0, sl, cl = cross_fit(data, X, qids, cands, name, args.folds, args.seed, lambdas)
+        label = f"{name} ({'model x strategy' if name == 'rtr' else 'model, ' + args.strategy})"
+        rows.append(summary_row(label, "query-level router", s0, c0) | {"seconds": time.perf_counter() - t0})
+        curves[label] = {"cost": cl.tolist(), "score": sl.tolist()}
+        print(f"{label}: acc {s0.mean():.3f} cost {c0.mean():.3g}", file=sys.stderr)
+
+    lines = [f"{len(qids)} held-out GSM8K test questions (the first {len(qids)} complete ones of {args.data}); "
+             "cost = pool bill per question (USD, input + output tokens at the pool's reference prices).", "",
+             "| method | kind | accuracy [95% CI] | cost / question (USD) | calls / question |",
+             "|---|---|---|---|---|"]
+    for r in rows:
+        calls = r.get("calls_per_q")
+        lines.append(f"| {r['method']} | {r['kind']} | {r['accuracy']:.3f} [{r['ci_lo']:.2f}, {r['ci_hi']:.2f}] | "
+                     f"{r['cost_usd_per_q']:.3g} | {'' if calls is None or not np.isfinite(calls) else f'{calls:.2f}'} |")
+    md = "\n".join(lines) + "\n"
+    (out / "heldout.md").write_text(md)
+    meta = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "machine": f"{platform.machine()} {platform.processor() or ''} cpus={__import__('os').cpu_count()}",
+            "n_questions": len(qids), "question_ids": qids, "embed_s": embed_s,
+            "total_s": time.perf_counter() - t_start}
+    (out / "heldout.json").write_text(json.dumps({"meta": meta, "rows": rows, "curves": curves}, indent=2,
+                                                 default=float))
+    plot(rows, curves, out / "heldout.png", len(qids))
+    print(md)
+    return 0
+
+
+def plot(rows: list[dict], curves: dict, path: Path, n: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 6))
+    for label, cv in curves.items():
+        if label.startswith(("oracle", "random", "best-single")):
+            continue
+        c, s = np.asarray(cv["cost"]), np.asarray(cv["score"])
+        o = np.argsort(c)
+        ax.plot(c[o], s[o], lw=1, alpha=0.6, label=f"{label}, λ sweep")
+    for r in rows:
+        x, y = max(r["cost_usd_per_q"], 1e-9), r["accuracy"]
+        err = [[y - r["ci_lo"]], [r["ci_hi"] - y]]
+        if r["kind"] == "model alone":  # grey, labelled in place
+            ax.errorbar([x], [y], yerr=err, fmt="o", color="0.55", ms=5, capsize=2, elinewidth=0.6)
+            ax.annotate(r["method"], (x, y), fontsize=6, color="0.3", xytext=(3, 2), textcoords="offset points")
+        elif r["kind"] == "query-level router":
+            ax.errorbar([x], [y], yerr=err, fmt="s", ms=6, capsize=2, elinewidth=0.6, label=r["method"])
+        else:
+            ax.errorbar([x], [y], yerr=err, fmt="*", ms=13, capsize=3, label=r["method"])
+    ax.set_xscale("log")
+    ax.set_xlabel("pool cost per question (USD, log)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"Held-out GSM8K, {n} questions (grey: each pool model alone, per strategy; bars: 95% CI)",
+                 fontsize=9)
+    ax.legend(fontsize=6, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -98,6 +98,13 @@ def test_plot_curves_writes_a_png(tmp_path):
     out = plot_curves(p, tmp_path / "c.png", [("reward", "reward"), ("x/y", "xy"), ("absent", "absent")],
                       title="t")
     assert out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 5000
+    # several runs overlaid (an α sweep): one legend entry per run; a missing log names its file
+    q = tmp_path / "m2.jsonl"
+    write_log(q, [{"step": i, "reward": 1 - i / 10} for i in range(1, 6)])
+    both = plot_curves({"α=0": p, "α=0.9": q}, tmp_path / "both.png", [("reward", "reward")])
+    assert both.read_bytes()[:4] == b"\x89PNG" and both.stat().st_size > out.stat().st_size // 4
+    with pytest.raises(FileNotFoundError, match="none.jsonl"):
+        plot_curves({"a": p, "b": tmp_path / "none.jsonl"}, tmp_path / "x.png", [("reward", "reward")])
 
 
 def test_policy_name_errors(tmp_path):

@@ -138,3 +138,27 @@ def test_artifact_routes_and_round_trips(trained, smollm_server):
     json.dumps(d.to_dict())  # the gateway can serialise it
     with pytest.raises(NotImplementedError, match="reinforcement learning"):
         r.fit(None)
+
+
+def test_held_out_evaluation_of_the_artifact(trained, smollm_server, tmp_path):
+    """`python -m routecraft.routers.router_r1 eval ARTIFACT` on 2 held-out questions: per-question JSONL written,
+    summary numbers are the means of its rows, questions are the first of the test file (the collected ones)."""
+    from routecraft.routers.router_r1.__main__ import main
+
+    out, _, _ = trained
+    jsonl = tmp_path / "eval.jsonl"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["eval", str(out), "--limit", "2", "--out", str(jsonl)]) == 0
+    res = json.loads(buf.getvalue())
+    rows = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert [r["query_id"] for r in rows] == ["gsm8k-main-test-#0", "gsm8k-main-test-#1"]
+    assert res["n"] == 2 and res["exact_match"] == pytest.approx(sum(r["score"] for r in rows) / 2)
+    assert res["cost_usd_per_question"] == pytest.approx(sum(r["cost_usd"] for r in rows) / 2)
+    assert res["format_error"] == pytest.approx(sum(not r["format_ok"] for r in rows) / 2)
+    assert all(set(r) >= {"score", "cost_usd", "n_calls", "calls", "response"} for r in rows)
+    # a wrong artifact path is a clear error, not a traceback
+    assert main(["eval", str(tmp_path / "nope")]) == 2

@@ -468,14 +468,18 @@ def evaluate_pipeline(pipe: Pipeline, rows: Sequence[dict], *, batch_size: int =
                       out_jsonl: Optional[str | Path] = None) -> dict:
     """Accuracy, cost per question, subtasks per question, format errors and models per subtask on ``rows``."""
     recs = []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i: i + batch_size]
-        for row, s in zip(chunk, pipe.run([r["prompt"] for r in chunk], [r["gold"] for r in chunk])):
-            recs.append({"query_id": row.get("query_id"), "gold": row["gold"], **s})
-    if out_jsonl is not None:
-        with open(out_jsonl, "w") as f:
-            for r in recs:
-                f.write(json.dumps(r, default=str) + "\n")
+    t0 = time.time()
+    with (open(out_jsonl, "w") if out_jsonl is not None else contextlib.nullcontext()) as f:
+        for i in range(0, len(rows), batch_size):
+            chunk = rows[i: i + batch_size]
+            for row, s in zip(chunk, pipe.run([r["prompt"] for r in chunk], [r["gold"] for r in chunk])):
+                recs.append({"query_id": row.get("query_id"), "gold": row["gold"], **s})
+                if f is not None:  # as they come: a stopped evaluation keeps what it did
+                    f.write(json.dumps(recs[-1], default=str) + "\n")
+                    f.flush()
+            el = time.time() - t0
+            log.info("eval: %d/%d questions, accuracy so far %.3f, %.0fs elapsed, eta %.0fs", len(recs), len(rows),
+                     sum(bool(r["correct"]) for r in recs) / len(recs), el, el / len(recs) * (len(rows) - len(recs)))
     n = len(recs)
     if not n:
         raise ValueError("evaluate: no questions")

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from routecraft.routers.router_r1.config import ConfigError, load_config
+    from routecraft.train.policy import PolicyLoadError
     from routecraft.routers.router_r1.training import (eval_rows, evaluate_router_r1, format_trajectory,
                                                        route_router_r1, train_router_r1)
 
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             s = route_router_r1(args.artifact, args.question)
             print(json.dumps(s, indent=2, default=str) if args.json else format_trajectory(s))
-    except (ConfigError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, ValueError, FileNotFoundError, PolicyLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -285,17 +285,23 @@ def evaluate_router_r1(policy: str | Path, cfg: RouterR1Config | str | Path | No
     with ctx as urls:
         caller = make_caller(cfg, pool, urls)
         engine = make_engine(cfg, model, tok, caller, cfg.protocol.eval_temperature)
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i: i + batch_size]
-            for row, tr in zip(chunk, engine.run([r["prompt"] for r in chunk])):
-                fmt = check_format(tr.response, caller.names)
-                score = outcome_score(tr.answer, row["gold"], row.get("task", "qa"), cfg.reward.outcome)
-                recs.append({"query_id": row.get("query_id"), "gold": row["gold"], "score": score,
-                             "format_ok": fmt.ok, **rollout_info(tr)})
-    if out_jsonl is not None:
-        with open(out_jsonl, "w") as f:
-            for r in recs:
-                f.write(json.dumps(r, default=str) + "\n")
+        sink = open(out_jsonl, "w") if out_jsonl is not None else contextlib.nullcontext()
+        with sink as f:
+            t0 = time.time()
+            for i in range(0, len(rows), batch_size):
+                chunk = rows[i: i + batch_size]
+                for row, tr in zip(chunk, engine.run([r["prompt"] for r in chunk])):
+                    fmt = check_format(tr.response, caller.names)
+                    score = outcome_score(tr.answer, row["gold"], row.get("task", "qa"), cfg.reward.outcome)
+                    recs.append({"query_id": row.get("query_id"), "gold": row["gold"], "score": score,
+                                 "format_ok": fmt.ok, **rollout_info(tr)})
+                    if f is not None:  # as they come: a stopped evaluation keeps what it did
+                        f.write(json.dumps(recs[-1], default=str) + "\n")
+                        f.flush()
+                el = time.time() - t0
+                log.info("eval: %d/%d questions, exact match so far %.3f, %.0fs elapsed, eta %.0fs", len(recs),
+                         len(rows), sum(r["score"] for r in recs) / len(recs), el,
+                         el / len(recs) * (len(rows) - len(recs)))
     n = len(recs)
     models: dict[str, int] = {}
     for r in recs:

@@ -102,6 +102,33 @@ def test_resume_continues_from_the_checkpoint(trained):
     assert (out / "curves.png").stat().st_size > 10_000
 
 
+def test_rerun_of_a_finished_run_trains_nothing(trained, smollm_server):
+    """Running the finished command again (or with max_steps lowered to an existing checkpoint) takes the
+    checkpoint's weights: no new step, no new rollout, and the saved policy is the checkpoint's."""
+    import torch
+    from safetensors.torch import load_file
+
+    from routecraft.routers.router_r1 import train_router_r1
+
+    out, _, _ = trained
+    before = {"metrics": (out / "metrics.jsonl").read_text(), "rollouts": (out / "rollouts.jsonl").read_text()}
+    pool_yaml = out.parent / "pool.yaml"
+    train_router_r1(None, out, resume=True, overrides=tiny_overrides(str(pool_yaml), 2))
+    assert (out / "rollouts.jsonl").read_text() == before["rollouts"]
+    rl = [r for r in records(out) if "stage" not in r and "reward" in r]
+    assert [r["step"] for r in rl] == [1, 2]
+    ck = load_file(str(out / "checkpoints" / "checkpoint-2" / "model.safetensors"))
+    pol = load_file(str(out / "policy" / "model.safetensors"))
+    assert ck.keys() == pol.keys() and all(torch.equal(ck[k], pol[k]) for k in ck)
+    # max_steps lowered to the first checkpoint: the policy is checkpoint-1's weights, and the log stays whole
+    train_router_r1(None, out, resume=True, overrides=tiny_overrides(str(pool_yaml), 1))
+    ck1 = load_file(str(out / "checkpoints" / "checkpoint-1" / "model.safetensors"))
+    pol1 = load_file(str(out / "policy" / "model.safetensors"))
+    assert all(torch.equal(ck1[k], pol1[k]) for k in ck1)
+    assert [r["step"] for r in records(out) if "stage" not in r and "reward" in r] == [1, 2]
+    train_router_r1(None, out, resume=True, overrides=tiny_overrides(str(pool_yaml), 2))  # back to the final state
+
+
 def test_artifact_routes_and_round_trips(trained, smollm_server):
     from routecraft.routers import load_router
     from routecraft.routers.router_r1 import RouterR1, route_router_r1

@@ -115,3 +115,19 @@ def test_policy_name_errors(tmp_path):
         resolve_policy(tmp_path / "folder")
     (tmp_path / "folder" / "config.json").write_text("{}")
     assert resolve_policy(tmp_path / "folder") == tmp_path / "folder"
+
+
+def test_last_checkpoint_respects_max_step(tmp_path):
+    from routecraft.train.grpo import last_checkpoint
+
+    assert last_checkpoint(tmp_path / "none") is None
+    for step, complete in ((5, True), (10, True), (15, False)):  # 15: interrupted while saving
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        if complete:
+            (d / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    assert last_checkpoint(tmp_path).name == "checkpoint-10"
+    assert last_checkpoint(tmp_path, 20).name == "checkpoint-10"
+    assert last_checkpoint(tmp_path, 7).name == "checkpoint-5"
+    with pytest.raises(ValueError, match="below the first checkpoint"):
+        last_checkpoint(tmp_path, 3)

@@ -155,19 +155,27 @@ def truncate_jsonl(path: str | Path, max_step: int) -> int:
     return len(kept)
 
 
-def last_checkpoint(ckpt_dir: str | Path) -> Optional[Path]:
+def last_checkpoint(ckpt_dir: str | Path, max_step: Optional[int] = None) -> Optional[Path]:
+    """The newest complete checkpoint (``trainer_state.json`` written), or the newest at or before ``max_step``;
+    ``ValueError`` when checkpoints exist but all are beyond ``max_step``."""
     d = Path(ckpt_dir)
     if not d.is_dir():
         return None
-    best = None
+    found = []
     for c in d.glob("checkpoint-*"):
         try:
             step = int(c.name.split("-")[-1])
         except ValueError:
             continue
-        if (c / "trainer_state.json").is_file() and (best is None or step > best[0]):
-            best = (step, c)
-    return best[1] if best else None
+        if (c / "trainer_state.json").is_file():
+            found.append((step, c))
+    if not found:
+        return None
+    ok = [f for f in found if max_step is None or f[0] <= max_step]
+    if not ok:
+        raise ValueError(f"{d}: max_steps {max_step} is below the first checkpoint (step {min(found)[0]}); raise "
+                         "max_steps, or train afresh (--no-resume)")
+    return max(ok)[1]
 
 
 def checkpoint_step(ckpt: str | Path) -> int:
@@ -228,10 +236,17 @@ def run_grpo(*, model: Any, tokenizer: Any, dataset: Sequence[dict], reward_func
     trainer = GRPOTrainer(model=model, reward_funcs=list(reward_funcs), args=args,
                           train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                           rollout_func=make_rollout_func(rollout, tokenizer.eos_token_id), callbacks=cbs)
-    ckpt = last_checkpoint(ckpt_dir) if resume else None
+    ckpt = last_checkpoint(ckpt_dir, cfg.max_steps) if resume else None
     if ckpt is not None:
         step = checkpoint_step(ckpt)
         load_extra_state(ckpt, objects)
+        if step >= cfg.max_steps:
+            # already finished (a rerun of a completed command, or max_steps lowered to an existing checkpoint):
+            # take the checkpoint's weights and train no further (transformers would run its loop again); the
+            # metrics log is left whole
+            load_weights(trainer.model, ckpt)
+            log.info("%s is at max_steps %d: nothing to train", ckpt, cfg.max_steps)
+            return trainer
         if metrics_path is not None:
             truncate_jsonl(metrics_path, step)
         log.info("resuming from %s (step %d)", ckpt, step)
@@ -239,3 +254,24 @@ def run_grpo(*, model: Any, tokenizer: Any, dataset: Sequence[dict], reward_func
         truncate_jsonl(metrics_path, 0)  # a fresh run: no RL records from an earlier one
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
     return trainer
+
+
+def load_weights(model: Any, folder: str | Path) -> None:
+    """Load a checkpoint folder's weights (``model.safetensors`` or ``pytorch_model.bin``) into ``model``; tied
+    weights a checkpoint leaves out (``lm_head`` tied to the embeddings) are allowed to be missing."""
+    folder = Path(folder)
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(folder / "model.safetensors"))
+    elif (folder / "pytorch_model.bin").is_file():
+        import torch
+
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    else:
+        raise FileNotFoundError(f"{folder}: no model.safetensors or pytorch_model.bin")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    tied = {k for k in missing if "lm_head" in k}
+    if set(missing) - tied or unexpected:
+        raise ValueError(f"{folder}: weights do not fit the model (missing {sorted(set(missing) - tied)[:5]}, "
+                         f"unexpected {sorted(unexpected)[:5]})")

@@ -99,6 +99,7 @@ def test_resume_continues_from_the_checkpoint(trained):
     assert trainer_state["global_step"] == 2
     rollouts = [json.loads(x) for x in (out / "rollouts.jsonl").read_text().splitlines()]
     assert len(rollouts) == 4 and all("reward" in x and "response" in x for x in rollouts)
+    assert [x["step"] for x in rollouts] == [1, 1, 2, 2]  # numbered as metrics.jsonl; none repeated by the resume
     assert (out / "curves.png").stat().st_size > 10_000
 
 

@@ -102,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for spec in args.runs:
         if "=" not in spec:
             ap.error(f"runs are LABEL=METRICS, got {spec!r}")
-        label, p = spec.split("=", 1)
+        label, p = spec.rsplit("=", 1)  # a label may hold "=" (α=0.5); a path rarely does
         runs[label] = p
     keys = [k for k in args.keys.split(",") if k]
     try:

@@ -221,6 +221,10 @@ def load_text_policy(path: Optional[str], cfg: R2ReasonerConfig, role: str, temp
         return None
     from routecraft.train.policy import load_policy
 
+    if cfg.grpo.rl.threads:  # more torch threads than free cores stall a small model's every op (see Router-R1's eval)
+        import torch
+
+        torch.set_num_threads(cfg.grpo.rl.threads)
     model, tok = load_policy(path, dtype=cfg.grpo.rl.dtype)
     model.eval()
     if role == "decomposer":

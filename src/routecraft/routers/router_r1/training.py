@@ -140,7 +140,8 @@ class RouterR1RewardFunc:
             for k, v in metrics.items():
                 log_metric(f"router_r1/{k}", float(v))
         if self.rollouts_path is not None:
-            step = getattr(trainer_state, "global_step", None)
+            gs = getattr(trainer_state, "global_step", None)
+            step = None if gs is None else int(gs) + 1  # the step these rollouts train, as in metrics.jsonl
             with open(self.rollouts_path, "a") as f:
                 for p, r, q, g in zip(parts, rollout, prompts, gold):
                     f.write(json.dumps({"step": step, "question": q, "gold": g, "reward": p.reward,
@@ -202,7 +203,7 @@ def train_router_r1(config_path: str | Path | None, out: str | Path, resume: boo
     from routecraft.routers.router_r1.backends import serve_backends
     from routecraft.routers.router_r1.router import RouterR1
     from routecraft.train.curves import plot_curves
-    from routecraft.train.grpo import RolloutSample, last_checkpoint, run_grpo, truncate_jsonl
+    from routecraft.train.grpo import RolloutSample, checkpoint_step, last_checkpoint, run_grpo, truncate_jsonl
     from routecraft.train.policy import is_hf_folder, load_policy
     from routecraft.train.sft import warm_start
 
@@ -219,7 +220,11 @@ def train_router_r1(config_path: str | Path | None, out: str | Path, resume: boo
     resuming = resume and last_checkpoint(out / "checkpoints") is not None
     warm_dir = out / "warm_start"
     reuse_warm = cfg.warmup.steps > 0 and resume and is_hf_folder(warm_dir)
-    if not resuming:
+    if resuming:  # rollouts of a step that was not checkpointed are generated again: keep one copy
+        ck_step = checkpoint_step(last_checkpoint(out / "checkpoints", cfg.train.max_steps))
+        if ck_step < cfg.train.max_steps:
+            truncate_jsonl(rollouts_path, ck_step)
+    else:
         rollouts_path.unlink(missing_ok=True)
         if reuse_warm:
             truncate_jsonl(metrics_path, 0)  # keep the warm start's records
@@ -277,6 +282,12 @@ def evaluate_router_r1(policy: str | Path, cfg: RouterR1Config | str | Path | No
     if not isinstance(cfg, RouterR1Config):
         cfg = load_config(cfg)
     pool = cfg.resolve_pool()
+    if cfg.train.threads:
+        # as in training: more torch threads than free cores stall every op of a small model (measured: an eval
+        # beside a training run took > 50 min for 50 questions with 2 threads on 2 busy cores)
+        import torch
+
+        torch.set_num_threads(cfg.train.threads)
     model, tok = load_policy(policy, dtype=cfg.train.dtype)
     model.eval()
     recs = []

@@ -241,8 +241,10 @@ def plot(rows: list[dict], curves: dict, path: Path, n: int) -> None:
         c, s = np.asarray(cv["cost"]), np.asarray(cv["score"])
         o = np.argsort(c)
         ax.plot(c[o], s[o], lw=1, alpha=0.6, label=f"{label}, λ sweep")
+    positive = [r["cost_usd_per_q"] for r in rows if r["cost_usd_per_q"] > 0]
+    floor = min(positive) / 3 if positive else 1e-9  # zero cost (no call made) drawn at the left edge
     for r in rows:
-        x, y = max(r["cost_usd_per_q"], 1e-9), r["accuracy"]
+        x, y = max(r["cost_usd_per_q"], floor), r["accuracy"]
         err = [[y - r["ci_lo"]], [r["ci_hi"] - y]]
         if r["kind"] == "model alone":  # grey, labelled in place
             ax.errorbar([x], [y], yerr=err, fmt="o", color="0.55", ms=5, capsize=2, elinewidth=0.6)
@@ -252,7 +254,7 @@ def plot(rows: list[dict], curves: dict, path: Path, n: int) -> None:
         else:
             ax.errorbar([x], [y], yerr=err, fmt="*", ms=13, capsize=3, label=r["method"])
     ax.set_xscale("log")
-    ax.set_xlabel("pool cost per question (USD, log)")
+    ax.set_xlabel("pool cost per question (USD, log; zero cost drawn at the left edge)")
     ax.set_ylabel("accuracy")
     ax.set_title(f"Held-out GSM8K, {n} questions (grey: each pool model alone, per strategy; bars: 95% CI)",
                  fontsize=9)

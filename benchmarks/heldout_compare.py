@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import platform
 import sys
 import time
@@ -35,44 +35,36 @@ import numpy as np
 import pandas as pd
 
 from routecraft.data.schema import Candidate, RoutingData
-from routecraft.evaluate.bench import _align, lambda_grid
+from routecraft.data.importers import _read_jsonl
+from routecraft.data.schema import DataValidationError
+from routecraft.evaluate.bench import _align, _takes_seed, lambda_grid
+from routecraft.evaluate.cells import wilson
 from routecraft.routers import choose, make_router
 
 INSTRUCT = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 MODEL_ROUTERS = ["random", "best-single", "knn", "mlp", "mf", "linear", "oracle"]
 
 
-def wilson(k: float, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (math.nan, math.nan)
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return (max(0.0, c - h), min(1.0, c + h))
-
-
 def read_eval(label: str, path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise SystemExit(f"--eval {label}={path}: no such file")
+    try:
+        raw = _read_jsonl(path)
+    except DataValidationError as exc:
+        raise SystemExit(str(exc))
     rows = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"{path}: line {i + 1} is not JSON ({exc.msg})")
-        if "query_id" not in r or r["query_id"] is None:
-            raise SystemExit(f"{path}: line {i + 1} has no query_id")
+    for i, r in enumerate(raw):
+        where = f"{path}: record {i + 1}"
+        if not isinstance(r, dict) or r.get("query_id") is None:
+            raise SystemExit(f"{where} has no query_id")
         if "score" in r:
             score = float(r["score"])
         elif "correct" in r:
             score = float(bool(r["correct"]))
         else:
-            raise SystemExit(f"{path}: line {i + 1} has neither 'score' nor 'correct'")
+            raise SystemExit(f"{where} has neither 'score' nor 'correct'")
         if "cost_usd" not in r:
-            raise SystemExit(f"{path}: line {i + 1} has no cost_usd")
+            raise SystemExit(f"{where} has no cost_usd")
         rows.append({"query_id": r["query_id"], "score": score, "cost_usd": float(r["cost_usd"]),
                      "calls": r.get("n_calls", len(r.get("subtasks") or []) or None)})
     if not rows:
@@ -83,7 +75,8 @@ def read_eval(label: str, path: Path) -> pd.DataFrame:
 def summary_row(method: str, kind: str, score: np.ndarray, cost: np.ndarray, calls=None) -> dict:
     n = len(score)
     lo, hi = wilson(float(np.sum(score)), n)
-    row = {"method": method, "kind": kind, "n": n, "accuracy": float(np.mean(score)), "ci_lo": lo, "ci_hi": hi,
+    row = {"method": method, "kind": kind, "n": n, "accuracy": float(np.mean(score)), "ci_lo": float(lo),
+           "ci_hi": float(hi),
            "cost_usd_per_q": float(np.mean(cost))}
     if calls is not None:
         row["calls_per_q"] = float(np.nanmean(np.asarray(calls, dtype=float)))
@@ -112,8 +105,7 @@ def cross_fit(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Can
         train = sub.subset([q for q in all_ids if q not in test_set])
         test = sub.subset(test_ids)
         truth = test.matrices(candidates=cands)
-        router = make_router(router_name, **({"seed": seed} if router_name in ("random", "mlp", "mf", "rtr")
-                                             else {}))
+        router = make_router(router_name, **({"seed": seed} if _takes_seed(router_name) else {}))
         fit_on = test if router.is_oracle else train
         router.fit(fit_on, X[[row_of[q] for q in fit_on.queries["query_id"]]])
         tq = test.queries
@@ -218,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "heldout.md").write_text(md)
     meta = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.machine()} {platform.processor() or ''} cpus={__import__('os').cpu_count()}",
+            "machine": f"{platform.machine()} {platform.processor() or ''} cpus={os.cpu_count()}",
             "n_questions": len(qids), "question_ids": qids, "embed_s": embed_s,
             "total_s": time.perf_counter() - t_start}
     (out / "heldout.json").write_text(json.dumps({"meta": meta, "rows": rows, "curves": curves}, indent=2,

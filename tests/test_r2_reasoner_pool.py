@@ -189,7 +189,7 @@ def test_train_pipeline_tiny_and_route(ladder_pool, tmp_path):
         rl = [r for r in recs if "reward" in r and "stage" not in r]
         assert [r["step"] for r in rl] == [1] and "r2/format_error" in rl[0] and "r2/correct" in rl[0]
         rolls = [json.loads(x) for x in (pdir / "rollouts.jsonl").read_text().splitlines()]
-        assert len(rolls) == 2
+        assert len(rolls) == 2 and [r["step"] for r in rolls] == [1, 1]  # numbered as metrics.jsonl (shared log)
         for r in rolls:  # a format error scores the penalty; a parsed output was executed and scored
             assert r["reward"] == -1.0 if r["format_error"] else -0.5 <= r["reward"] <= 1.0
 

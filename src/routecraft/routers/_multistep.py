@@ -12,8 +12,11 @@ Subclasses implement ``_start(stack, base_urls)`` (load policies, start or conne
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
+import time
 from pathlib import Path
-from typing import Any, ClassVar, Optional, Sequence
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -129,3 +132,25 @@ def pool_models(pool_name: str, models: Optional[list[str]], label: str):
         raise ValueError(f"{label} config: models {missing} are not in pool {pool.name!r} "
                          f"(models: {', '.join(pool.names)})")
     return pool, names
+
+
+# ---- held-out evaluation both routers use --------------------------------------------------------------------------
+def evaluate_in_batches(rows: Sequence[dict], run_chunk: Callable[[list[dict]], list[dict]], *, batch_size: int,
+                        out_jsonl: Optional[str | Path], score: Callable[[dict], float], label: str,
+                        log: logging.Logger) -> list[dict]:
+    """The records ``run_chunk(chunk)`` returns (one per row, in order) for ``rows`` in batches of ``batch_size``.
+    Each record is written to ``out_jsonl`` as it comes (a stopped evaluation keeps what it did), and each batch logs
+    progress with the mean ``score`` so far."""
+    recs: list[dict] = []
+    t0 = time.time()
+    with (open(out_jsonl, "w") if out_jsonl is not None else contextlib.nullcontext()) as f:
+        for i in range(0, len(rows), batch_size):
+            for rec in run_chunk(list(rows[i: i + batch_size])):
+                recs.append(rec)
+                if f is not None:
+                    f.write(json.dumps(rec, default=str) + "\n")
+                    f.flush()
+            el = time.time() - t0
+            log.info("eval: %d/%d questions, %s so far %.3f, %.0fs elapsed, eta %.0fs", len(recs), len(rows), label,
+                     sum(score(r) for r in recs) / len(recs), el, el / len(recs) * (len(rows) - len(recs)))
+    return recs

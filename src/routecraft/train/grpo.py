@@ -155,6 +155,16 @@ def truncate_jsonl(path: str | Path, max_step: int) -> int:
     return len(kept)
 
 
+def log_rollouts(path: str | Path, trainer_state: Any, records: Sequence[dict]) -> None:
+    """Append rollout records to a JSONL log, each numbered by the step it trains (``global_step + 1``, as
+    ``metrics.jsonl`` numbers it), so that ``run_grpo`` can cut the log back on resume."""
+    gs = getattr(trainer_state, "global_step", None)
+    step = 0 if gs is None else int(gs) + 1
+    with open(path, "a") as f:
+        for r in records:
+            f.write(json.dumps({"step": step, **r}, default=str) + "\n")
+
+
 def last_checkpoint(ckpt_dir: str | Path, max_step: Optional[int] = None) -> Optional[Path]:
     """The newest complete checkpoint (``trainer_state.json`` written), or the newest at or before ``max_step``;
     ``ValueError`` when checkpoints exist but all are beyond ``max_step``."""
@@ -205,8 +215,10 @@ def grpo_args(cfg: RLConfig, output_dir: str | Path, **overrides: Any):
 def run_grpo(*, model: Any, tokenizer: Any, dataset: Sequence[dict], reward_funcs: Sequence[Callable],
              rollout: RolloutFn, cfg: RLConfig, out_dir: str | Path, resume: bool = True,
              state_objects: Optional[dict[str, Any]] = None, metrics_path: Optional[str | Path] = None,
-             callbacks: Sequence[Any] = (), args_overrides: Optional[dict] = None) -> Any:
-    """Train ``model`` with GRPO; returns the trainer (its model is the trained policy).
+             rollouts_path: Optional[str | Path] = None, callbacks: Sequence[Any] = (), args_overrides: Optional[dict] = None) -> Any:
+    """Train ``model`` with GRPO; returns the trainer (its model is the trained policy). ``metrics_path`` and
+    ``rollouts_path`` (written by ``log_rollouts``) are step-numbered JSONL logs: cut back to the checkpoint on resume
+    (a step that was not checkpointed runs again), cleared of RL records on a fresh start.
 
     ``dataset`` rows need a ``prompt`` (what ``rollout`` receives); other columns reach the reward functions.
     """
@@ -243,15 +255,19 @@ def run_grpo(*, model: Any, tokenizer: Any, dataset: Sequence[dict], reward_func
         if step >= cfg.max_steps:
             # already finished (a rerun of a completed command, or max_steps lowered to an existing checkpoint):
             # take the checkpoint's weights and train no further (transformers would run its loop again); the
-            # metrics log is left whole
+            # logs are left whole
             load_weights(trainer.model, ckpt)
             log.info("%s is at max_steps %d: nothing to train", ckpt, cfg.max_steps)
             return trainer
-        if metrics_path is not None:
-            truncate_jsonl(metrics_path, step)
+        for path in (metrics_path, rollouts_path):
+            if path is not None:
+                truncate_jsonl(path, step)
         log.info("resuming from %s (step %d)", ckpt, step)
-    elif metrics_path is not None:
-        truncate_jsonl(metrics_path, 0)  # a fresh run: no RL records from an earlier one
+    else:  # a fresh run: no RL records from an earlier one (the metrics log may hold a warm start's)
+        if metrics_path is not None:
+            truncate_jsonl(metrics_path, 0)
+        if rollouts_path is not None:
+            Path(rollouts_path).unlink(missing_ok=True)
     trainer.train(resume_from_checkpoint=str(ckpt) if ckpt is not None else None)
     return trainer
 

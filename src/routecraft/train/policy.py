@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 log = logging.getLogger("routecraft.train.policy")
 
@@ -173,10 +173,16 @@ def load_tokenizer(name: str | os.PathLike) -> Any:
     return tok
 
 
-def load_policy(name: str | os.PathLike, *, dtype: str = "float32") -> tuple[Any, Any]:
-    """(model, tokenizer) of a policy; see the module docstring for what ``name`` can be."""
+def load_policy(name: str | os.PathLike, *, dtype: str = "float32", threads: Optional[int] = None) -> tuple[Any, Any]:
+    """(model, tokenizer) of a policy; see the module docstring for what ``name`` can be. ``threads`` sets torch's
+    intra-op threads for this process: more threads than free cores stall every op of a small model (measured: a
+    Router-R1 evaluation beside a training run took > 50 min for 50 questions with 2 threads on 2 busy cores,
+    ~6 min for 30 with 1)."""
     import torch
     from transformers import AutoModelForCausalLM
+
+    if threads:
+        torch.set_num_threads(threads)
 
     folder = resolve_policy(name)
     torch_dtype = getattr(torch, dtype, None)

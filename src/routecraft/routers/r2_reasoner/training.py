@@ -221,11 +221,7 @@ def load_text_policy(path: Optional[str], cfg: R2ReasonerConfig, role: str, temp
         return None
     from routecraft.train.policy import load_policy
 
-    if cfg.grpo.rl.threads:  # more torch threads than free cores stall a small model's every op (see Router-R1's eval)
-        import torch
-
-        torch.set_num_threads(cfg.grpo.rl.threads)
-    model, tok = load_policy(path, dtype=cfg.grpo.rl.dtype)
+    model, tok = load_policy(path, dtype=cfg.grpo.rl.dtype, threads=cfg.grpo.rl.threads)
     model.eval()
     if role == "decomposer":
         return TextPolicy(model, tok, temperature=temperature, max_tokens=cfg.decomposer.max_tokens,
@@ -270,10 +266,9 @@ class R2RewardFunc:
             for k in ("format_error", "correct", "cost_usd", "cost_ratio", "steps"):
                 log_metric(f"r2/{k}", float(sum(float(r.get(k) or 0.0) for r in rollout) / n))
         if self.rollouts_path is not None:
-            step = getattr(trainer_state, "global_step", None)
-            with open(self.rollouts_path, "a") as f:
-                for r in rollout:
-                    f.write(json.dumps({"step": step, **r}, default=str) + "\n")
+            from routecraft.train.grpo import log_rollouts
+
+            log_rollouts(self.rollouts_path, trainer_state, rollout)
         return [float(r["reward"]) for r in rollout]
 
 
@@ -450,7 +445,8 @@ def train_r2_reasoner(config_path: str | Path | None, out: str | Path, resume: b
                 trainer = run_grpo(model=model, tokenizer=tok, dataset=data,
                                    reward_funcs=[R2RewardFunc(pdir / "rollouts.jsonl")],
                                    rollout=make_rollout(cfg, phase, pipe, policy, by_prompt), cfg=cfg.grpo.rl,
-                                   out_dir=pdir, resume=resume, metrics_path=pdir / "metrics.jsonl")
+                                   out_dir=pdir, resume=resume, metrics_path=pdir / "metrics.jsonl",
+                                   rollouts_path=pdir / "rollouts.jsonl")
                 trainer.save_model(str(final))
                 tok.save_pretrained(final)
                 paths[phase] = str(final.resolve())
@@ -471,19 +467,14 @@ def train_r2_reasoner(config_path: str | Path | None, out: str | Path, resume: b
 def evaluate_pipeline(pipe: Pipeline, rows: Sequence[dict], *, batch_size: int = 8,
                       out_jsonl: Optional[str | Path] = None) -> dict:
     """Accuracy, cost per question, subtasks per question, format errors and models per subtask on ``rows``."""
-    recs = []
-    t0 = time.time()
-    with (open(out_jsonl, "w") if out_jsonl is not None else contextlib.nullcontext()) as f:
-        for i in range(0, len(rows), batch_size):
-            chunk = rows[i: i + batch_size]
-            for row, s in zip(chunk, pipe.run([r["prompt"] for r in chunk], [r["gold"] for r in chunk])):
-                recs.append({"query_id": row.get("query_id"), "gold": row["gold"], **s})
-                if f is not None:  # as they come: a stopped evaluation keeps what it did
-                    f.write(json.dumps(recs[-1], default=str) + "\n")
-                    f.flush()
-            el = time.time() - t0
-            log.info("eval: %d/%d questions, accuracy so far %.3f, %.0fs elapsed, eta %.0fs", len(recs), len(rows),
-                     sum(bool(r["correct"]) for r in recs) / len(recs), el, el / len(recs) * (len(rows) - len(recs)))
+    from routecraft.routers._multistep import evaluate_in_batches
+
+    def run_chunk(chunk: list[dict]) -> list[dict]:
+        return [{"query_id": row.get("query_id"), "gold": row["gold"], **s}
+                for row, s in zip(chunk, pipe.run([r["prompt"] for r in chunk], [r["gold"] for r in chunk]))]
+
+    recs = evaluate_in_batches(rows, run_chunk, batch_size=batch_size, out_jsonl=out_jsonl,
+                               score=lambda r: float(bool(r["correct"])), label="accuracy", log=log)
     n = len(recs)
     if not n:
         raise ValueError("evaluate: no questions")

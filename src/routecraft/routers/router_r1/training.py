@@ -20,7 +20,6 @@ Output folder::
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -140,13 +139,12 @@ class RouterR1RewardFunc:
             for k, v in metrics.items():
                 log_metric(f"router_r1/{k}", float(v))
         if self.rollouts_path is not None:
-            gs = getattr(trainer_state, "global_step", None)
-            step = None if gs is None else int(gs) + 1  # the step these rollouts train, as in metrics.jsonl
-            with open(self.rollouts_path, "a") as f:
-                for p, r, q, g in zip(parts, rollout, prompts, gold):
-                    f.write(json.dumps({"step": step, "question": q, "gold": g, "reward": p.reward,
-                                        "format_violations": p.format_violations, "outcome": p.outcome,
-                                        "cost_score": p.cost_score, **r}, default=str) + "\n")
+            from routecraft.train.grpo import log_rollouts
+
+            log_rollouts(self.rollouts_path, trainer_state, [
+                {"question": q, "gold": g, "reward": p.reward, "format_violations": p.format_violations,
+                 "outcome": p.outcome, "cost_score": p.cost_score, **r}
+                for p, r, q, g in zip(parts, rollout, prompts, gold)])
         return [p.reward for p in parts]
 
 
@@ -203,7 +201,7 @@ def train_router_r1(config_path: str | Path | None, out: str | Path, resume: boo
     from routecraft.routers.router_r1.backends import serve_backends
     from routecraft.routers.router_r1.router import RouterR1
     from routecraft.train.curves import plot_curves
-    from routecraft.train.grpo import RolloutSample, checkpoint_step, last_checkpoint, run_grpo, truncate_jsonl
+    from routecraft.train.grpo import RolloutSample, last_checkpoint, run_grpo, truncate_jsonl
     from routecraft.train.policy import is_hf_folder, load_policy
     from routecraft.train.sft import warm_start
 
@@ -220,12 +218,7 @@ def train_router_r1(config_path: str | Path | None, out: str | Path, resume: boo
     resuming = resume and last_checkpoint(out / "checkpoints") is not None
     warm_dir = out / "warm_start"
     reuse_warm = cfg.warmup.steps > 0 and resume and is_hf_folder(warm_dir)
-    if resuming:  # rollouts of a step that was not checkpointed are generated again: keep one copy
-        ck_step = checkpoint_step(last_checkpoint(out / "checkpoints", cfg.train.max_steps))
-        if ck_step < cfg.train.max_steps:
-            truncate_jsonl(rollouts_path, ck_step)
-    else:
-        rollouts_path.unlink(missing_ok=True)
+    if not resuming:  # (run_grpo cuts the RL records of both logs back to the checkpoint, or empties them)
         if reuse_warm:
             truncate_jsonl(metrics_path, 0)  # keep the warm start's records
         else:
@@ -253,7 +246,8 @@ def train_router_r1(config_path: str | Path | None, out: str | Path, resume: boo
 
         trainer = run_grpo(model=model, tokenizer=tok, dataset=rows, reward_funcs=[
             RouterR1RewardFunc(reward, rollouts_path)], rollout=rollout, cfg=cfg.train, out_dir=out, resume=resume,
-            state_objects={"cost_normalizer": reward.normalizer}, metrics_path=metrics_path)
+            state_objects={"cost_normalizer": reward.normalizer}, metrics_path=metrics_path,
+            rollouts_path=rollouts_path)
         policy_dir = out / "policy"
         trainer.save_model(str(policy_dir))
         tok.save_pretrained(policy_dir)
@@ -274,6 +268,7 @@ def evaluate_router_r1(policy: str | Path, cfg: RouterR1Config | str | Path | No
     shaped the policy during training."""
     import contextlib
 
+    from routecraft.routers._multistep import evaluate_in_batches
     from routecraft.routers.router_r1.backends import serve_backends
     from routecraft.routers.router_r1.protocol import check_format
     from routecraft.routers.router_r1.reward import outcome_score
@@ -282,37 +277,25 @@ def evaluate_router_r1(policy: str | Path, cfg: RouterR1Config | str | Path | No
     if not isinstance(cfg, RouterR1Config):
         cfg = load_config(cfg)
     pool = cfg.resolve_pool()
-    if cfg.train.threads:
-        # as in training: more torch threads than free cores stall every op of a small model (measured: an eval
-        # beside a training run took > 50 min for 50 questions with 2 threads on 2 busy cores)
-        import torch
-
-        torch.set_num_threads(cfg.train.threads)
-    model, tok = load_policy(policy, dtype=cfg.train.dtype)
+    model, tok = load_policy(policy, dtype=cfg.train.dtype, threads=cfg.train.threads)
     model.eval()
-    recs = []
     ctx = contextlib.nullcontext(base_urls) if base_urls is not None else serve_backends(
         pool, cfg.backends.mode, threads=cfg.backends.threads, parallel=cfg.backends.parallel, ctx=cfg.backends.ctx)
     with ctx as urls:
         caller = make_caller(cfg, pool, urls)
         engine = make_engine(cfg, model, tok, caller, cfg.protocol.eval_temperature)
-        sink = open(out_jsonl, "w") if out_jsonl is not None else contextlib.nullcontext()
-        with sink as f:
-            t0 = time.time()
-            for i in range(0, len(rows), batch_size):
-                chunk = rows[i: i + batch_size]
-                for row, tr in zip(chunk, engine.run([r["prompt"] for r in chunk])):
-                    fmt = check_format(tr.response, caller.names)
-                    score = outcome_score(tr.answer, row["gold"], row.get("task", "qa"), cfg.reward.outcome)
-                    recs.append({"query_id": row.get("query_id"), "gold": row["gold"], "score": score,
-                                 "format_ok": fmt.ok, **rollout_info(tr)})
-                    if f is not None:  # as they come: a stopped evaluation keeps what it did
-                        f.write(json.dumps(recs[-1], default=str) + "\n")
-                        f.flush()
-                el = time.time() - t0
-                log.info("eval: %d/%d questions, exact match so far %.3f, %.0fs elapsed, eta %.0fs", len(recs),
-                         len(rows), sum(r["score"] for r in recs) / len(recs), el,
-                         el / len(recs) * (len(rows) - len(recs)))
+
+        def run_chunk(chunk: list[dict]) -> list[dict]:
+            out = []
+            for row, tr in zip(chunk, engine.run([r["prompt"] for r in chunk])):
+                fmt = check_format(tr.response, caller.names)
+                score = outcome_score(tr.answer, row["gold"], row.get("task", "qa"), cfg.reward.outcome)
+                out.append({"query_id": row.get("query_id"), "gold": row["gold"], "score": score,
+                            "format_ok": fmt.ok, **rollout_info(tr)})
+            return out
+
+        recs = evaluate_in_batches(rows, run_chunk, batch_size=batch_size, out_jsonl=out_jsonl,
+                                   score=lambda r: r["score"], label="exact match", log=log)
     n = len(recs)
     models: dict[str, int] = {}
     for r in recs:

@@ -176,8 +176,8 @@ def load_tokenizer(name: str | os.PathLike) -> Any:
 def load_policy(name: str | os.PathLike, *, dtype: str = "float32", threads: Optional[int] = None) -> tuple[Any, Any]:
     """(model, tokenizer) of a policy; see the module docstring for what ``name`` can be. ``threads`` sets torch's
     intra-op threads for this process: more threads than free cores stall every op of a small model (measured: a
-    Router-R1 evaluation beside a training run took > 50 min for 50 questions with 2 threads on 2 busy cores,
-    ~6 min for 30 with 1)."""
+    Router-R1 evaluation beside a training run had not finished 50 questions after 50 min with 2 threads on 2 busy
+    cores; with 1 thread, 30 questions took 7–14 min beside the same load)."""
     import torch
     from transformers import AutoModelForCausalLM
 

@@ -68,6 +68,9 @@ def test_plan_execution_is_cached_and_graded(ladder_pool, tmp_path):
     r1 = ex.run_plan("What is 2 plus 2?", steps, [0, 1], "4")
     assert r1.models == ["smol-small", "smol-large"] and len(r1.calls) == 3 and r1.final_model == "smol-large"
     assert ex.real_calls == 3 and ex.cache_hits == 0 and len(ex.cache) == 3
+    # the config's subtask prompt (the built-in config: worked) is what went to the server
+    sent = [json.loads(m)[0]["content"] for (m,) in ex.cache._db().execute("SELECT messages FROM calls")]
+    assert cfg.execution.subtask_prompt == "worked" and all("show the calculation" in m for m in sent)
     assert r1.correct == (r1.answer == "4") and r1.cost_usd > 0
     assert r1.calls[1].cost_usd > r1.calls[0].cost_usd * 3  # the large rung is priced 10x
     # the second subtask saw the first answer

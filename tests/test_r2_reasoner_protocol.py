@@ -128,11 +128,21 @@ def test_execution_messages_carry_earlier_answers():
         subtask_messages("Q", ["s1", "s2"], [], 1)
 
 
+def test_subtask_prompt_styles():
+    concise = subtask_messages("Q", ["s1"], [], 0)[0]["content"]
+    worked = subtask_messages("Q", ["s1"], [], 0, "worked")[0]["content"]
+    assert "concisely" in concise and "show the calculation" in worked and worked.startswith("You are solving")
+    assert final_messages("Q", ["s1"], ["a1"], "worked")[0]["content"] == worked
+    with pytest.raises(ValueError, match="subtask prompt style must be one of"):
+        subtask_messages("Q", ["s1"], [], 0, "verbose")
+
+
 # ---------------------------------------------------------------------------------------------------- config
 
 def test_builtin_config_and_errors(tmp_path):
     cfg = load_config()
     assert cfg.reward.beta == 0.5 and cfg.search.confidence_alpha == 0.4
+    assert cfg.execution.subtask_prompt == "worked"  # the CPU config; the field's default is DoT's "concise"
     bad = tmp_path / "bad.yaml"
     bad.write_text("search:\n  groups: 0\n")
     with pytest.raises(ConfigError, match="field 'search.groups'"):

@@ -69,6 +69,10 @@ class ExecConfig(_Strict):
         "last", description="Who gives the final answer: the last subtask's model, one more turn on its "
                             "conversation (§1.4 default); the strongest allocated model [D]; none: the number in the "
                             "last subtask's answer.")
+    subtask_prompt: Literal["concise", "worked"] = Field(
+        "concise", description="The subtask system prompt: DoT's request for a concise, clear answer (concise), or "
+                               "one or two lines of calculation before the number (worked [D]: small models answering "
+                               "with a bare number get most arithmetic wrong).")
     logprobs: bool = Field(True, description="Ask for token log-probabilities (confidence of the search's probe).")
     max_concurrency: int = Field(4, ge=1, description="Calls in flight across questions.")
     timeout: float = Field(300.0, gt=0)

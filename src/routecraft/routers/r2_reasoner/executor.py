@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from routecraft.pool.config import Pool
-from routecraft.routers.r2_reasoner.protocol import Ladder, final_messages, subtask_messages
+from routecraft.routers.r2_reasoner.protocol import EXEC_SYSTEMS, Ladder, final_messages, subtask_messages
 
 
 class CallBudgetExhausted(RuntimeError):
@@ -171,7 +171,9 @@ class Executor:
                  max_tokens: int = 500, final_max_tokens: int = 300, temperature: float = 0.0,
                  seed: Optional[int] = 42, final_answer: str = "last", logprobs: bool = True,
                  max_concurrency: int = 4, timeout: float = 300.0, max_retries: int = 2,
-                 max_calls: Optional[int] = None, task: str = "gsm8k") -> None:
+                 max_calls: Optional[int] = None, task: str = "gsm8k", subtask_prompt: str = "concise") -> None:
+        if subtask_prompt not in EXEC_SYSTEMS:
+            raise ValueError(f"subtask_prompt must be one of {sorted(EXEC_SYSTEMS)}, got {subtask_prompt!r}")
         if final_answer not in ("last", "strongest", "none"):
             raise ValueError(f"final_answer must be last, strongest or none, got {final_answer!r}")
         self.pool = pool
@@ -189,6 +191,7 @@ class Executor:
         self.max_retries = max_retries
         self.max_calls = max_calls
         self.task = task
+        self.subtask_prompt = subtask_prompt
         self.real_calls = 0
         self.cache_hits = 0
         self.call_seconds = 0.0
@@ -203,7 +206,7 @@ class Executor:
         args = dict(max_tokens=e.max_tokens, final_max_tokens=e.final_max_tokens, temperature=e.temperature,
                     seed=e.seed, final_answer=e.final_answer, logprobs=e.logprobs,
                     max_concurrency=e.max_concurrency, timeout=e.timeout, max_retries=e.max_retries,
-                    max_calls=cfg.search.max_calls)
+                    max_calls=cfg.search.max_calls, subtask_prompt=e.subtask_prompt)
         args.update(kw)
         return cls(pool, ladder, base_urls, cache, **args)
 
@@ -288,7 +291,8 @@ class Executor:
         answers: list[str] = []
         calls: list[CallRecord] = []
         for k in range(len(steps)):
-            rec = await self._call(clients, sem, models[k], subtask_messages(question, steps, answers, k),
+            msgs = subtask_messages(question, steps, answers, k, self.subtask_prompt)
+            rec = await self._call(clients, sem, models[k], msgs,
                                    self.max_tokens, self.temperature, self.seed, self.logprobs)
             calls.append(rec)
             answers.append(rec.text.strip())
@@ -296,7 +300,8 @@ class Executor:
             final_model, final_text = models[-1], answers[-1]
         else:
             final_model = models[-1] if self.final_answer == "last" else names[max(int(a) for a in allocation)]
-            rec = await self._call(clients, sem, final_model, final_messages(question, steps, answers),
+            msgs = final_messages(question, steps, answers, self.subtask_prompt)
+            rec = await self._call(clients, sem, final_model, msgs,
                                    self.final_max_tokens, self.temperature, self.seed, self.logprobs)
             calls.append(rec)
             final_text = rec.text.strip()

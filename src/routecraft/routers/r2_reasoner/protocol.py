@@ -239,16 +239,26 @@ def heuristic_allocation(steps: Sequence[str], ladder: Ladder, thresholds: Seque
 
 # ---------------------------------------------------------------------------------------------------- execution
 
-EXEC_SYSTEM = (
-    "You are solving this problem:\n{question}\n\nIt has been split into sub-problems that you will get one at a "
-    "time, with the answers to the earlier ones for reference. Answer only the current sub-problem, concisely and "
-    "clearly, with the number it asks for."
-)
+_EXEC_INTRO = ("You are solving this problem:\n{question}\n\nIt has been split into sub-problems that you will get "
+               "one at a time, with the answers to the earlier ones for reference. ")
+# ``execution.subtask_prompt``: DoT asks for a concise, clear answer (``concise``); measured on the local pool,
+# qwen2.5-coder-1.5b then replies with a bare number and solved 1 of 12 searched decompositions all-top, against
+# 7 of 14 when asked to show the calculation first (``worked``, docs/r2_reasoner.md).
+EXEC_SYSTEMS = {
+    "concise": _EXEC_INTRO + "Answer only the current sub-problem, concisely and clearly, with the number it asks for.",
+    "worked": _EXEC_INTRO + ("Solve only the current sub-problem: show the calculation in one or two short lines, "
+                             "then end with the number it asks for."),
+}
+EXEC_SYSTEM = EXEC_SYSTEMS["concise"]
 FINAL_PROMPT = "Now give the final answer to the original problem: only the number, no explanation."
 
 
-def subtask_messages(question: str, steps: Sequence[str], answers: Sequence[str], k: int) -> list[dict]:
-    """The messages that ask for subtask ``k`` (0-based) given the answers to subtasks 0..k-1 (DoT's format)."""
+def subtask_messages(question: str, steps: Sequence[str], answers: Sequence[str], k: int,
+                     style: str = "concise") -> list[dict]:
+    """The messages that ask for subtask ``k`` (0-based) given the answers to subtasks 0..k-1 (DoT's format);
+    ``style`` picks the system prompt (``EXEC_SYSTEMS``)."""
+    if style not in EXEC_SYSTEMS:
+        raise ValueError(f"subtask prompt style must be one of {sorted(EXEC_SYSTEMS)}, got {style!r}")
     if len(answers) < k:
         raise ValueError(f"subtask {k + 1}: only {len(answers)} earlier answer(s)")
     lines = []
@@ -258,12 +268,13 @@ def subtask_messages(question: str, steps: Sequence[str], answers: Sequence[str]
             lines.append(f"Sub-problem-Id: {i + 1}; Sub-problem: {steps[i]}; Answer: {' '.join(answers[i].split())}")
         lines.append("")
     lines.append(f"The sub-problem to solve now is: {steps[k]}")
-    return [{"role": "system", "content": EXEC_SYSTEM.format(question=" ".join(question.split()))},
+    return [{"role": "system", "content": EXEC_SYSTEMS[style].format(question=" ".join(question.split()))},
             {"role": "user", "content": "\n".join(lines)}]
 
 
-def final_messages(question: str, steps: Sequence[str], answers: Sequence[str]) -> list[dict]:
+def final_messages(question: str, steps: Sequence[str], answers: Sequence[str],
+                   style: str = "concise") -> list[dict]:
     """The last subtask's conversation plus one turn asking for the final answer only."""
     k = len(steps) - 1
-    return subtask_messages(question, steps, answers, k) + [
+    return subtask_messages(question, steps, answers, k, style) + [
         {"role": "assistant", "content": answers[k]}, {"role": "user", "content": FINAL_PROMPT}]

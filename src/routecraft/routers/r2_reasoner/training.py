@@ -186,7 +186,8 @@ class Pipeline:
         if self.allocator is None:
             return [{"allocation": heuristic_allocation(s, self.ladder, a.heuristic_thresholds), "text": None,
                      "error": None, "by": "heuristic"} for s in steps]
-        texts = [t for _, _, t in self.allocator([allocate_prompt(q, s, self.ladder) for q, s in zip(questions, steps)])]
+        prompts = [allocate_prompt(q, s, self.ladder) for q, s in zip(questions, steps)]
+        texts = [t for _, _, t in self.allocator(prompts)]
         out = []
         for s, t in zip(steps, texts):
             try:

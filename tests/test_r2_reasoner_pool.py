@@ -227,3 +227,45 @@ def test_train_pipeline_tiny_and_route(ladder_pool, tmp_path):
         R2Reasoner.from_artifact(out, stage="grpo9")
     with pytest.raises(NotImplementedError, match="label search"):
         r.fit(None)
+
+
+def test_saving_benchmark_against_labels_and_all_top(ladder_pool, tmp_path):
+    """benchmarks/r2_reasoner_saving.py: the allocator's plans executed, their saving and the share of the label's
+    saving kept computed from real executions (the heuristic allocator; cached calls are reused)."""
+    import importlib.util
+    from pathlib import Path
+
+    from routecraft.routers.r2_reasoner.protocol import heuristic_allocation
+    from routecraft.routers.r2_reasoner.training import Pipeline
+
+    spec = importlib.util.spec_from_file_location(
+        "r2_reasoner_saving", Path(__file__).resolve().parents[1] / "benchmarks" / "r2_reasoner_saving.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    _, pool_yaml = ladder_pool
+    cfg, ladder, ex = make(pool_yaml, tmp_path / "c.sqlite")
+    q, steps = "What is 2 plus 2?", ["What is 2 plus 2?", "State the final number."]
+    top = ex.run_plan(q, steps, [1, 1], "4").cost_usd
+    lab = ex.run_plan(q, steps, [0, 0], "4").cost_usd
+    rec = {"query_id": "easy-1", "question": q, "gold": "4", "decompositions": [
+        {"steps": steps, "label": [0, 0], "label_correct": True, "label_cost": lab, "all_top_cost": top,
+         "label_models": ["smol-small", "smol-small"]},
+        {"steps": steps, "label": None, "label_correct": False, "label_cost": None, "all_top_cost": top,
+         "label_models": None}]}
+    rows = mod.labelled([rec])
+    assert len(rows) == 1 and rows[0]["label"] == [0, 0]  # the unlabelled decomposition is not counted
+    pipe = Pipeline(cfg, ladder, ex)  # prompted decomposer, heuristic allocator
+    alloc = heuristic_allocation(steps, ladder, cfg.allocator.heuristic_thresholds)
+    t = mod.train_side(pipe, rows)
+    cost = ex.run_plan(q, steps, alloc, "4").cost_usd
+    assert t["allocator_cost"] == pytest.approx(cost) and t["label_saving"] == pytest.approx(1 - lab / top)
+    assert t["saving_kept"] == pytest.approx((top - cost) / (top - lab))
+    assert t["equals_label"] == float(alloc == [0, 0])
+    assert sum(t["models_per_subtask"].values()) == 2
+    plan = [{"query_id": "easy-1", "gold": "4", **s} for s in pipe.run([q], ["4"])]
+    h = mod.heldout_side(ex, ladder, plan)
+    n = len(plan[0]["subtasks"])
+    top_plan = ex.run_plan(q, [x["subtask"] for x in plan[0]["subtasks"]], [1] * n, "4")
+    assert h["n"] == 1 and h["all_top_cost_usd_per_question"] == pytest.approx(top_plan.cost_usd)
+    assert h["saving"] == pytest.approx(1 - plan[0]["cost_usd"] / top_plan.cost_usd)
+    ex.cache.close()

@@ -45,6 +45,16 @@ INSTRUCT = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 MODEL_ROUTERS = ["random", "best-single", "knn", "mlp", "mf", "linear", "oracle"]
 
 
+def _calls(r: dict):
+    """Pool calls of one evaluated question: Router-R1's ``n_calls``, R2-Reasoner's ``calls`` (subtasks + the
+    final-answer turn), else the number of subtasks."""
+    if isinstance(r.get("n_calls"), (int, float)):
+        return r["n_calls"]
+    if isinstance(r.get("calls"), (int, float)) and not isinstance(r.get("calls"), bool):
+        return r["calls"]
+    return len(r.get("subtasks") or []) or None
+
+
 def read_eval(label: str, path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise SystemExit(f"--eval {label}={path}: no such file")
@@ -66,7 +76,7 @@ def read_eval(label: str, path: Path) -> pd.DataFrame:
         if "cost_usd" not in r:
             raise SystemExit(f"{where} has no cost_usd")
         rows.append({"query_id": r["query_id"], "score": score, "cost_usd": float(r["cost_usd"]),
-                     "calls": r.get("n_calls", len(r.get("subtasks") or []) or None)})
+                     "calls": _calls(r)})
     if not rows:
         raise SystemExit(f"{path}: no rows")
     return pd.DataFrame(rows).drop_duplicates("query_id", keep="last").set_index("query_id")
@@ -204,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
              "|---|---|---|---|---|"]
     for r in rows:
         calls = r.get("calls_per_q")
+        calls_s = "" if calls is None or not np.isfinite(calls) else f"{calls:.2f}"
         lines.append(f"| {r['method']} | {r['kind']} | {r['accuracy']:.3f} [{r['ci_lo']:.2f}, {r['ci_hi']:.2f}] | "
-                     f"{r['cost_usd_per_q']:.3g} | {'' if calls is None or not np.isfinite(calls) else f'{calls:.2f}'} |")
+                     f"{r['cost_usd_per_q']:.3g} | {calls_s} |")
     md = "\n".join(lines) + "\n"
     (out / "heldout.md").write_text(md)
     meta = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),

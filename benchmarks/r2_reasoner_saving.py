@@ -81,7 +81,8 @@ def heldout_side(executor, ladder, recs: list[dict]) -> dict:
     plans = [r for r in recs if r.get("subtasks")]
     steps = [[t["subtask"] for t in r["subtasks"]] for r in plans]
     tops = executor.run_plans([(r["question"], s, [ladder.top] * len(s), r["gold"]) for r, s in zip(plans, steps)])
-    cost = sum(r["cost_usd"] for r in plans)
+    # the subtasks' execution only (a prompted decomposer's call is the same for both plans)
+    cost = sum(r.get("execution_cost_usd", r["cost_usd"]) for r in plans)
     top = sum(t.cost_usd for t in tops)
     return {"n": len(plans), "accuracy": sum(bool(r["correct"]) for r in plans) / len(plans),
             "all_top_accuracy": sum(bool(t.correct) for t in tops) / len(plans),

@@ -267,5 +267,10 @@ def test_saving_benchmark_against_labels_and_all_top(ladder_pool, tmp_path):
     n = len(plan[0]["subtasks"])
     top_plan = ex.run_plan(q, [x["subtask"] for x in plan[0]["subtasks"]], [1] * n, "4")
     assert h["n"] == 1 and h["all_top_cost_usd_per_question"] == pytest.approx(top_plan.cost_usd)
-    assert h["saving"] == pytest.approx(1 - plan[0]["cost_usd"] / top_plan.cost_usd)
+    assert h["saving"] == pytest.approx(1 - plan[0]["execution_cost_usd"] / top_plan.cost_usd)
+    # the prompted decomposer (a pool call on the ladder's top) is billed into the plan
+    p0 = plan[0]
+    assert p0["decomposer"] == "prompted:smol-large" and p0["decomposition_cost_usd"] > 0
+    assert p0["cost_usd"] == pytest.approx(p0["execution_cost_usd"] + p0["decomposition_cost_usd"])
+    assert p0["calls"] == n + 2  # the decomposition, the subtasks, the final-answer turn
     ex.cache.close()

@@ -167,8 +167,10 @@ class Pipeline:
                                           seeds=[self.cfg.data.seed] * len(questions))
             texts = [r.text for r in recs]
             by = f"prompted:{model}"
+        # the prompted decomposer is a pool call and is billed like one; a trained policy runs locally (0)
+        bills = [recs[i] if self.decomposer is None else None for i in range(len(questions))]
         out = []
-        for q, t in zip(questions, texts):
+        for q, t, bill in zip(questions, texts, bills):
             try:
                 steps, err = parse_decomposition(t, d.min_steps, d.max_steps), None
             except FormatError as exc:
@@ -178,7 +180,10 @@ class Pipeline:
                     raise
                 else:
                     steps, err = [" ".join(q.split())], str(exc)
-            out.append({"steps": steps, "text": t, "error": err, "by": by})
+            out.append({"steps": steps, "text": t, "error": err, "by": by,
+                        "cost_usd": bill.cost_usd if bill is not None else 0.0, "calls": int(bill is not None),
+                        "input_tokens": bill.input_tokens if bill is not None else 0,
+                        "output_tokens": bill.output_tokens if bill is not None else 0})
         return out
 
     def allocate(self, questions: Sequence[str], steps: Sequence[Sequence[str]], fallback: bool = True) -> list[dict]:
@@ -210,6 +215,11 @@ class Pipeline:
         out = []
         for d, a, r in zip(decs, allocs, res):
             s = r.summary()
+            # the plan's bill includes a prompted (pool-model) decomposition; execution_cost_usd is the subtasks'
+            s.update({"execution_cost_usd": s["cost_usd"], "decomposition_cost_usd": d["cost_usd"],
+                      "cost_usd": s["cost_usd"] + d["cost_usd"], "calls": s["calls"] + d["calls"],
+                      "input_tokens": s["input_tokens"] + d["input_tokens"],
+                      "output_tokens": s["output_tokens"] + d["output_tokens"]})
             s.update({"decomposer": d["by"], "decomposition_text": d["text"], "decomposition_error": d["error"],
                       "allocator": a["by"], "allocation_text": a["text"], "allocation_error": a["error"],
                       "allocation": r.allocation, "models": r.models})
@@ -494,8 +504,9 @@ def evaluate_pipeline(pipe: Pipeline, rows: Sequence[dict], *, batch_size: int =
 def format_plan(s: dict) -> str:
     """A readable rendering of one routed plan (``routecraft route`` and ``python -m ... route``)."""
     lines = [f"question: {s['question']}",
-             f"decomposer: {s.get('decomposer')}" + (f"  (fallback: {s['decomposition_error']})"
-                                                     if s.get("decomposition_error") else ""),
+             f"decomposer: {s.get('decomposer')}"
+             + (f", ${s['decomposition_cost_usd']:.3g}" if s.get("decomposition_cost_usd") else "")
+             + (f"  (fallback: {s['decomposition_error']})" if s.get("decomposition_error") else ""),
              f"allocator: {s.get('allocator')}" + (f"  (fallback: {s['allocation_error']})"
                                                    if s.get("allocation_error") else "")]
     for t in s["subtasks"]:

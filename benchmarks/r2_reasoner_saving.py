@@ -25,18 +25,17 @@ import time
 from pathlib import Path
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def _read_eval(path: Path) -> list[dict]:
+    """A per-question eval JSONL (the project's reader; its errors name the file and row)."""
+    from routecraft.data.importers import _read_jsonl
+    from routecraft.data.schema import DataValidationError
+
     if not path.is_file():
         raise SystemExit(f"{path}: no such file")
-    out = []
-    for i, line in enumerate(path.read_text().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise SystemExit(f"{path}: line {i + 1} is not JSON ({exc.msg})")
-    return out
+    try:
+        return _read_jsonl(path)
+    except DataValidationError as exc:
+        raise SystemExit(str(exc))
 
 
 def _count(models: list[list[str]]) -> dict[str, int]:
@@ -117,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         label, sep, path = spec.partition("=")
         if not sep:
             raise SystemExit(f"--eval {spec!r}: expected STAGE=FILE")
-        evals[label] = _read_jsonl(Path(path))
+        evals[label] = _read_eval(Path(path))
     sets = parse_sets(args.set)
     stages = [s for s in args.stages.split(",") if s]
     t0 = time.time()

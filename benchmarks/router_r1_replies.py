@@ -60,22 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("evals", nargs="+", type=Path)
     ap.add_argument("--rollouts", action="store_true", help="the files are training rollout logs: calls per step")
     args = ap.parse_args(argv)
-    if args.rollouts:
-        for p in args.evals:
-            try:
-                steps = calls_per_step(p)
-            except (OSError, ValueError, DataValidationError, KeyError) as exc:
-                print(f"error: {p}: {exc}", file=sys.stderr)
-                return 2
-            for step, c in steps.items():
-                print(f"{p} step {step}: {c.pop('rollouts')} rollouts, calls {dict(c)}")
-        return 0
     for p in args.evals:
         try:
-            s = summarise(p)
+            res = calls_per_step(p) if args.rollouts else summarise(p)
         except (OSError, ValueError, DataValidationError, KeyError) as exc:
             print(f"error: {p}: {exc}", file=sys.stderr)
             return 2
+        if args.rollouts:
+            for step, c in res.items():
+                print(f"{p} step {step}: {c.pop('rollouts')} rollouts, calls {dict(c)}")
+            continue
+        s = res
         print(f"{s['file']}: n={s['n']} exact match {s['exact_match']:.3f}; reply's last number right "
               f"{s['reply_last_number_right']}/{s['n']}; answer = reply's number {s['answer_equals_reply_number']}"
               f"/{s['n']}; format errors {s['format_errors']}; calls {s['calls_by_model']}")

@@ -249,7 +249,6 @@ EXEC_SYSTEMS = {
     "worked": _EXEC_INTRO + ("Solve only the current sub-problem: show the calculation in one or two short lines, "
                              "then end with the number it asks for."),
 }
-EXEC_SYSTEM = EXEC_SYSTEMS["concise"]
 FINAL_PROMPT = "Now give the final answer to the original problem: only the number, no explanation."
 
 

@@ -160,6 +160,7 @@ class Pipeline:
         if self.decomposer is not None:
             texts = [t for _, _, t in self.decomposer([decompose_prompt(q, d.examples) for q in questions])]
             by = "policy"
+            bills = [None] * len(questions)  # a trained policy runs locally: nothing billed
         else:
             model = self.cfg.search.decomposer_model or self.ladder.names[-1]
             recs = self.executor.generate(model, [decompose_prompt(q, d.examples) for q in questions],
@@ -167,8 +168,7 @@ class Pipeline:
                                           seeds=[self.cfg.data.seed] * len(questions))
             texts = [r.text for r in recs]
             by = f"prompted:{model}"
-        # the prompted decomposer is a pool call and is billed like one; a trained policy runs locally (0)
-        bills = [recs[i] if self.decomposer is None else None for i in range(len(questions))]
+            bills = recs  # the prompted decomposer is a pool call and is billed like one
         out = []
         for q, t, bill in zip(questions, texts, bills):
             try:

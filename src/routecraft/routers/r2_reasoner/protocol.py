@@ -243,7 +243,7 @@ _EXEC_INTRO = ("You are solving this problem:\n{question}\n\nIt has been split i
                "one at a time, with the answers to the earlier ones for reference. ")
 # ``execution.subtask_prompt``: DoT asks for a concise, clear answer (``concise``); measured on the local pool,
 # qwen2.5-coder-1.5b then replies with a bare number and solved 1 of 12 searched decompositions all-top, against
-# 7 of 14 when asked to show the calculation first (``worked``, docs/r2_reasoner.md).
+# 7 of the same 12 when asked to show the calculation first (``worked``, docs/r2_reasoner.md).
 EXEC_SYSTEMS = {
     "concise": _EXEC_INTRO + "Answer only the current sub-problem, concisely and clearly, with the number it asks for.",
     "worked": _EXEC_INTRO + ("Solve only the current sub-problem: show the calculation in one or two short lines, "

@@ -98,3 +98,22 @@ def test_collect_with_ray_executor(pool, tmp_path):
     assert res["ran"] == 3 and res["outcomes"] == 3
     o = RoutingData.load(tmp_path / "ray").outcomes
     assert (o["output_tokens"] > 0).all() and o["hardware"].notna().all()
+
+
+def test_collect_runs_one_backend_at_a_time(pool, tmp_path):
+    """Two pool entries on the same real server: every cell of the second starts after the last of the first ends
+    (local servers share the CPU; two decoding at once oversubscribe it)."""
+    from routecraft.data.collect import collect
+    from routecraft.pool.config import Pool
+
+    a = pool.models[0]
+    b = a.model_copy(update={"name": "second"})
+    two = Pool(name="two", description="one server under two names", models=[a, b])
+    q = load_queries("gsm8k-test", limit=3)
+    res = collect(two, q, [a.name, "second"], ["direct"], [24], tmp_path / "two", concurrency=2)
+    assert res["ran"] == 6, res
+    o = RoutingData.load(tmp_path / "two").outcomes
+    end = pd.to_datetime(o["collected_at"])
+    start = end - pd.to_timedelta(o["latency_s"], unit="s")
+    first, second = o["model"] == a.name, o["model"] == "second"
+    assert start[second].min() >= end[first].max() - pd.Timedelta(milliseconds=50), (o[["model", "latency_s"]])

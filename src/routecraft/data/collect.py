@@ -209,24 +209,10 @@ async def _run_local(cells: list[Cell], queries: dict[str, dict], clients: dict[
                 log.warning("cell failed, left for the next run: %s", failures[-1])
                 return None
 
-    pending = set()
-    it = iter(cells)
-    # keep at most 2×concurrency tasks scheduled so a kill loses little and memory stays flat
-    for cell in it:
-        pending.add(asyncio.ensure_future(one(cell)))
-        if len(pending) >= 2 * concurrency:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            for d in done:
-                row = d.result()
-                if row is None:
-                    continue
-                buf.append(row)
-                on_done(row)
-                n += 1
-            if len(buf) >= flush_every:
-                store.append(buf)
-                buf = []
-    while pending:
+    pending: set = set()
+
+    async def harvest() -> None:
+        nonlocal pending, buf, n
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         for d in done:
             row = d.result()
@@ -238,6 +224,22 @@ async def _run_local(cells: list[Cell], queries: dict[str, dict], clients: dict[
         if len(buf) >= flush_every:
             store.append(buf)
             buf = []
+
+    current = None
+    for cell in cells:
+        if cell.model != current:
+            # a backend's cells all finish before the next backend's start: local llama.cpp servers share the CPU,
+            # and two of them decoding at once put 4 busy threads on 2 cores (seen in the collection at every switch
+            # of model, for as long as the previous model's slowest cell ran)
+            while pending:
+                await harvest()
+            current = cell.model
+        pending.add(asyncio.ensure_future(one(cell)))
+        # keep at most 2×concurrency tasks scheduled so a kill loses little and memory stays flat
+        if len(pending) >= 2 * concurrency:
+            await harvest()
+    while pending:
+        await harvest()
     store.append(buf)
     return n
 

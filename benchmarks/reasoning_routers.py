@@ -98,6 +98,7 @@ class Settings:
     encoder: str | None = None
     first_seed: int = 0
     auto_items: bool = False
+    first_queries: int | None = None
 
     def kw(self, name: str, seed: int) -> dict:
         base = dict(self.params.get(name, {}))
@@ -668,6 +669,12 @@ def run(data: RoutingData, name: str, seeds: Sequence[int], out: str | Path, st:
     encoder = st.encoder or DEFAULT_ENCODER
     log(f"data {name}: {len(data.queries)} queries, {len(data.candidates)} candidates")
     row_of_all = {q: i for i, q in enumerate(data.queries["query_id"])}
+    if st.first_queries is not None:
+        first = data.queries["query_id"].tolist()[:st.first_queries]
+        if len(first) < st.first_queries:
+            log.note(f"--first-queries {st.first_queries}: the data has only {len(first)} queries")
+        data = data.subset(first)
+        log(f"first {len(first)} queries of the data (--first-queries)")
     data, info = prepare(data, st.min_coverage, log)
     summary: dict[str, Any] = {"data": name, "seeds": list(seeds), "command": command, "info": info,
                                "settings": asdict(st), "machine": machine(), "items": {}, "notes": log.notes}
@@ -1202,7 +1209,12 @@ def main(argv: Sequence[str] | None = None, features: np.ndarray | None = None, 
     ap.add_argument("--latency-threads", type=int, default=1, help="torch/BLAS threads while timing decisions")
     ap.add_argument("--lambdas", type=int, default=60)
     ap.add_argument("--encoder", default=None)
+    ap.add_argument("--first-queries", type=int, default=None, metavar="N",
+                    help="use only the data's first N queries (in its queries table's order), so that a result on "
+                    "a dataset that keeps growing (routecraft's own, collected in chunks) can be reproduced later")
     a = ap.parse_args(argv)
+    if a.first_queries is not None and a.first_queries < 10:
+        ap.error(f"--first-queries must be at least 10, got {a.first_queries}")
     params = copy.deepcopy(FAST) if a.fast else {k: {} for k in FAST}
     for item in a.set:
         key, _, val = item.partition("=")
@@ -1215,7 +1227,7 @@ def main(argv: Sequence[str] | None = None, features: np.ndarray | None = None, 
     st = Settings(items=(1, 2, 3, 4, 5, 6) if a.items == "auto" else parse_ints(a.items), params=params,
                   n_lambdas=a.lambdas, min_coverage=a.min_coverage,
                   cold_n=parse_ints(a.cold_n), cold_model=a.cold_model, latency_n=a.latency_n,
-                  latency_threads=a.latency_threads, encoder=a.encoder)
+                  latency_threads=a.latency_threads, encoder=a.encoder, first_queries=a.first_queries)
     log = Log()
     st.auto_items = a.items == "auto"
     if a.report_only:

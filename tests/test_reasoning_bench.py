@@ -76,14 +76,15 @@ def test_all_items_on_a_model_strategy_budget_table(bench, tmp_path):
 def test_model_only_data_skips_what_needs_strategies_or_budgets(bench, tmp_path, capsys):
     data, X, _ = strategy_table(60, d=8, seed=0, strategies=("direct",))
     out = tmp_path / "mo"
-    rc = bench.main(["--data", "mo", "--seeds", "0", "--out", str(out), "--fast", "--items", "1,2,3"],
-                    features=X, data=data)
+    rc = bench.main(["--data", "mo", "--seeds", "0", "--out", str(out), "--fast", "--items", "1,2,3",
+                     "--first-queries", "45"], features=X, data=data)
     assert rc == 0
     printed = capsys.readouterr().out
     assert "item 2 (R2-Router vs budget-agnostic routers) skipped" in printed
     assert "item 3 (Joint router vs RTR and R2-Router) skipped" in printed
     s = json.loads((out / "summary.json").read_text())
     assert s["info"]["mode"] == "model-only" and s["items_run"] == [1]
+    assert s["info"]["queries"] == 45 and s["settings"]["first_queries"] == 45  # the data's first 45 of 60
     routers = s["items"]["1"][0]["routers"]
     assert {"rtr", "r2", "knn", "mlp", "mf", "linear", "oracle"} <= set(routers)
     report = (out / "report.md").read_text()

@@ -822,8 +822,8 @@ def report_item1(recs: list[dict], info: dict, out: Path, figs: list) -> str:
              "Token/USD savings are relative to the best single candidate at its accuracy: on the hull of the "
              "realised (tokens, accuracy) points (randomising between two λ's decisions), or at the cheapest λ "
              "point reaching it; '—' / (k/n): reached in k of n seeds. 'acc at the best pair's tokens': the hull's "
-             "accuracy at the best pair's mean output tokens (the other side of the same comparison). AIQ: area under the accuracy-vs-USD hull "
-             "between the cheapest and the dearest candidate, normalised.")
+             "accuracy at the best pair's mean output tokens (the other side of the same comparison). AIQ: area "
+             "under the accuracy-vs-USD hull between the cheapest and the dearest candidate, normalised.")
     key = "rtr [tokens]" if any("rtr [tokens]" in r["routers"] for r in recs) else "rtr"
     sv = seeds_of(recs, "routers", key, "saving_tok")
     svp = seeds_of(recs, "routers", key, "saving_tok_pt")

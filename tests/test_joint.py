@@ -148,3 +148,22 @@ def test_bad_settings():
     with pytest.raises(ValueError, match="budgets must be positive"):
         make_router("joint", extra_budgets=[-5])
     assert make_router("joint").params["cls_val_metric"] == "loss"
+
+
+def test_chosen_members_are_refitted_on_all_training_queries(auto, table):
+    """The blend is chosen on held-out training queries; its members are then fitted again on all of them, so a
+    member in the blend predicts exactly as the same router fitted alone on the whole training split."""
+    train, Xtr, test, Xte, _ = table
+    assert auto.selection_["refit"] is True
+    used = [m for m, w in zip(MEMBERS, auto.weights_) if w > 0 and m != "joint"]
+    assert used, f"this table's chosen blend ({auto.chosen_blend}) has no RTR/R2 member to check"
+    for m in used:
+        fresh = make_router(m, pool=None, **MEMBER_KW[m]).fit(train, Xtr)
+        np.testing.assert_allclose(auto.members_[m].predict(test.queries, Xte).score,
+                                   fresh.predict(test.queries, Xte).score, rtol=1e-5, atol=1e-6)
+    held_out_only = make_router("joint", **NET, **MEMBER_KW, refit=False).fit(train, Xtr)
+    assert held_out_only.selection_["refit"] is False
+    m = used[0]
+    # without the refit the member saw 80% of the queries and predicts differently
+    assert not np.allclose(held_out_only.members_[m].predict(test.queries, Xte).score,
+                           auto.members_[m].predict(test.queries, Xte).score, atol=1e-4)

@@ -44,6 +44,7 @@ def test_all_items_on_a_model_strategy_budget_table(bench, tmp_path):
         assert f"## {i}. {title}" in report
     assert "Skipped" not in report and "report failed" not in report
     assert "**Claim (RTR reaches the best pair's accuracy" in report
+    assert "Against the pair chosen on each training split" in report
     assert "**Claim (same quality at 4–5× lower cost)" in report
     assert "**Requirement (joint at least matches" in report
     s = json.loads((out / "summary.json").read_text())
@@ -63,6 +64,12 @@ def test_all_items_on_a_model_strategy_budget_table(bench, tmp_path):
         assert rec["pairs"][test.candidates[j].id]["tokens"] == pytest.approx(np.mean(test.output_tokens[:, j]))
         # the best single candidate reaches its own accuracy at its own cost: the oracle saves tokens
         assert rec["routers"]["oracle"]["saving_usd"] >= 0
+        # the pair chosen on the training split, and the saving against it read off the oracle's own sweep
+        assert rec["train_best"] in rec["pairs"]
+        b = rec["routers"]["best-single (train-chosen)"]
+        assert b["acc0"] == pytest.approx(rec["pairs"][rec["train_best"]]["acc"])
+        sv = bench.saving_vs_train_best(rec, "oracle [tokens]")
+        assert np.isnan(sv) or -1e-9 <= sv < 1
     # every item has numbers for every seed
     assert len(s["items"]["2"]) == 2 and "r2" in s["items"]["2"][0]["routers"]
     assert set(s["items"]["4"][0]["routers"]) == {"combined", "text", "learnable"}

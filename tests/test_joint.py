@@ -167,3 +167,22 @@ def test_chosen_members_are_refitted_on_all_training_queries(auto, table):
     # without the refit the member saw 80% of the queries and predicts differently
     assert not np.allclose(held_out_only.members_[m].predict(test.queries, Xte).score,
                            auto.members_[m].predict(test.queries, Xte).score, atol=1e-4)
+
+
+def test_blend_chosen_on_k_folds_holds_out_every_training_query(table):
+    train, Xtr, test, Xte, _ = table
+    small = {"hidden": 64, "epochs": 8, "pool": None}
+    r = make_router("joint", **small, rtr={"hidden": 64, "epochs": 8}, r2={"head": "ridge"},
+                    select_folds=3).fit(train, Xtr)
+    sel = r.selection_
+    assert sel["folds"] == 3 and sel["n_select_queries"] == len(train.queries) and sel["refit"] is True
+    assert sel["areas"][sel["chosen"]] == max(sel["areas"].values())
+    # the chosen members were fitted again on the whole training split
+    used = [m for m, w in zip(MEMBERS, r.weights_) if w > 0 and m != "joint"]
+    for m in used:
+        kw = {"hidden": 64, "epochs": 8} if m == "rtr" else {"head": "ridge"}
+        fresh = make_router(m, pool=None, **kw).fit(train, Xtr)
+        np.testing.assert_allclose(r.members_[m].predict(test.queries, Xte).score,
+                                   fresh.predict(test.queries, Xte).score, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError):
+        make_router("joint", select_folds=0)

@@ -57,6 +57,9 @@ class JointConfig(RTRConfig):
     select_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of queries for choosing the blend")
     refit: bool = Field(True, description="after choosing the blend, fit its members again on all the training "
                                           "queries (the held-out ones included)")
+    select_folds: int = Field(1, ge=1, le=20, description="1: choose the blend on one held-out select_fraction of "
+                              "the training queries; k > 1: on the pooled out-of-fold predictions of k folds (every "
+                              "training query held out once; k fits of every member, then the refit)")
     rtr: dict = Field(default_factory=dict, description="settings of the RTR member (default: RTR's defaults)")
     r2: dict = Field(default_factory=dict, description="settings of the R2-Router member (default: its defaults)")
     extra_budgets: list[int] = Field(default_factory=list)
@@ -129,34 +132,48 @@ class JointRouter(CandidateNetRouter):
         qids = data.queries["query_id"].astype(str).to_numpy()
         rng = np.random.default_rng(p["seed"] + 7919)
         perm = rng.permutation(len(qids))
-        n_sel = int(round(p["select_fraction"] * len(qids))) if p["ensemble"] == "auto" else 0
-        sel_ids, fit_ids = set(qids[perm[:n_sel]]), set(qids[perm[n_sel:]])
-        fit_rows = np.array([q in fit_ids for q in qids])
-        fit_data = data.subset(fit_ids) if n_sel else data
-        Xfit = X[fit_rows] if n_sel else X
-        # subset keeps the queries' order, so the feature rows line up
-        self._fit(fit_data, Xfit)
-        self._fit_members(fit_data, Xfit)
         if p["ensemble"] == "mean":
+            self._fit(data, X)
+            self._fit_members(data, X)
             self.weights_, self.selection_ = BLENDS[-1], {}
             return self
-        sel = data.subset(sel_ids)
-        sel = sel.complete(self.candidates)
-        if len(sel.queries) < 5:
+        k = int(p["select_folds"])
+        # held-out groups of queries: one of select_fraction (k = 1), or k folds covering every training query
+        groups = [perm[:int(round(p["select_fraction"] * len(qids)))]] if k == 1 else np.array_split(perm, k)
+        preds_parts: list[dict[str, Prediction]] = []
+        truth_parts: list[tuple[np.ndarray, np.ndarray]] = []
+        for g in groups:
+            held = np.zeros(len(qids), dtype=bool)
+            held[g] = True
+            # subset keeps the queries' order, so the feature rows line up
+            self._fit(data.subset(qids[~held]), X[~held])
+            self._fit_members(data.subset(qids[~held]), X[~held])
+            sel = data.subset(qids[held]).complete(self.candidates)
+            if not len(sel.queries):
+                continue
+            keep = set(sel.queries["query_id"])
+            Xsel = X[[i for i, q in enumerate(qids) if q in keep]]
+            truth = sel.matrices(candidates=self.candidates)
+            preds_parts.append(self._member_predictions(sel.queries, Xsel))
+            truth_parts.append((truth.score, truth.cost))
+        n_sel = sum(len(t[0]) for t in truth_parts)
+        if n_sel < 5:
+            self._fit(data, X)
+            self._fit_members(data, X)
             self.weights_, self.selection_ = BLENDS[-1], {"note": "too few held-out queries; three-way mean"}
             return self
-        Xsel = X[[i for i, q in enumerate(qids) if q in set(sel.queries["query_id"])]]
-        truth = sel.matrices(candidates=self.candidates)
-        preds = self._member_predictions(sel.queries, Xsel)
+        preds = _stack(preds_parts)
+        ts, tc = np.vstack([t[0] for t in truth_parts]), np.vstack([t[1] for t in truth_parts])
         areas = {}
         for w in BLENDS:
             pr = _blend(preds, w)
-            areas[w] = routing_area(pr.score, pr.cost, truth.score, truth.cost)
+            areas[w] = routing_area(pr.score, pr.cost, ts, tc)
         best = max(BLENDS, key=lambda w: (areas[w], -BLENDS.index(w)))
         self.weights_ = best
+        refit = bool(p["refit"]) or k > 1  # the k fold fits each lack a fold: the chosen members are fitted again
         self.selection_ = {"areas": {_label(w): a for w, a in areas.items()}, "chosen": _label(best),
-                           "n_select_queries": len(sel.queries), "refit": bool(p["refit"])}
-        if p["refit"]:
+                           "n_select_queries": n_sel, "folds": k, "refit": refit}
+        if refit:
             # the chosen members again, on all the training queries: held out for the choice, they are not lost
             # to the fit (on our own data's 75-question state, 60 training queries, the members saw only 48)
             if best[0] > 0:
@@ -250,6 +267,20 @@ class JointRouter(CandidateNetRouter):
 def _label(w: tuple[float, float, float]) -> str:
     parts = [m for m, x in zip(MEMBERS, w) if x > 0]
     return parts[0] if len(parts) == 1 else "mean(" + "+".join(parts) + ")"
+
+
+def _stack(parts: list[dict[str, Prediction]]) -> dict[str, Prediction]:
+    """Each member's predictions on several groups of queries, one under the other (same candidates throughout)."""
+    out = {}
+    for m in parts[0]:
+        ps = [pt[m] for pt in parts]
+        ids = [c.id for c in ps[0].candidates]
+        if any([c.id for c in pr.candidates] != ids for pr in ps):
+            raise ValueError(f"joint router: member {m!r} predicted different candidates on different folds")
+        tok = None if any(pr.tokens is None for pr in ps) else np.vstack([pr.tokens for pr in ps])
+        out[m] = Prediction(list(ps[0].candidates), np.vstack([pr.score for pr in ps]),
+                            np.vstack([pr.cost for pr in ps]), tok)
+    return out
 
 
 def _blend(preds: dict[str, Prediction], w: tuple[float, float, float]) -> Prediction:

@@ -24,8 +24,8 @@ is kept; its members are then fitted again on all the training queries (``refit`
 their own defaults (RTR: the paper's code) with the shared settings (``pool``, ``prices``, ``budget_template``,
 ``seed``, ``text_encoder``), overridden by the ``rtr``/``r2`` dicts. So on data where RTR and R2-Router both apply
 the joint router can pick either of them when the joint network does not beat them, and a blend where it helps.
-``ensemble="none"``: the joint network alone, fitted on all
-the training data; ``ensemble="mean"``: the three-way mean without selection.
+``ensemble="none"``: the joint network alone, fitted on all the training data; ``ensemble="mean"``: the three-way
+mean without selection.
 """
 
 from __future__ import annotations
@@ -146,13 +146,13 @@ class JointRouter(CandidateNetRouter):
             held = np.zeros(len(qids), dtype=bool)
             held[g] = True
             # subset keeps the queries' order, so the feature rows line up
-            self._fit(data.subset(qids[~held]), X[~held])
-            self._fit_members(data.subset(qids[~held]), X[~held])
+            rest = data.subset(qids[~held])
+            self._fit(rest, X[~held])
+            self._fit_members(rest, X[~held])
             sel = data.subset(qids[held]).complete(self.candidates)
             if not len(sel.queries):
                 continue
-            keep = set(sel.queries["query_id"])
-            Xsel = X[[i for i, q in enumerate(qids) if q in keep]]
+            Xsel = X[held & np.isin(qids, sel.queries["query_id"].astype(str).to_numpy())]
             truth = sel.matrices(candidates=self.candidates)
             preds_parts.append(self._member_predictions(sel.queries, Xsel))
             truth_parts.append((truth.score, truth.cost))
@@ -193,8 +193,8 @@ class JointRouter(CandidateNetRouter):
         if "rtr" in which:
             self.members_["rtr"] = RTRRouter(**rtr_kw)._fit(data, X)
         if "r2" in which:
-            self.members_["r2"] = R2Router(**{**shared, "extra_budgets": p["extra_budgets"], **p["r2"]})._fit(data,
-                                                                                                            X)
+            r2_kw = {**shared, "extra_budgets": p["extra_budgets"], **p["r2"]}
+            self.members_["r2"] = R2Router(**r2_kw)._fit(data, X)
 
     # ---- predicting -----------------------------------------------------------------------------------------
     def _net_prediction(self, queries: pd.DataFrame, X: np.ndarray, extra_budgets: list[int]) -> Prediction:

@@ -194,6 +194,11 @@ class ChatClient:
                           tokens_estimated=any(p.tokens_estimated for p in parts),
                           attempts=max(p.attempts for p in parts), raw={"responses": [p.raw for p in parts]})
 
+    @staticmethod
+    def _add_optional(kwargs: dict[str, Any], **optional: Any) -> None:
+        """Put the optional request fields that are set into ``kwargs`` (an unset one is left out of the request)."""
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+
     # ---- public API ----
     async def chat(self, messages: Sequence[dict], max_tokens: Optional[int] = None, temperature: float = 0.0,
                    stop: Optional[str | list[str]] = None, seed: Optional[int] = None, n: int = 1,
@@ -205,14 +210,7 @@ class ChatClient:
         named, body = self._split_extra(extra, _CHAT_KW)
         kwargs: dict[str, Any] = dict(model=self.model.api_model_id, messages=list(messages),
                                       temperature=temperature, n=n, **named)
-        if max_tokens is not None:
-            kwargs["max_tokens"] = max_tokens
-        if stop is not None:
-            kwargs["stop"] = stop
-        if seed is not None:
-            kwargs["seed"] = seed
-        if body:
-            kwargs["extra_body"] = body
+        self._add_optional(kwargs, max_tokens=max_tokens, stop=stop, seed=seed, extra_body=body or None)
         t0 = time.perf_counter()
         resp, attempts = await self._with_retries(lambda: self.client.chat.completions.create(**kwargs))
         latency = time.perf_counter() - t0
@@ -232,14 +230,7 @@ class ChatClient:
         named, body = self._split_extra(extra, _COMPLETION_KW)
         kwargs: dict[str, Any] = dict(model=self.model.api_model_id, prompt=prompt, temperature=temperature, n=n,
                                       **named)
-        if max_tokens is not None:
-            kwargs["max_tokens"] = max_tokens
-        if stop is not None:
-            kwargs["stop"] = stop
-        if seed is not None:
-            kwargs["seed"] = seed
-        if body:
-            kwargs["extra_body"] = body
+        self._add_optional(kwargs, max_tokens=max_tokens, stop=stop, seed=seed, extra_body=body or None)
         t0 = time.perf_counter()
         resp, attempts = await self._with_retries(lambda: self.client.completions.create(**kwargs))
         latency = time.perf_counter() - t0
@@ -259,14 +250,7 @@ class ChatClient:
         kwargs: dict[str, Any] = dict(model=self.model.api_model_id, messages=list(messages),
                                       temperature=temperature, stream=True,
                                       stream_options={"include_usage": True}, **named)
-        if max_tokens is not None:
-            kwargs["max_tokens"] = max_tokens
-        if stop is not None:
-            kwargs["stop"] = stop
-        if seed is not None:
-            kwargs["seed"] = seed
-        if body:
-            kwargs["extra_body"] = body
+        self._add_optional(kwargs, max_tokens=max_tokens, stop=stop, seed=seed, extra_body=body or None)
         t0 = time.perf_counter()
         stream, attempts = await self._with_retries(lambda: self.client.chat.completions.create(**kwargs))
         parts: list[str] = []

@@ -16,8 +16,8 @@ import pandas as pd
 from routecraft.data.schema import RoutingData
 from routecraft.routers.base import Prediction, Router
 from routecraft.routers.baselines import (
-    CostModel, _fitted, _query_ids, check_cost_model, check_features, one_thread, is_binary, training_matrices)
-from routecraft.routers.mlp import _sigmoid, check_positive, standardiser
+    CostModel, _fitted, _query_ids, check_cost_model, check_features, one_thread, is_binary)
+from routecraft.routers.mlp import _sigmoid, check_positive, fit_features
 
 
 class LinearRouter(Router):
@@ -39,13 +39,9 @@ class LinearRouter(Router):
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.linear_model import LogisticRegression, Ridge
 
-        m = training_matrices(data, self.name)
-        X = check_features(X, len(m.query_ids), self.name)
+        m, Xs = fit_features(self, data, X)
+        Xs = Xs.astype(np.float64)
         p = self.params
-        self.candidates = list(m.candidates)
-        self.dim_ = X.shape[1]
-        self.mu_, self.sd_ = standardiser(X)
-        Xs = ((X - self.mu_) / self.sd_).astype(np.float64)
         n_cand = len(self.candidates)
         # one weight column per candidate; kind: "logit" (sigmoid of Xw+b), "ridge" (clip(Xw+b)), "const" (b)
         self.W_ = np.zeros((self.dim_, n_cand))

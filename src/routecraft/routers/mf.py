@@ -22,8 +22,8 @@ import pandas as pd
 from routecraft.data.schema import RoutingData
 from routecraft.routers.base import Prediction, Router
 from routecraft.routers.baselines import (
-    CostModel, _fitted, _query_ids, check_cost_model, check_features, one_thread, training_matrices)
-from routecraft.routers.mlp import _sigmoid, base_logits, check_positive, standardiser, train_bce
+    CostModel, _fitted, _query_ids, check_cost_model, check_features, one_thread)
+from routecraft.routers.mlp import _sigmoid, base_logits, check_positive, fit_features, train_bce
 
 
 class MFRouter(Router):
@@ -49,13 +49,8 @@ class MFRouter(Router):
     def _fit(self, data: RoutingData, X: np.ndarray | None) -> "MFRouter":
         import torch
 
-        m = training_matrices(data, self.name)
-        X = check_features(X, len(m.query_ids), self.name)
+        m, Xs = fit_features(self, data, X)
         p = self.params
-        self.candidates = list(m.candidates)
-        self.dim_ = X.shape[1]
-        self.mu_, self.sd_ = standardiser(X)
-        Xs = (X - self.mu_) / self.sd_
         n_cand, d, k = len(self.candidates), self.dim_, p["dim"]
         bias0 = torch.from_numpy(base_logits(m.score))
 

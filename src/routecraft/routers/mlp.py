@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from routecraft.data.schema import RoutingData
+from routecraft.data.schema import OutcomeMatrices, RoutingData
 from routecraft.routers.base import Prediction, Router
 from routecraft.routers.baselines import (
     CostModel, _fitted, _query_ids, check_cost_model, check_features, one_thread, training_matrices)
@@ -50,6 +50,19 @@ def standardiser(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mu = X.mean(axis=0)
     sd = X.std(axis=0)
     return mu.astype(np.float32), np.maximum(sd, 1e-6).astype(np.float32)
+
+
+def fit_features(router: Router, data: RoutingData, X: np.ndarray | None) -> tuple[OutcomeMatrices, np.ndarray]:
+    """The common start of a feature router's fit: the outcome matrices and the standardised features.
+
+    Sets ``router.candidates``, ``dim_`` and the standardiser ``mu_`` / ``sd_`` that ``predict`` applies again.
+    """
+    m = training_matrices(data, router.name)
+    X = check_features(X, len(m.query_ids), router.name)
+    router.candidates = list(m.candidates)
+    router.dim_ = X.shape[1]
+    router.mu_, router.sd_ = standardiser(X)
+    return m, (X - router.mu_) / router.sd_
 
 
 def train_bce(make_module: Callable[[], "object"], X: np.ndarray, Y: np.ndarray, *, epochs: int, lr: float,
@@ -162,13 +175,8 @@ class MLPRouter(Router):
     def _fit(self, data: RoutingData, X: np.ndarray | None) -> "MLPRouter":
         import torch
 
-        m = training_matrices(data, self.name)
-        X = check_features(X, len(m.query_ids), self.name)
+        m, Xs = fit_features(self, data, X)
         p = self.params
-        self.candidates = list(m.candidates)
-        self.dim_ = X.shape[1]
-        self.mu_, self.sd_ = standardiser(X)
-        Xs = (X - self.mu_) / self.sd_
         widths = [self.dim_] + list(p["hidden"])
         n_out = len(self.candidates)
         bias0 = base_logits(m.score)

@@ -129,14 +129,13 @@ class JointRouter(CandidateNetRouter):
             self.weights_ = (1.0, 0.0, 0.0)
             self.selection_ = {}
             return self
-        qids = data.queries["query_id"].astype(str).to_numpy()
-        rng = np.random.default_rng(p["seed"] + 7919)
-        perm = rng.permutation(len(qids))
         if p["ensemble"] == "mean":
             self._fit(data, X)
             self._fit_members(data, X)
             self.weights_, self.selection_ = BLENDS[-1], {}
             return self
+        qids = data.queries["query_id"].astype(str).to_numpy()
+        perm = np.random.default_rng(p["seed"] + 7919).permutation(len(qids))
         k = int(p["select_folds"])
         # held-out groups of queries: one of select_fraction (k = 1), or k folds covering every training query
         groups = [perm[:int(round(p["select_fraction"] * len(qids)))]] if k == 1 else np.array_split(perm, k)

@@ -329,7 +329,8 @@ def test_auth_rate_limit_budget_and_models(tmp_path):
                "limited": await c.post("/v1/routecraft/route", json=_chat(), headers=a),
                "poor": await c.post("/v1/chat/completions", json=_chat(),
                                     headers={"authorization": "Bearer kp"}),
-               "health": await c.get("/health")}
+               "health": await c.get("/health", headers=a),
+               "health_anon": await c.get("/health")}
         return out
 
     out = _run(gw, go)
@@ -352,6 +353,10 @@ def test_auth_rate_limit_budget_and_models(tmp_path):
     assert "retry-after" in out["limited"].headers
     assert out["poor"].status_code == 429 and out["poor"].json()["error"]["code"] == "insufficient_quota"
     assert out["health"].json()["auth"] == "keys"
+    # without a key /health shows states only: no URLs, processes, errors or load
+    anon = out["health_anon"].json()
+    assert out["health_anon"].status_code == 200 and anon["status"] == "ok" and "auth" not in anon
+    assert set(anon["models"]["big"]) == {"healthy"} and "url" in out["health"].json()["models"]["big"]
 
 
 def test_trained_router_artifact_skips_candidates_outside_the_pool(tmp_path):

@@ -58,6 +58,11 @@ def _fixed_router(path: Path) -> Path:
     return path
 
 
+def _health(gateway, key: str = KEY) -> dict:
+    """GET /health as a key holder (anonymous callers see the states only)."""
+    return httpx.get(gateway.root + "/health", headers={"authorization": f"Bearer {key}"}).json()
+
+
 class GatewayProc:
     def __init__(self, proc, url, port, ledger, servers):
         self.proc, self.url, self.port, self.ledger, self.servers = proc, url, port, ledger, servers
@@ -230,7 +235,7 @@ def test_pool_model_bypass_models_health_and_metrics(gateway):
     ids = {m.id for m in c.models.list()}
     assert {"routecraft/auto", "routecraft/auto:cheap", "routecraft/pal", "routecraft/heuristic", "smollm2-135m",
             "smollm2-b"} <= ids
-    health = httpx.get(gateway.root + "/health").json()
+    health = _health(gateway)
     assert health["status"] == "ok" and health["routers"]["pal"]["skipped"] == 1  # gpt-4o is not in the pool
     m = httpx.get(gateway.root + "/metrics").text
     for needle in ('routecraft_requests_total{model="smollm2-b",requested="routecraft/auto",status="200"}',
@@ -311,7 +316,7 @@ def test_fallback_when_the_chosen_backend_is_killed_mid_request(gateway):
     t = threading.Thread(target=call)
     t.start()
     deadline = time.monotonic() + 30
-    while httpx.get(gateway.root + "/health").json()["inflight"] < 1 and time.monotonic() < deadline:
+    while _health(gateway)["inflight"] < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.7)  # smollm2-b is generating
     assert t.is_alive(), "the request finished before the backend could be killed"
@@ -330,7 +335,7 @@ def test_fallback_when_the_chosen_backend_is_killed_mid_request(gateway):
     # the dead model is now tried last, and a stream falls back before its first byte
     chunks = list(c.chat.completions.create(model="routecraft/auto", messages=HELLO, max_tokens=8, stream=True))
     assert chunks[-1].model_extra["routecraft"]["model"] == "smollm2-135m"
-    assert httpx.get(gateway.root + "/health").json()["models"]["smollm2-b"]["healthy"] is False
+    assert _health(gateway)["models"]["smollm2-b"]["healthy"] is False
     # naming the dead model directly: nothing to fall back to, 502 with the reason
     with pytest.raises(openai.InternalServerError) as e:
         c.chat.completions.create(model="smollm2-b", messages=HELLO, max_tokens=8)
@@ -352,7 +357,7 @@ def test_graceful_shutdown_finishes_in_flight_requests(gateway):
     t = threading.Thread(target=call)
     t.start()
     deadline = time.monotonic() + 30
-    while httpx.get(gateway.root + "/health").json()["inflight"] < 1 and time.monotonic() < deadline:
+    while _health(gateway)["inflight"] < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     gateway.proc.send_signal(signal.SIGTERM)
     t.join(60)

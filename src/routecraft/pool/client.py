@@ -32,8 +32,9 @@ class BackendError(RuntimeError):
     later might help (a transient error that outlived the retries)."""
 
     def __init__(self, message: str, *, model: str, endpoint: str, status: Optional[int] = None,
-                 transient: bool = False, attempts: int = 1):
+                 transient: bool = False, attempts: int = 1, detail: Optional[str] = None):
         super().__init__(f"model {model!r} at {endpoint}: {message}")
+        self.detail = detail if detail is not None else message  # the backend's own words (no endpoint in them)
         self.model = model
         self.endpoint = endpoint
         self.status = status
@@ -78,6 +79,19 @@ def _is_transient(exc: BaseException) -> bool:
     return False
 
 
+def _detail(exc: BaseException) -> str:
+    """The backend's error message without the SDK's framing (for a client-facing error)."""
+    if isinstance(exc, openai.APIStatusError):
+        body = exc.body
+        if isinstance(body, dict):
+            err = body.get("error", body)
+            msg = err.get("message") if isinstance(err, dict) else err
+            if isinstance(msg, str) and msg:
+                return msg[:1000]
+        return (exc.message or "")[:1000]
+    return (str(exc) or type(exc).__name__)[:1000]
+
+
 def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4) if text else 0
 
@@ -117,6 +131,18 @@ class ChatClient:
                                               timeout=self.timeout, max_retries=0)
         return self._client
 
+    async def rebind(self, base_url: str) -> None:
+        """Point this client at another base_url (a backend restarted on a new port); the old connection is closed."""
+        base_url = base_url.rstrip("/")
+        if base_url == self.base_url:
+            return
+        old, self._client, self.base_url = self._client, None, base_url
+        if old is not None:
+            try:
+                await old.close()
+            except Exception:  # noqa: BLE001 - closing best effort
+                pass
+
     async def aclose(self) -> None:
         if self._client is not None:
             await self._client.close()
@@ -144,7 +170,7 @@ class ChatClient:
         if transient and attempts > 1:
             msg += f" (gave up after {attempts} attempts)"
         return BackendError(msg, model=self.model.name, endpoint=self.base_url, status=status,
-                            transient=transient, attempts=attempts)
+                            transient=transient, attempts=attempts, detail=_detail(exc))
 
     async def _sleep_backoff(self, attempt: int) -> None:
         delay = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))

@@ -1,12 +1,21 @@
 """The OpenAI-compatible HTTP layer (FastAPI).
 
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), ``GET /v1/models``, ``GET /health``, ``GET /metrics``
-(Prometheus) and ``POST /v1/routecraft/route`` (the decision alone, nothing executed or billed).
+(Prometheus), ``POST /v1/routecraft/route`` (the decision alone, nothing executed or billed) and
+``GET /openapi.json`` (the OpenAPI document of these endpoints).
 
 Every refusal is an OpenAI-style error body ``{"error": {"message", "type", "param", "code"}}``: 400 (malformed JSON,
-wrong types, empty messages, unknown task, too long for every model), 401 (missing/wrong key), 404 (unknown model),
-413 (body over ``limits.max_body_bytes``), 429 (rate limit, budget used up, queue full), 502 (every candidate failed;
-``error.failures`` lists each candidate and its error).
+wrong types, non-finite numbers, text that is not valid Unicode, empty messages, unknown task, too long for every
+model — ``context_length_exceeded`` —, or a request a backend refused as invalid), 401 (missing/wrong key), 404
+(unknown model), 413 (body over ``limits.max_body_bytes``), 429 (rate limit, budget used up, queue full, too many
+failed authentications from one address), 502 (every candidate failed for backend reasons; ``error.failures`` lists
+each candidate and its error). ``/health`` answers 200 when every served model has a working backend and 503
+("degraded"/"down") otherwise; backend URLs, processes and errors are shown only to a key holder.
+
+Billing: a non-streamed answer is billed from the backend's usage. A stream is billed for what was delivered: the
+backend's usage when its last chunk arrives, else (the client went away, or the backend failed mid-way) the prompt's
+estimated tokens and one output token per content chunk sent — the ledger row, the key's budget and the metrics all
+see it.
 
 Streaming (``"stream": true``) sends ``chat.completion.chunk`` events then ``data: [DONE]``:
 
@@ -37,8 +46,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
-from routecraft.serve.conversation import ChatRequest, RequestError, check_conversation
-from routecraft.serve.gateway import AllCandidatesFailed, Gateway, Outcome, Plan, Target
+from routecraft.serve.conversation import (ChatRequest, RequestError, check_conversation, conversation_tokens,
+                                           find_unencodable)
+from routecraft.serve.gateway import AllCandidatesFailed, CandidateRefused, Gateway, Outcome, Plan, Target
 
 log = logging.getLogger("routecraft.serve")
 
@@ -92,21 +102,51 @@ async def read_json(request: Request, limit: int) -> dict:
             raise RequestError(413, f"request body is over the limit of {limit} bytes", code="request_too_large")
         chunks.append(part)
     body = b"".join(chunks)
+    return parse_body(body)
+
+
+def parse_body(body: bytes) -> dict:
+    """The JSON object of a request body, or RequestError 400 naming what is wrong. Refused: invalid JSON, NaN and
+    Infinity (also as numbers too large for a float, like ``1e999``), integers of more than 64 digits, and strings
+    that are not valid Unicode (lone surrogates like ``"\\ud800"``)."""
     if not body.strip():
         raise RequestError(400, "the request body is empty: send a JSON object")
     try:
-        data = json.loads(body, parse_constant=_no_constant)
+        data = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_bounded_int)
+    except RequestError:
+        raise
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"could not parse the JSON body: {exc}") from None
     except RecursionError:
         raise RequestError(400, "could not parse the JSON body: nested too deeply") from None
+    except ValueError as exc:
+        raise RequestError(400, f"could not parse the JSON body: {exc}") from None
     if not isinstance(data, dict):
         raise RequestError(400, f"the JSON body must be an object, got {type(data).__name__}")
+    if b"\\u" in body or b"\\U" in body:  # only an escape can produce a lone surrogate in valid UTF-8 JSON
+        where = find_unencodable(data)
+        if where is not None:
+            raise RequestError(400, f"{where}: the text contains a lone surrogate escape (not valid Unicode)",
+                               param=where.split(" ")[0])
     return data
 
 
 def _no_constant(name: str) -> Any:
     raise RequestError(400, f"could not parse the JSON body: {name} is not a valid JSON number")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise RequestError(400, f"could not parse the JSON body: the number {text[:40]} is out of range "
+                           f"(non-finite numbers are refused)")
+    return v
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > 64:
+        raise RequestError(400, f"could not parse the JSON body: an integer of {len(text)} digits is out of range")
+    return int(text)
 
 
 def _fmt(x: Optional[float]) -> str:
@@ -249,9 +289,24 @@ def create_app(gateway: Gateway) -> FastAPI:
         finally:
             await gateway.close()
 
-    app = FastAPI(title="routecraft gateway", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(title="routecraft gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url="/openapi.json", version=_version(),
+                  description="OpenAI-compatible routing gateway: POST /v1/chat/completions with model "
+                              "'routecraft/<router>[:<trade-off>]' or a pool model name.")
     app.state.gateway = gateway
     gw = gateway
+    chat_body, chat_defs = _chat_body()
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            from fastapi.openapi.utils import get_openapi
+
+            doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(chat_defs)
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):  # a bug: say so in OpenAI form, log the traceback
@@ -271,9 +326,30 @@ def create_app(gateway: Gateway) -> FastAPI:
                                        "type": "invalid_request_error", "param": None, "code": "method_not_allowed"}},
                             status_code=405)
 
-    @app.get("/health")
-    async def health():
-        return gw.health()
+    def client_addr(request: Request) -> Optional[str]:
+        return request.client.host if request.client is not None else None
+
+    def authenticate(request: Request) -> str:
+        """The key name, or RequestError 401/429; failed attempts count against the client's address."""
+        addr = client_addr(request)
+        gw.auth_throttle.check(addr)
+        try:
+            return gw.keys.authenticate(request.headers.get("authorization"))
+        except RequestError:
+            gw.auth_throttle.failed(addr)
+            raise
+
+    @app.get("/health", responses={503: {"description": "some (degraded) or all (down) served models have no "
+                                              "working backend"}})
+    async def health(request: Request):
+        details = True
+        if not gw.keys.open:
+            try:
+                authenticate(request)
+            except RequestError:
+                details = False  # states only: no URLs, processes or error texts for anonymous callers
+        code, body = gw.health(details)
+        return JSONResponse(body, status_code=code)
 
     @app.get("/metrics")
     async def metrics():
@@ -285,13 +361,13 @@ def create_app(gateway: Gateway) -> FastAPI:
     @app.get("/v1/models")
     async def models(request: Request):
         try:
-            gw.keys.authenticate(request.headers.get("authorization"))
+            authenticate(request)
         except RequestError as exc:
             return error_response(exc)
         return {"object": "list", "data": gw.offered()}
 
     async def admit(request: Request) -> tuple[str, ChatRequest, Target, list[dict]]:
-        key = gw.keys.authenticate(request.headers.get("authorization"))
+        key = authenticate(request)
         gw.keys.check_rate(key)
         data = await read_json(request, gw.config.limits.max_body_bytes)
         try:
@@ -311,7 +387,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         gw.metrics.rejected.labels(str(exc.status), exc.code or exc.type).inc()
         return error_response(exc)
 
-    @app.post("/v1/routecraft/route")
+    @app.post("/v1/routecraft/route", openapi_extra=chat_body)
     async def route_only(request: Request):
         try:
             key, req, target, messages = await admit(request)
@@ -324,26 +400,12 @@ def create_app(gateway: Gateway) -> FastAPI:
                 "decision_ms": plan.decision_ms, "sticky": plan.sticky, "skipped": plan.skipped}
 
     async def acquire() -> None:
-        lim = gw.config.limits
-        if gw.slots.locked() and gw.waiting >= lim.max_queue:
-            raise RequestError(429, f"the gateway is at capacity ({lim.max_concurrency} running, {gw.waiting} "
-                               f"queued); retry later", type="rate_limit_error", code="queue_full",
-                               headers={"retry-after": "1"})
-        gw.waiting += 1
-        try:
-            await asyncio.wait_for(gw.slots.acquire(), timeout=lim.queue_timeout_s)
-        except asyncio.TimeoutError:
-            raise RequestError(429, f"no execution slot within {lim.queue_timeout_s:g}s; retry later",
-                               type="rate_limit_error", code="queue_timeout", headers={"retry-after": "1"}) from None
-        finally:
-            gw.waiting -= 1
-        gw.inflight += 1
+        await gw.slots.acquire()
 
     def release() -> None:
-        gw.inflight -= 1
         gw.slots.release()
 
-    @app.post("/v1/chat/completions")
+    @app.post("/v1/chat/completions", openapi_extra=chat_body)
     async def chat_completions(request: Request):
         t_start = time.perf_counter()
         try:
@@ -367,6 +429,8 @@ def create_app(gateway: Gateway) -> FastAPI:
             out, failures = await gw.execute(s.plan, messages, req)
         except AllCandidatesFailed as exc:
             return await failed_response(s, exc)
+        except CandidateRefused as exc:
+            return await refused_response(s, exc)
         finally:
             release()
         gw.remember(key, req, out.candidate)
@@ -391,6 +455,19 @@ def create_app(gateway: Gateway) -> FastAPI:
         return JSONResponse(body, headers=s.headers(cand, out.cost_usd, failures, out.backend_s,
                                                             (out.input_tokens, out.output_tokens)))
 
+    async def refused_response(s: Session, exc: CandidateRefused) -> JSONResponse:
+        """The backends refused the request itself: recorded (it reached a backend), answered 400, no model blamed."""
+        first = s.plan.order[0] if s.plan and s.plan.order else None
+        await gw.record(s.ledger_row(first, "refused", 400, failures=exc.failures, error=exc.message[:2000],
+                                     attempts=len(exc.failures)))
+        s.account(first, "refused", 400, 0, 0, 0.0)
+        gw.metrics.rejected.labels("400", exc.code or exc.type).inc()
+        h = dict(exc.headers)
+        h["x-routecraft-request-id"] = s.rid
+        body = exc.body()
+        body["error"]["request_id"] = s.rid
+        return JSONResponse(body, status_code=400, headers=h)
+
     async def failed_response(s: Session, exc: AllCandidatesFailed) -> JSONResponse:
         first = s.plan.order[0] if s.plan and s.plan.order else None
         await gw.record(s.ledger_row(first, "failed", 502, failures=exc.failures, error=str(exc)[:2000],
@@ -408,6 +485,9 @@ def create_app(gateway: Gateway) -> FastAPI:
         except AllCandidatesFailed as exc:
             release()
             return await failed_response(s, exc)
+        except CandidateRefused as exc:
+            release()
+            return await refused_response(s, exc)
         except BaseException:
             release()
             raise
@@ -415,26 +495,30 @@ def create_app(gateway: Gateway) -> FastAPI:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         headers = s.headers(cand, None, failures)
         headers["cache-control"] = "no-cache"
+        guard = _StreamGuard(s, cand, failures, release, gw.models[cand.model])
+        if whole is not None:  # executed and paid for already: billed even if the client never reads a byte
+            guard.set_usage(whole.input_tokens, whole.output_tokens, whole.cost_usd)
+            guard.backend_s = whole.backend_s
+        else:  # billed for what is delivered until the backend's usage arrives
+            guard.prompt_tokens = conversation_tokens(messages)
 
         async def events():
             status, http, err = "ok", 200, None
-            tin = tout = 0
-            cost = 0.0
-            backend_s = 0.0
             try:
                 yield chunk(s, cand.model, {"role": "assistant", "content": ""})
                 if whole is not None:
-                    backend_s = whole.backend_s
-                    tin, tout, cost = whole.input_tokens, whole.output_tokens, whole.cost_usd
                     if s.show_reasoning:
                         yield chunk(s, cand.model, {"reasoning_content": whole.text})
                     yield chunk(s, cand.model, {"content": whole.content})
+                    backend_s = whole.backend_s
+                    tin, tout, cost = guard.usage()
                     info = s.info(cand, whole, failures, backend_s)
                     finish = whole.finish_reason or "stop"
                 else:
                     parts: list[str] = []
                     finish, result = None, None
                     async for ch in start.chunks():
+                        guard.backend_s = time.perf_counter() - start.t0
                         if ch.done:
                             result = ch.result
                             finish = ch.finish_reason or finish
@@ -443,12 +527,14 @@ def create_app(gateway: Gateway) -> FastAPI:
                             finish = ch.finish_reason
                         if ch.text:
                             parts.append(ch.text)
+                            guard.delivered += 1  # counted as it is handed out: what may have reached the client
                             yield chunk(s, cand.model, {"content": ch.text})
-                    backend_s = time.perf_counter() - start.t0
+                    backend_s = guard.backend_s = time.perf_counter() - start.t0
                     text = "".join(parts)
-                    if result is not None:
-                        tin, tout, cost = int(result.input_tokens or 0), int(result.output_tokens or 0), \
-                            float(result.cost_usd or 0.0)
+                    if result is not None and not result.tokens_estimated:
+                        guard.set_usage(int(result.input_tokens or 0), int(result.output_tokens or 0),
+                                        float(result.cost_usd or 0.0))
+                    tin, tout, cost = guard.usage()
                     answer = method = None
                     if cand.strategy != "default":
                         from routecraft.strategies import get_strategy
@@ -469,39 +555,75 @@ def create_app(gateway: Gateway) -> FastAPI:
                 status, http, err = "cancelled", 499, "client disconnected"
                 raise
             except Exception as exc:  # noqa: BLE001 - the backend broke mid-stream: tell the client in-band
-                from routecraft.serve.gateway import _reason
+                from routecraft.serve.gateway import describe_failure, failure_kind
 
-                status, http, err = "failed", 502, _reason(exc)
-                gw.mark_failed(cand.model, err)
+                status, http, err = "failed", 502, describe_failure(exc)
+                if failure_kind(exc) == "backend":
+                    gw.mark_failed(cand.model, err)
                 yield f"data: {json.dumps({'error': {'message': f'backend failed mid-stream: {err}', 'type': 'backend_error', 'param': None, 'code': 'backend_failed_mid_stream'}})}\n\n"
             finally:
-                guard.finish(status, http, err, tin, tout, cost, backend_s)
+                if status != "ok":
+                    err = f"{err} (after {guard.delivered} content chunks delivered)"
+                guard.finish(status, http, err)
                 if start is not None:
                     await _safe_close(start)
 
-        guard = _StreamGuard(s, cand, failures, release)
         gen = events()
-        weakref.finalize(gen, guard.finish, "cancelled", 499, "stream never started", 0, 0, 0.0, 0.0)
+        weakref.finalize(gen, guard.finish, "cancelled", 499, "client gone before the stream started")
         return StreamingResponse(gen, media_type="text/event-stream", headers=headers)
 
     return app
 
 
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("routecraft")
+    except Exception:  # noqa: BLE001 - not installed as a distribution
+        return "0"
+
+
+def _chat_body() -> tuple[dict, dict]:
+    """The OpenAPI request body of the chat endpoints and the schemas it refers to (the handlers read the raw body
+    themselves, to refuse bad input with OpenAI-style errors, so FastAPI cannot infer it)."""
+    schema = ChatRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}, defs
+
+
 class _StreamGuard:
-    """Ends a stream exactly once: frees the execution slot, writes the ledger row, counts the metrics. Called from
-    the stream's ``finally`` or, for a stream that never started (client gone before the first byte), when the
-    generator is garbage-collected."""
+    """Ends a stream exactly once: frees the execution slot, writes the ledger row, counts the metrics, charges the
+    key. Called from the stream's ``finally`` or, for a stream that never started (client gone before the first
+    byte), when the generator is garbage-collected.
 
-    def __init__(self, s: Session, cand: Any, failures: list[dict], release: Any) -> None:
-        self.s, self.cand, self.failures, self.release = s, cand, failures, release
+    Billing: ``set_usage`` (the backend's own counts, or a whole answer executed before streaming) wins; otherwise the
+    prompt's estimate and ``delivered`` (content chunks sent; a llama.cpp/OpenAI stream sends one token a chunk)."""
+
+    def __init__(self, s: Session, cand: Any, failures: list[dict], release: Any, model: Any) -> None:
+        self.s, self.cand, self.failures, self.release, self.model = s, cand, failures, release, model
         self.done = False
+        self.delivered = 0
+        self.prompt_tokens = 0
+        self.backend_s = 0.0
+        self._usage: Optional[tuple[int, int, float]] = None
 
-    def finish(self, status: str, http: int, err: Optional[str], tin: int, tout: int, cost: float,
-               backend_s: float) -> None:
+    def set_usage(self, tin: int, tout: int, cost: float) -> None:
+        self._usage = (tin, tout, cost)
+
+    def usage(self) -> tuple[int, int, float]:
+        if self._usage is not None:
+            return self._usage
+        tin, tout = self.prompt_tokens, self.delivered
+        return tin, tout, float(self.model.cost(tin, tout)) if (tin or tout) else 0.0
+
+    def finish(self, status: str, http: int, err: Optional[str]) -> None:
         if self.done:
             return
         self.done = True
         s = self.s
+        tin, tout, cost = self.usage()
+        backend_s = self.backend_s
         self.release()
         try:  # synchronous on purpose: this also runs while the stream is being cancelled
             s.gw.ledger.record(s.ledger_row(self.cand, status, http, input_tokens=tin, output_tokens=tout, cost=cost,

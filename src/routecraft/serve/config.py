@@ -32,7 +32,7 @@ class ServeConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class Tradeoff(_Strict):
@@ -86,6 +86,25 @@ class Limits(_Strict):
     key_budget_usd: Optional[float] = Field(None, ge=0, description="Budget of keys from the environment.")
     key_rpm: Optional[int] = Field(None, gt=0, description="Rate limit of keys from the environment.")
     shutdown_grace_s: float = Field(30.0, ge=0, description="How long shutdown waits for in-flight requests.")
+    auth_failures_per_min: int = Field(20, ge=0, description="Failed authentications allowed per client address "
+                                       "in a rolling minute; more get 429 (0: no throttling).")
+
+
+class Supervision(_Strict):
+    """Watching the backends: probes, restarts of private llama.cpp servers, and pool-state changes."""
+
+    enabled: bool = Field(True, description="Probe backends and restart dead private servers.")
+    interval_s: float = Field(2.0, gt=0, description="Seconds between two rounds of probes.")
+    probe_timeout_s: float = Field(2.0, gt=0)
+    restart_backoff_s: float = Field(1.0, gt=0, description="First wait before restarting a dead private server.")
+    max_backoff_s: float = Field(60.0, gt=0, description="Longest wait between two restarts of one server.")
+
+
+class Sandbox(_Strict):
+    """How PAL programs (model-written code) run. The strong isolation is required unless ``allow_weak`` is set."""
+
+    allow_weak: bool = Field(False, description="Run PAL with the audit-hook-only isolation where the strong "
+                             "(kernel) isolation is unavailable. It does not stop a program from reading files.")
 
 
 class Sticky(_Strict):
@@ -132,7 +151,11 @@ class ServeConfig(_Strict):
     keys: list[KeySpec] = Field(default_factory=list)
     keys_env: Optional[str] = "ROUTECRAFT_API_KEYS"
     limits: Limits = Field(default_factory=Limits)
-    ledger: str = Field("~/.cache/routecraft/usage.sqlite", description="SQLite usage ledger (WAL).")
+    supervision: Supervision = Field(default_factory=Supervision)
+    sandbox: Sandbox = Field(default_factory=Sandbox)
+    ledger: str = Field("~/.cache/routecraft/usage.sqlite",
+                        description="Usage ledger: a SQLite path (sqlite:///abs/path, sqlite:rel/path; WAL) or "
+                                    "postgresql://user:pass@host:port/db, shared by several gateways.")
     default_temperature: float = Field(0.7, ge=0, le=2, description="Plain chat temperature when none is sent.")
     log_level: str = "warning"
 
@@ -160,6 +183,14 @@ class ServeConfig(_Strict):
 
             task_kind(v)
         return v
+
+    @field_validator("ledger")
+    @classmethod
+    def _ledger(cls, v: str) -> str:
+        from routecraft.serve.ledger import parse_ledger_url
+
+        parse_ledger_url(v)  # a LedgerURLError (a ValueError) names the problem, never the password
+        return v.strip()
 
     @field_validator("log_level")
     @classmethod

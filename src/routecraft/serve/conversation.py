@@ -157,6 +157,45 @@ def conversation_chars(messages: list[dict]) -> int:
     return sum(len(m["content"]) for m in messages)
 
 
+def text_tokens(text: str) -> int:
+    """A cautious token estimate for fitting a context: 4 ASCII characters a token, and a token for every other
+    character (CJK and most non-Latin scripts take one or more tokens a character in small vocabularies)."""
+    if text.isascii():
+        return (len(text) + 3) // 4
+    other = sum(1 for c in text if c >= "\x80")
+    return (len(text) - other + 3) // 4 + other
+
+
+def conversation_tokens(messages: list[dict]) -> int:
+    """``text_tokens`` of every message plus a few tokens of chat template per message."""
+    return sum(text_tokens(m["content"]) + 4 for m in messages)
+
+
+def find_unencodable(value: Any, where: str = "body") -> Optional[str]:
+    """The path of the first string in a parsed JSON value that is not valid Unicode text (a lone surrogate such as
+    ``"\\ud800"``, which JSON allows as an escape but UTF-8 cannot carry), or None."""
+    stack = [(value, where)]
+    while stack:
+        v, path = stack.pop()
+        if isinstance(v, str):
+            if not v.isascii():
+                try:
+                    v.encode("utf-8")
+                except UnicodeEncodeError as exc:
+                    return f"{path} (character {exc.start})"
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                if isinstance(k, str) and not k.isascii():
+                    try:
+                        k.encode("utf-8")
+                    except UnicodeEncodeError:
+                        return f"{path} (a key)"
+                stack.append((x, f"{path}.{k}" if path != "body" else str(k)))
+        elif isinstance(v, list):
+            stack.extend((x, f"{path}[{i}]") for i, x in enumerate(v))
+    return None
+
+
 def single_question(messages: list[dict]) -> Optional[str]:
     """The question when the conversation is exactly one user turn (no system, no history), else None."""
     if len(messages) == 1 and messages[0]["role"] == "user":

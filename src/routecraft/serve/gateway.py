@@ -14,10 +14,23 @@ Executing a candidate (model, strategy, budget):
   program runs in the sandbox). The answer returned is the strategy's extracted answer (the model text when nothing
   could be extracted); the full text, PAL's program and its output, and the votes are the "reasoning".
 
-Fallback: a candidate whose call fails (connection refused or reset, timeout, HTTP error, anything raised) is
-abandoned for the next one in the decision's table, skipping models that already failed in this request; a failed
-model is marked unhealthy for ``limits.unhealthy_cooldown_s`` and tried last meanwhile. When every candidate fails,
-``AllCandidatesFailed`` carries the reasons (the app answers 502).
+Fallback: a candidate whose call fails is abandoned for the next one in the decision's table, skipping models that
+already failed in this request. What a failure means depends on whose fault it is (``failure_kind``):
+
+* **backend** (connection refused or reset, time-out, HTTP 5xx, 401/403/404 from a misconfigured endpoint, anything
+  else raised): the next candidate is tried, and the model is marked unhealthy for ``limits.unhealthy_cooldown_s``
+  (tried last meanwhile) and ``down`` in ``/health`` until a probe or a call succeeds;
+* **context** (the backend says the prompt does not fit its context): only candidates on models with a larger
+  context are tried; none left is a 400 ``context_length_exceeded``;
+* **client** (any other backend 4xx: the request itself is bad): no other candidate is tried, the answer is a 400
+  ``invalid_request_error`` with the backend's message.
+
+Neither of the last two marks a backend unhealthy: a client cannot take a model down for others. When every
+candidate fails for backend reasons, ``AllCandidatesFailed`` carries the reasons (the app answers 502).
+
+Backends are watched by ``routecraft.serve.backends.Supervisor`` (probes, restarts of private servers, pool-state
+changes); admission (execution slots, queue bound) and failed-authentication throttling are
+``routecraft.serve.admission``.
 """
 
 from __future__ import annotations
@@ -37,10 +50,12 @@ import numpy as np
 
 from routecraft.data.schema import DEFAULT, Candidate
 from routecraft.routers.base import Decision, Prediction, Router, choose
+from routecraft.serve.admission import AuthThrottle, Slots
 from routecraft.serve.auth import KeyStore
+from routecraft.serve.backends import DOWN, UP, Backend, Supervisor
 from routecraft.serve.config import HEURISTIC, PREFIX, ServeConfig, ServeConfigError, Tradeoff, env_keys
-from routecraft.serve.conversation import (ChatRequest, RequestError, conversation_chars, routing_text,
-                                           single_question, strategy_messages)
+from routecraft.serve.conversation import (ChatRequest, RequestError, conversation_chars, conversation_tokens,
+                                           routing_text, single_question, strategy_messages)
 from routecraft.serve.heuristic import HeuristicRouter, query_kind
 from routecraft.serve.ledger import Ledger
 from routecraft.serve.metrics import Metrics
@@ -123,6 +138,35 @@ class AllCandidatesFailed(RuntimeError):
         super().__init__(f"every candidate failed: {reasons}")
 
 
+class CandidateRefused(RequestError):
+    """The backends refused the request itself (context too long, or another 4xx): a 400 for the client, with the
+    attempts made (they reached a backend, so the ledger records them)."""
+
+    def __init__(self, message: str, failures: list[dict], *, code: str):
+        super().__init__(400, message, param="messages", code=code)
+        self.failures = failures
+
+
+#: phrases with which OpenAI-compatible servers say that a prompt does not fit the context
+CONTEXT_PHRASES = ("context size", "context length", "context_length", "maximum context", "context window",
+                   "exceed_context", "too many tokens", "prompt is too long", "input is too long")
+
+
+def failure_kind(exc: BaseException) -> str:
+    """Whose fault a failed call was: "context", "client" (the request) or "backend" (see the module docstring)."""
+    from routecraft.pool.client import BackendError
+
+    if isinstance(exc, BackendError):
+        st = exc.status
+        if st in (400, 413, 422):
+            text = f"{exc.detail} {exc}".lower()
+            return "context" if any(p in text for p in CONTEXT_PHRASES) else "client"
+        return "backend"
+    if isinstance(exc, UnicodeError):  # text the backend protocol cannot carry (refused at intake; a safety net)
+        return "client"
+    return "backend"
+
+
 def _num(x: Any) -> Optional[float]:
     if x is None:
         return None
@@ -141,6 +185,10 @@ class Gateway:
         self.config = config
         self.base_dir = base_dir
         self._endpoints = dict(endpoints or {})
+        # a pool_endpoints() result also says which of them are private servers (restarted when they die) and which
+        # come from `routecraft pool up` (followed in the pool state file)
+        self._endpoint_servers = dict(getattr(endpoints, "servers", {}) or {})
+        self._endpoint_sources = dict(getattr(endpoints, "sources", {}) or {})
         self._environ = environ
         self.started = False
 
@@ -150,6 +198,7 @@ class Gateway:
         from routecraft.pool.config import PoolConfigError
 
         cfg = self.config
+        self.preflight(self._environ)
         self.t0 = time.time()
         self.metrics = Metrics()
         self.pool = self._load_pool()
@@ -170,22 +219,89 @@ class Gateway:
         self._embed_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.routers = await asyncio.get_running_loop().run_in_executor(self._route_pool, self._load_routers)
         self.keys = KeyStore(list(cfg.keys) + env_keys(cfg, self._environ))
-        if self.keys.open and not cfg.is_loopback() and not cfg.allow_open:
-            raise ServeConfigError(f"host {cfg.host!r} is not a loopback address and no API key is configured: add "
-                                   f"keys (or ${cfg.keys_env}), or set allow_open: true")
         self.ledger = Ledger(cfg.ledger_path).open()
         self.keys.load_spent(await asyncio.to_thread(self.ledger.spent_by_key))
         self.unhealthy: dict[str, tuple[float, str]] = {}  # model -> (until monotonic, reason)
         self.sticky: OrderedDict[tuple[str, str], tuple[Candidate, float]] = OrderedDict()
-        self.slots = asyncio.Semaphore(cfg.limits.max_concurrency)
-        self.waiting = 0
-        self.inflight = 0
+        self.slots = Slots(cfg.limits.max_concurrency, cfg.limits.max_queue, cfg.limits.queue_timeout_s)
+        self.auth_throttle = AuthThrottle(cfg.limits.auth_failures_per_min, 60.0)
+        self.backends = self._backends()
+        self.sandbox_isolation = self._check_sandbox()
+        self._supervisor_task: Optional[asyncio.Task] = None
+        sup = cfg.supervision
+        if sup.enabled:
+            keys = {}
+            for m in self.models.values():
+                if m.api_key_env:
+                    try:
+                        keys[m.name] = m.api_key()
+                    except PoolConfigError:
+                        pass
+            self.supervisor = Supervisor(self.backends, interval_s=sup.interval_s, probe_timeout_s=sup.probe_timeout_s,
+                                         backoff_s=sup.restart_backoff_s, max_backoff_s=sup.max_backoff_s,
+                                         start_timeout_s=cfg.servers.start_timeout_s, rebind=self._rebind,
+                                         api_keys=keys)
+            self._supervisor_task = asyncio.create_task(self.supervisor.run())
         self.started = True
         return self
+
+    @property
+    def inflight(self) -> int:
+        return self.slots.running
+
+    @property
+    def waiting(self) -> int:
+        return self.slots.waiting
+
+    def _backends(self) -> dict[str, Backend]:
+        servers, sources = self._endpoint_servers, self._endpoint_sources
+        out = {}
+        for name, client in self.clients.items():
+            src = sources.get(name) or ("private" if name in servers else "endpoint")
+            out[name] = Backend(name, client.base_url, src, servers.get(name))
+        return out
+
+    async def _rebind(self, model: str, url: str) -> None:
+        await self.clients[model].rebind(url)
+        self.unhealthy.pop(model, None)
+
+    def _check_sandbox(self) -> Optional[str]:
+        """Refuse to start when a router offers PAL and the strong sandbox is unavailable, unless the operator
+        opted in to the weak one (``sandbox.allow_weak``). Returns the isolation mode in force (None: no PAL)."""
+        pal = sorted({c.strategy for e in self.routers.values() for c in e.candidates if "pal" in c.strategy})
+        if not pal:
+            return None
+        try:  # TEMP until the sandbox API lands
+            from routecraft.strategies.sandbox import allow_weak_isolation, strong_isolation_available
+        except ImportError:
+            from routecraft.strategies.sandbox import namespaces_available as strong_isolation_available
+
+            def allow_weak_isolation(flag):
+                return None
+
+        ok, why = strong_isolation_available()
+        if ok:
+            log.warning("PAL sandbox: strong isolation in force (%s)", why)
+            return "strong"
+        if not self.config.sandbox.allow_weak:
+            raise ServeConfigError(f"routers offer program-aided strategies ({', '.join(pal)}) but the strong PAL "
+                                   f"sandbox is unavailable here ({why}); set sandbox.allow_weak: true to run "
+                                   f"model-written programs with the weaker audit-hook isolation (it does not "
+                                   f"stop them reading files), or serve routers without PAL")
+        allow_weak_isolation(True)
+        log.warning("PAL sandbox: WEAK audit-hook isolation in force (sandbox.allow_weak is set; strong isolation "
+                    "unavailable: %s)", why)
+        return "audit"
 
     async def close(self) -> None:
         if not getattr(self, "started", False):
             return
+        if self._supervisor_task is not None:
+            self._supervisor_task.cancel()
+            try:
+                await self._supervisor_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
         for c in self.clients.values():
             try:
                 await c.aclose()
@@ -194,6 +310,13 @@ class Gateway:
         self._route_pool.shutdown(wait=False, cancel_futures=True)
         self.ledger.close()
         self.started = False
+
+    def preflight(self, environ: Optional[dict] = None) -> None:
+        """The checks that need no backend: run before any server is started (``run_server`` calls it first)."""
+        cfg = self.config
+        if not cfg.keys and not env_keys(cfg, environ) and not cfg.is_loopback() and not cfg.allow_open:
+            raise ServeConfigError(f"host {cfg.host!r} is not a loopback address and no API key is configured: add "
+                                   f"keys (or ${cfg.keys_env}), or set allow_open: true")
 
     def _load_pool(self):
         from routecraft.pool.config import Pool, PoolConfigError, load_pool
@@ -371,12 +494,14 @@ class Gateway:
         return Prediction(cands, np.array([score]), np.array([cost])), d
 
     def _decide(self, entry: RouterEntry, rtext: str, task: str, chars: int, cap: Optional[int], lam: float,
-                max_cost: Optional[float]) -> tuple[Decision, list[dict]]:
-        """The router's decision restricted to candidates the pool can run for this request, and what was dropped."""
+                max_cost: Optional[float], tokens: Optional[int] = None) -> tuple[Decision, list[dict]]:
+        """The router's decision restricted to candidates the pool can run for this request (``tokens``: the
+        conversation's estimated length, default chars/4), and what was dropped."""
+        tokens = int(chars / 4) if tokens is None else tokens
         pred, raw = self._predict(entry, rtext, task, chars, cap, lam, max_cost)
         dropped: list[dict] = []
         keep: list[int] = []
-        need_in = chars / 4 + 64
+        need_in = tokens + 64
         for j, c in enumerate(pred.candidates):
             m = self.models.get(c.model)
             if m is None:
@@ -391,9 +516,9 @@ class Gateway:
             keep.append(j)
         if not keep:
             budget_only = [j for j, c in enumerate(pred.candidates) if c.model in self.models and
-                           chars / 4 + 64 + (cap or 0) <= self.models[c.model].context]
+                           tokens + 64 + (cap or 0) <= self.models[c.model].context]
             if not budget_only:
-                raise RequestError(400, f"the conversation (~{int(chars / 4)} tokens) plus max_tokens does not fit "
+                raise RequestError(400, f"the conversation (~{tokens} tokens) plus max_tokens does not fit "
                                    f"the context of any served model", param="messages",
                                    code="context_length_exceeded")
             keep = budget_only  # only budgets were too large: keep them, every call is capped anyway
@@ -419,6 +544,12 @@ class Gateway:
         """Decide for one request (timed), apply stickiness and health to the order of candidates."""
         cap = req.output_cap
         if target.model is not None:  # bypass
+            m = self.models[target.model]
+            least = conversation_chars(messages) // 6  # fewer tokens than this no tokenizer gives: surely too long
+            if least + (cap or 0) > m.context:
+                raise RequestError(400, f"the conversation (at least ~{least} tokens) plus max_tokens does not fit "
+                                   f"the context of {target.model!r} ({m.context} tokens)", param="messages",
+                                   code="context_length_exceeded")
             return Plan([Candidate(target.model)], None, task="qa", lam=None, max_cost=None)
         t = target.tradeoff
         lam = _num(req.option("lam"))
@@ -430,12 +561,13 @@ class Gateway:
         rtext = routing_text(messages)
         task = self.task_for(req, rtext)
         chars = conversation_chars(messages)
+        tokens = conversation_tokens(messages)
         entry = target.router
         if isinstance(entry.router, HeuristicRouter):
-            decision, dropped = self._decide(entry, rtext, task, chars, cap, lam, max_cost)
+            decision, dropped = self._decide(entry, rtext, task, chars, cap, lam, max_cost, tokens)
         else:
             decision, dropped = await asyncio.get_running_loop().run_in_executor(
-                self._route_pool, self._decide, entry, rtext, task, chars, cap, lam, max_cost)
+                self._route_pool, self._decide, entry, rtext, task, chars, cap, lam, max_cost, tokens)
         order = [Candidate(r["model"], r["strategy"], r["budget"]) for r in decision.table]
         sticky = False
         conv = req.option("conversation_id")
@@ -478,11 +610,44 @@ class Gateway:
             self.sticky.popitem(last=False)
 
     def mark_failed(self, model: str, error: str) -> None:
+        """A backend fault (never a request's own error): tried last for the cooldown, ``down`` until it works."""
         self.unhealthy[model] = (time.monotonic() + self.config.limits.unhealthy_cooldown_s, error[:200])
         self.metrics.backend_errors.labels(model).inc()
+        b = self.backends.get(model)
+        if b is not None:
+            b.set(DOWN, error)
 
     def mark_ok(self, model: str) -> None:
         self.unhealthy.pop(model, None)
+        b = self.backends.get(model)
+        if b is not None and b.state != UP:
+            b.set(UP)
+
+    def _failed(self, cand: Candidate, exc: BaseException, failures: list[dict]) -> str:
+        """Record one failed attempt; its kind (see ``failure_kind``)."""
+        kind = failure_kind(exc)
+        err = describe_failure(exc)
+        log.warning("candidate %s failed (%s): %s", cand.id, kind, err)
+        failures.append({"candidate": cand.id, "model": cand.model, "error": err, "kind": kind})
+        if kind == "backend":
+            self.mark_failed(cand.model, err)
+            self.metrics.fallbacks.labels(cand.model).inc()
+        return kind
+
+    def _refused(self, failures: list[dict], exc: BaseException) -> CandidateRefused:
+        from routecraft.pool.client import BackendError
+
+        last = failures[-1]
+        detail = exc.detail if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+        if last["kind"] == "context":
+            return CandidateRefused(f"the request does not fit the context of any served model that can take it "
+                                    f"(last: {last['model']!r}: {detail})", failures, code="context_length_exceeded")
+        return CandidateRefused(f"model {last['model']!r} refused the request: {detail}", failures,
+                                code="invalid_request")
+
+    def _skip_small(self, cand: Candidate, floor: Optional[int]) -> bool:
+        """After a context failure, only models with a larger context are worth trying."""
+        return floor is not None and self.models[cand.model].context <= floor
 
     # ================================================================ executing
     def _plain_kwargs(self, req: ChatRequest) -> dict:
@@ -559,23 +724,28 @@ class Gateway:
         """Run the plan's candidates in order until one answers; (outcome, failures before it)."""
         failures: list[dict] = []
         failed_models: set[str] = set()
+        floor: Optional[int] = None  # after a context failure: the largest context known to be too small
+        last_exc: Optional[BaseException] = None
         for cand in plan.order:
-            if cand.model in failed_models:
+            if cand.model in failed_models or self._skip_small(cand, floor):
                 continue
             try:
                 out = await self.run_candidate(cand, messages, plan.task, req)
-            except Exception as exc:  # noqa: BLE001 - any failure of a candidate means: try the next one
-                err = _reason(exc)
-                log.warning("candidate %s failed: %s", cand.id, err)
-                failures.append({"candidate": cand.id, "model": cand.model, "error": err})
+            except Exception as exc:  # noqa: BLE001 - a failed candidate: see failure_kind
+                kind = self._failed(cand, exc, failures)
                 failed_models.add(cand.model)
-                self.mark_failed(cand.model, err)
-                self.metrics.fallbacks.labels(cand.model).inc()
+                last_exc = exc
+                if kind == "client":
+                    raise self._refused(failures, exc) from None
+                if kind == "context":
+                    floor = max(floor or 0, self.models[cand.model].context)
                 if plan.decision is None:  # bypass: the client named this model, there is nothing to fall back to
                     break
                 continue
             self.mark_ok(cand.model)
             return out, failures
+        if failures and all(f["kind"] == "context" for f in failures):
+            raise self._refused(failures, last_exc) from None
         raise AllCandidatesFailed(failures)
 
     async def start_stream(self, plan: Plan, messages: list[dict], req: ChatRequest
@@ -586,8 +756,10 @@ class Gateway:
         failures). AllCandidatesFailed when nothing answered."""
         failures: list[dict] = []
         failed: set[str] = set()
+        floor: Optional[int] = None
+        last_exc: Optional[BaseException] = None
         for cand in plan.order:
-            if cand.model in failed:
+            if cand.model in failed or self._skip_small(cand, floor):
                 continue
             it = None
             try:
@@ -610,19 +782,22 @@ class Gateway:
                 it = client.stream(msgs, **kw).__aiter__()
                 t0 = time.perf_counter()
                 first = await it.__anext__()
-            except Exception as exc:  # noqa: BLE001 - any failure of a candidate means: try the next one
-                err = _reason(exc)
-                log.warning("candidate %s failed: %s", cand.id, err)
-                failures.append({"candidate": cand.id, "model": cand.model, "error": err})
+            except Exception as exc:  # noqa: BLE001 - a failed candidate: see failure_kind
+                kind = self._failed(cand, exc, failures)
                 failed.add(cand.model)
-                self.mark_failed(cand.model, err)
-                self.metrics.fallbacks.labels(cand.model).inc()
+                last_exc = exc
                 if it is not None:
                     await _aclose(it)
+                if kind == "client":
+                    raise self._refused(failures, exc) from None
+                if kind == "context":
+                    floor = max(floor or 0, self.models[cand.model].context)
                 if plan.decision is None:
                     break
                 continue
             return StreamStart(cand, it, first, t0), None, failures
+        if failures and all(f["kind"] == "context" for f in failures):
+            raise self._refused(failures, last_exc) from None
         raise AllCandidatesFailed(failures)
 
     # ================================================================ accounting
@@ -634,20 +809,26 @@ class Gateway:
         # handing it to a thread, most of all on a busy CPU
         self.ledger.record(row)
 
-    def health(self) -> dict:
-        now = time.monotonic()
-        return {
-            "status": "ok",
-            "uptime_s": round(time.time() - self.t0, 1),
-            "models": {n: {"healthy": not (n in self.unhealthy and self.unhealthy[n][0] > now),
-                           **({"last_error": self.unhealthy[n][1]} if n in self.unhealthy else {})}
-                       for n in self.models},
-            "routers": {n: {"type": e.kind, "candidates": len(e.candidates), "skipped": len(e.skipped)}
-                        for n, e in self.routers.items()},
-            "inflight": self.inflight,
-            "queued": self.waiting,
-            "auth": "open" if self.keys.open else "keys",
-        }
+    def health(self, details: bool = True) -> tuple[int, dict]:
+        """(HTTP status, body) of GET /health: "ok" (200) when every served model has a working backend, "degraded"
+        (503) when some have none, "down" (503) when none has. ``details`` (for key holders only) adds the
+        backends' URLs, processes, errors and the gateway's load; without it only the states are shown."""
+        down = [n for n in self.models if self.backends[n].state == DOWN]
+        status = "ok" if not down else ("down" if len(down) == len(self.models) else "degraded")
+        body: dict[str, Any] = {"status": status,
+                                "models": {n: (self.backends[n].private_view() if details else
+                                               self.backends[n].public()) for n in self.models}}
+        if details:
+            body.update({
+                "uptime_s": round(time.time() - self.t0, 1),
+                "routers": {n: {"type": e.kind, "candidates": len(e.candidates), "skipped": len(e.skipped)}
+                            for n, e in self.routers.items()},
+                "inflight": self.inflight,
+                "queued": self.waiting,
+                "auth": "open" if self.keys.open else "keys",
+                "sandbox": self.sandbox_isolation,
+            })
+        return (200 if status == "ok" else 503), body
 
 
 @dataclass
@@ -681,7 +862,7 @@ def _ex_details(ex: Any) -> dict:
     return d
 
 
-def _reason(exc: BaseException) -> str:
+def describe_failure(exc: BaseException) -> str:
     from routecraft.pool.client import BackendError
 
     if isinstance(exc, BackendError):

@@ -333,10 +333,12 @@ def create_app(gateway: Gateway) -> FastAPI:
         """The key name, or RequestError 401/429; failed attempts count against the client's address."""
         addr = client_addr(request)
         gw.auth_throttle.check(addr)
+        header = request.headers.get("authorization")
         try:
-            return gw.keys.authenticate(request.headers.get("authorization"))
+            return gw.keys.authenticate(header)
         except RequestError:
-            gw.auth_throttle.failed(addr)
+            if header:  # a guess (no header at all is not one)
+                gw.auth_throttle.failed(addr)
             raise
 
     @app.get("/health", responses={503: {"description": "some (degraded) or all (down) served models have no "
@@ -346,7 +348,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         if not gw.keys.open:
             try:
                 authenticate(request)
-            except RequestError:
+            except RequestError:  # (a wrong key still counts as a guess)
                 details = False  # states only: no URLs, processes or error texts for anonymous callers
         code, body = gw.health(details)
         return JSONResponse(body, status_code=code)

@@ -628,7 +628,7 @@ class _StreamGuard:
         backend_s = self.backend_s
         self.release()
         try:  # synchronous on purpose: this also runs while the stream is being cancelled
-            s.gw.ledger.record(s.ledger_row(self.cand, status, http, input_tokens=tin, output_tokens=tout, cost=cost,
+            s.gw.record_soon(s.ledger_row(self.cand, status, http, input_tokens=tin, output_tokens=tout, cost=cost,
                                             backend_s=backend_s, failures=self.failures, error=err,
                                             attempts=len(self.failures) + 1))
         except Exception:  # noqa: BLE001

@@ -57,7 +57,7 @@ from routecraft.serve.config import HEURISTIC, PREFIX, ServeConfig, ServeConfigE
 from routecraft.serve.conversation import (ChatRequest, RequestError, conversation_chars, conversation_tokens,
                                            routing_text, single_question, strategy_messages)
 from routecraft.serve.heuristic import HeuristicRouter, query_kind
-from routecraft.serve.ledger import Ledger
+from routecraft.serve.ledger import LedgerError, open_ledger
 from routecraft.serve.metrics import Metrics
 
 log = logging.getLogger("routecraft.serve")
@@ -219,8 +219,18 @@ class Gateway:
         self._embed_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self.routers = await asyncio.get_running_loop().run_in_executor(self._route_pool, self._load_routers)
         self.keys = KeyStore(list(cfg.keys) + env_keys(cfg, self._environ))
-        self.ledger = Ledger(cfg.ledger_path).open()
+        try:
+            self.ledger = await asyncio.to_thread(open_ledger, cfg.ledger)
+        except LedgerError as exc:
+            raise ServeConfigError(f"field 'ledger': {exc}") from None
         self.keys.load_spent(await asyncio.to_thread(self.ledger.spent_by_key))
+        # budgets are shared by every gateway (or worker) writing the same ledger: the keys re-read their spend
+        self._spend_task: Optional[asyncio.Task] = None
+        self._pending_records: set = set()
+        if self.ledger.remote:  # PostgreSQL: read the totals off the event loop
+            self._spend_task = asyncio.create_task(self.keys.run_refresher(self.ledger.spent_by_key, 0.5))
+        else:  # SQLite: a few-microsecond lookup inside check_budget
+            self.keys.set_spent_source(self.ledger.spent, refresh_s=0.5)
         self.unhealthy: dict[str, tuple[float, str]] = {}  # model -> (until monotonic, reason)
         self.sticky: OrderedDict[tuple[str, str], tuple[Candidate, float]] = OrderedDict()
         self.slots = Slots(cfg.limits.max_concurrency, cfg.limits.max_queue, cfg.limits.queue_timeout_s)
@@ -308,6 +318,14 @@ class Gateway:
             except Exception:  # noqa: BLE001 - closing best effort
                 pass
         self._route_pool.shutdown(wait=False, cancel_futures=True)
+        if self._pending_records:
+            await asyncio.gather(*list(self._pending_records), return_exceptions=True)
+        if self._spend_task is not None:
+            self._spend_task.cancel()
+            try:
+                await self._spend_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
         self.ledger.close()
         self.started = False
 
@@ -807,7 +825,31 @@ class Gateway:
     async def record(self, row: dict) -> None:
         # in the event loop on purpose: one WAL append and commit (no fsync with synchronous=NORMAL) costs less than
         # handing it to a thread, most of all on a busy CPU
-        self.ledger.record(row)
+        if self.ledger.remote:  # a network round trip (and maybe a reconnect): not on the event loop
+            await asyncio.to_thread(self.ledger.record, row)
+        else:
+            self.ledger.record(row)
+
+    def record_soon(self, row: dict) -> None:
+        """Record without awaiting (a stream's end, also while it is being cancelled): SQLite at once; a remote
+        ledger in a thread, awaited by ``close()`` so no row is lost at shutdown."""
+        if not self.ledger.remote:
+            self.ledger.record(row)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (garbage collection after shutdown): write it here
+            self.ledger.record(row)
+            return
+        fut = loop.run_in_executor(None, self.ledger.record, row)
+        self._pending_records.add(fut)
+        fut.add_done_callback(self._record_done)
+
+    def _record_done(self, fut) -> None:
+        self._pending_records.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("could not write a ledger row: %s", fut.exception())
+            self.metrics.ledger_errors.inc()
 
     def health(self, details: bool = True) -> tuple[int, dict]:
         """(HTTP status, body) of GET /health: "ok" (200) when every served model has a working backend, "degraded"

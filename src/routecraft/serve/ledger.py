@@ -1,23 +1,45 @@
-"""The usage ledger: one SQLite row per request that reached a backend (WAL mode, committed before the response).
+"""The usage ledger: one row per request that reached a backend, committed before the response.
 
-Columns: request_id (primary key), ts (unix time), key (API key name, "open" without keys), client_request_id (the
-client's ``x-request-id`` header), requested_model (what the client asked for), router, tradeoff, lam, max_cost,
-model, strategy, budget, task, predicted_score, predicted_cost, input_tokens, output_tokens, cost_usd (all
-attempts, failed ones included), latency_s (whole request), backend_s, decision_ms, status ("ok", "failed" — every
-candidate failed, 502 —, "cancelled" — the client went away mid-stream), http_status, error, attempts (candidates
-tried), fallbacks (JSON list of {candidate, error}), stream, sticky, conversation_id.
+Two backends behind one interface (``open_ledger(url)``), chosen by the config's ``ledger`` URL:
 
-``summarise(path, by=...)`` gives the totals that ``routecraft usage`` prints.
+* SQLite (the embedded default, ``~/.cache/routecraft/usage.sqlite``): a plain path, ``sqlite:///abs/path``,
+  ``sqlite:relative/path`` or ``sqlite::memory:``. WAL mode with a 30 s busy timeout, so several gateway processes on
+  one machine can write the same file at once.
+* PostgreSQL: ``postgresql://user:pass@host:port/db`` (or ``postgres://``; any libpq URI parameter may follow, e.g.
+  ``?sslmode=require``; the password may also come from ``PGPASSWORD`` or ``~/.pgpass``). Several gateways on
+  several machines share one ledger and so one budget per key. Needs the ``postgres`` extra (psycopg 3).
+
+Both hold the same table ``requests`` (created if missing; columns added when a ledger from an older routecraft
+lacks them; indexes on ``key`` and ``ts``). Columns: request_id (primary key), ts (unix time), key (API key name,
+"open" without keys), client_request_id (the client's ``x-request-id`` header), requested_model (what the client
+asked for), router, tradeoff, lam, max_cost, model, strategy, budget, task, predicted_score, predicted_cost,
+input_tokens, output_tokens, cost_usd (all attempts, failed ones included), latency_s (whole request), backend_s,
+decision_ms, status ("ok", "failed" — every candidate failed, 502 —, "cancelled" — the client went away
+mid-stream), http_status, error, attempts (candidates tried), fallbacks (JSON list of {candidate, error}), stream,
+sticky, conversation_id.
+
+Next to it a table ``key_spend`` (key primary key, spent_usd, requests) holds each key's running total. A trigger on
+``requests`` keeps it in the same transaction as every insert (and delete or update of key/cost_usd), whoever writes
+the row, so ``Ledger.spent(key)`` — what budgets are checked against across replicas — is one primary-key lookup
+however long the ledger is. A ledger created before ``key_spend`` existed is backfilled from ``requests`` on open.
+
+``summarise(source, by=...)`` gives the totals that ``routecraft usage`` prints; ``read_rows(source)`` the rows.
+Passwords never appear in errors, logs or ``Ledger.url`` (they read ``***``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+
+DEFAULT_LEDGER = "~/.cache/routecraft/usage.sqlite"
 
 COLUMNS: dict[str, str] = {
     "request_id": "TEXT PRIMARY KEY",
@@ -54,34 +76,257 @@ COLUMNS: dict[str, str] = {
 GROUPS = {"key": "key", "model": "model", "router": "router", "strategy": "strategy", "status": "status",
           "day": "date(ts, 'unixepoch')", "requested_model": "requested_model"}
 
+POSTGRES_EXTRA = "pip install 'routecraft[postgres]' (psycopg[binary]>=3.1)"
+
 
 class LedgerError(RuntimeError):
-    pass
+    """The ledger cannot be opened, read or written (the message never holds a password)."""
 
 
-class Ledger:
-    """Append-only request ledger. ``open()`` creates the file and table; ``record(row)`` inserts and commits."""
+class LedgerURLError(LedgerError, ValueError):
+    """An invalid ``ledger`` URL (a ValueError too, so config validation reports it against the field)."""
 
-    def __init__(self, path: str | Path) -> None:
+
+# ================================================================ URLs
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")
+HINT = "use a file path, sqlite:///abs/path, sqlite:relative/path or postgresql://user:pass@host:port/db"
+
+
+@dataclass(frozen=True)
+class LedgerURL:
+    """A parsed ``ledger`` URL. ``display`` is safe to show (password replaced by ``***``)."""
+
+    backend: str  # "sqlite" or "postgresql"
+    display: str
+    path: Optional[Path] = None  # sqlite
+    dsn: Optional[str] = None  # postgresql: the libpq URI, password included — never show it
+    secrets: tuple[str, ...] = ()  # strings to scrub from driver messages
+
+    def scrub(self, text: str) -> str:
+        for s in self.secrets:
+            if len(s) >= 4:  # shorter ones would blank out ordinary letters (and say little)
+                text = text.replace(s, "***")
+        return text
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (``user:PASS@`` or ``?password=``) replaced by ``***``; other text unchanged."""
+    s = str(url)
+    m = _SCHEME.match(s)
+    if not m or m.group(1).lower() == "sqlite" or len(m.group(1)) == 1:
+        return s
+    if not s[m.end():].startswith("//"):  # malformed ("postgresql:user:pw@host"): hide what could be a password
+        return s[:m.end()] + re.sub(r"^([^:@/]*):.*@", r"\1:***@", s[m.end():])
+    try:
+        u = urlsplit(s)
+    except ValueError:
+        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", s)
+    netloc = u.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        if ":" in userinfo:
+            userinfo = userinfo.split(":", 1)[0] + ":***"
+        netloc = f"{userinfo}@{hosts}"
+    query = u.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(k.lower() == "password" for k, _ in pairs):
+            query = urlencode([(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*/")
+    return urlunsplit((u.scheme, netloc, u.path, query, u.fragment))
+
+
+def parse_ledger_url(url: str | Path) -> LedgerURL:
+    """Parse a ``ledger`` setting; LedgerURLError (a ValueError) names the problem and shows the URL without its
+    password."""
+    import os
+
+    if isinstance(url, Path):
+        return LedgerURL("sqlite", str(url), path=url.expanduser())
+    raw = str(url).strip()
+    if not raw:
+        raise LedgerURLError(f"ledger: empty; {HINT}")
+    m = _SCHEME.match(raw)
+    scheme = m.group(1).lower() if m else None
+    if scheme is None or len(scheme) == 1:  # a plain path (a one-letter "scheme" is a Windows drive)
+        return LedgerURL("sqlite", raw, path=Path(os.path.expanduser(raw)))
+    rest = raw[m.end():]
+    if scheme == "sqlite":
+        if rest.startswith("///"):  # sqlite:///abs/path (and SQLAlchemy's sqlite:////abs/path): absolute
+            p = "/" + rest.lstrip("/")
+        elif rest.startswith("//"):
+            raise LedgerURLError(f"ledger {redact_url(raw)!r}: a sqlite URL has no host; write sqlite:///abs/path "
+                                 "(absolute) or sqlite:relative/path")
+        else:
+            p = rest
+        if not p:
+            raise LedgerURLError(f"ledger {raw!r}: no file path; {HINT}")
+        return LedgerURL("sqlite", raw, path=Path(os.path.expanduser(p)))
+    if scheme in ("postgresql", "postgres"):
+        return _parse_pg(raw)
+    if "//" in rest[:2] or scheme in ("mysql", "mariadb", "redis", "mongodb", "http", "https", "file"):
+        raise LedgerURLError(f"ledger {redact_url(raw)!r}: unsupported scheme {scheme!r}; {HINT}")
+    return LedgerURL("sqlite", raw, path=Path(os.path.expanduser(raw)))  # e.g. a file named "usage:2024.sqlite"
+
+
+def _parse_pg(raw: str) -> LedgerURL:
+    display = redact_url(raw)
+    if not raw.split(":", 1)[1].startswith("//"):
+        raise LedgerURLError(f"ledger {display!r}: write postgresql://user:pass@host:port/db")
+    try:
+        u = urlsplit(raw)
+    except ValueError as exc:
+        raise LedgerURLError(f"ledger {display!r}: not a valid URL ({_scrub_exc(exc, raw)})") from None
+    secrets: list[str] = []
+    netloc = u.netloc
+    userinfo, _, hosts = netloc.rpartition("@")
+    if ":" in userinfo:
+        pw = userinfo.split(":", 1)[1]
+        secrets += [pw, unquote(pw)]
+    for k, v in parse_qsl(u.query, keep_blank_values=True):
+        if k.lower() == "password":
+            secrets += [v]
+    for hp in filter(None, hosts.split(",")):
+        host, sep, port = hp.rpartition(":") if not hp.endswith("]") else (hp, "", "")
+        if sep and (not port.isdigit() or not 0 < int(port) < 65536):
+            raise LedgerURLError(f"ledger {display!r}: bad port {port!r}")
+    db = unquote(u.path.lstrip("/"))
+    if "/" in db:
+        raise LedgerURLError(f"ledger {display!r}: the path must be one database name, got {db!r}")
+    secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+    return LedgerURL("postgresql", display, dsn=raw, secrets=tuple(secrets))
+
+
+def _scrub_exc(exc: BaseException, raw: str) -> str:
+    text = str(exc)
+    return text.replace(raw, redact_url(raw))
+
+
+def _prepare(row: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(row) - set(COLUMNS)
+    if unknown:
+        raise LedgerError(f"unknown ledger column(s): {', '.join(sorted(unknown))}")
+    row = dict(row)
+    if row.get("ts") is None:
+        row["ts"] = time.time()
+    if isinstance(row.get("fallbacks"), (list, dict)):
+        row["fallbacks"] = json.dumps(row["fallbacks"], default=str)
+    for c in ("stream", "sticky"):
+        if isinstance(row.get(c), bool):
+            row[c] = int(row[c])
+    return row
+
+
+def _added_column(decl: str) -> str:
+    """A column declaration fit for ALTER TABLE ADD COLUMN on a table that may hold rows."""
+    return decl.replace("PRIMARY KEY", "").replace("NOT NULL", "").strip()
+
+
+# ================================================================ the backends
+class BaseLedger:
+    """What the gateway uses: ``open()``, ``record(row)``, ``spent(key)``, ``spent_by_key()``, ``rows()``,
+    ``close()``. ``remote`` is True where a call may wait on the network (run it off the event loop)."""
+
+    backend = "?"
+    remote = False
+    url = ""
+
+    def open(self) -> "BaseLedger":  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def record(self, row: dict[str, Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def spent(self, key: str) -> float:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def spent_by_key(self) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def rows(self, where: str = "", params: tuple = ()) -> list[dict]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __enter__(self) -> "BaseLedger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url}>"
+
+
+_SQLITE_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS requests_key_spend_ins AFTER INSERT ON requests WHEN NEW.key IS NOT NULL BEGIN
+  INSERT INTO key_spend(key, spent_usd, requests) VALUES (NEW.key, COALESCE(NEW.cost_usd, 0), 1)
+  ON CONFLICT(key) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, requests = requests + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS requests_key_spend_del AFTER DELETE ON requests WHEN OLD.key IS NOT NULL BEGIN
+  UPDATE key_spend SET spent_usd = spent_usd - COALESCE(OLD.cost_usd, 0), requests = requests - 1
+  WHERE key = OLD.key;
+END;
+CREATE TRIGGER IF NOT EXISTS requests_key_spend_upd AFTER UPDATE OF key, cost_usd ON requests BEGIN
+  UPDATE key_spend SET spent_usd = spent_usd - COALESCE(OLD.cost_usd, 0), requests = requests - 1
+  WHERE OLD.key IS NOT NULL AND key = OLD.key;
+  INSERT INTO key_spend(key, spent_usd, requests) SELECT NEW.key, COALESCE(NEW.cost_usd, 0), 1
+  WHERE NEW.key IS NOT NULL
+  ON CONFLICT(key) DO UPDATE SET spent_usd = spent_usd + excluded.spent_usd, requests = requests + 1;
+END;
+"""
+
+
+class Ledger(BaseLedger):
+    """The SQLite ledger (``Ledger(path)``; ``open()`` creates the file and tables; ``record(row)`` inserts and
+    commits). Safe for several processes writing one file at once (WAL, 30 s busy timeout)."""
+
+    backend = "sqlite"
+    remote = False
+
+    def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
         self.path = Path(path)
+        self.url = str(path)
+        self.busy_timeout_s = busy_timeout_s
         self._conn: Optional[sqlite3.Connection] = None
         self._lock = threading.Lock()
 
     def open(self) -> "Ledger":
+        conn = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30, isolation_level=None)
+            if str(self.path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=self.busy_timeout_s,
+                                   isolation_level=None)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
-            conn.execute(f"CREATE TABLE IF NOT EXISTS requests ({cols})")
-            have = {r[1] for r in conn.execute("PRAGMA table_info(requests)")}
-            missing = [c for c in COLUMNS if c not in have]
-            for c in missing:  # a ledger from an older routecraft: add the new columns
-                conn.execute(f"ALTER TABLE requests ADD COLUMN {c} {COLUMNS[c].replace('PRIMARY KEY', '')}")
-            conn.execute("CREATE INDEX IF NOT EXISTS requests_key ON requests(key)")
-            conn.execute("CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts)")
+            conn.execute("BEGIN IMMEDIATE")  # one process at a time sets the schema up (and backfills key_spend)
+            try:
+                cols = ", ".join(f"{k} {v}" for k, v in COLUMNS.items())
+                conn.execute(f"CREATE TABLE IF NOT EXISTS requests ({cols})")
+                have = {r[1] for r in conn.execute("PRAGMA table_info(requests)")}
+                for c in [c for c in COLUMNS if c not in have]:  # a ledger from an older routecraft
+                    conn.execute(f"ALTER TABLE requests ADD COLUMN {c} {_added_column(COLUMNS[c])}")
+                conn.execute("CREATE INDEX IF NOT EXISTS requests_key ON requests(key)")
+                conn.execute("CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts)")
+                has_spend = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='key_spend'"
+                                         ).fetchone()
+                if not has_spend:
+                    conn.execute("CREATE TABLE key_spend (key TEXT PRIMARY KEY, spent_usd REAL NOT NULL DEFAULT 0, "
+                                 "requests INTEGER NOT NULL DEFAULT 0)")
+                    conn.execute("INSERT INTO key_spend(key, spent_usd, requests) SELECT key, "
+                                 "COALESCE(SUM(cost_usd), 0), COUNT(*) FROM requests WHERE key IS NOT NULL "
+                                 "GROUP BY key")
+                for stmt in _SQLITE_TRIGGERS.split("END;"):
+                    if stmt.strip():
+                        conn.execute(stmt + "END;")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         except sqlite3.Error as exc:
+            if conn is not None:
+                conn.close()
             raise LedgerError(f"cannot open usage ledger {self.path}: {exc}") from None
         self._conn = conn
         return self
@@ -92,36 +337,249 @@ class Ledger:
                 self._conn.close()
                 self._conn = None
 
-    def record(self, row: dict[str, Any]) -> None:
-        """Insert one row (unknown keys are an error; missing ones are NULL) and commit."""
+    def _c(self) -> sqlite3.Connection:
         if self._conn is None:
             raise LedgerError("ledger is not open")
-        unknown = set(row) - set(COLUMNS)
-        if unknown:
-            raise LedgerError(f"unknown ledger column(s): {', '.join(sorted(unknown))}")
-        row = dict(row)
-        row.setdefault("ts", time.time())
-        if isinstance(row.get("fallbacks"), (list, dict)):
-            row["fallbacks"] = json.dumps(row["fallbacks"], default=str)
+        return self._conn
+
+    def record(self, row: dict[str, Any]) -> None:
+        """Insert one row (unknown keys are an error; missing ones are NULL) and commit (with its key's total)."""
+        conn = self._c()
+        row = _prepare(row)
         cols = list(row)
         sql = f"INSERT INTO requests ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})"
-        with self._lock:
-            self._conn.execute(sql, [row[c] for c in cols])
+        try:
+            with self._lock:
+                conn.execute(sql, [row[c] for c in cols])
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot write the usage ledger {self.path}: {exc}") from None
+
+    def spent(self, key: str) -> float:
+        """``key``'s total cost_usd over every writer of this file (one primary-key lookup)."""
+        conn = self._c()
+        try:
+            with self._lock:
+                r = conn.execute("SELECT spent_usd FROM key_spend WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the usage ledger {self.path}: {exc}") from None
+        return float(r[0]) if r else 0.0
 
     def spent_by_key(self) -> dict[str, float]:
-        if self._conn is None:
-            raise LedgerError("ledger is not open")
+        conn = self._c()
         with self._lock:
-            rows = self._conn.execute("SELECT key, COALESCE(SUM(cost_usd), 0) FROM requests GROUP BY key").fetchall()
+            rows = conn.execute("SELECT key, spent_usd FROM key_spend").fetchall()
         return {k: float(v) for k, v in rows if k is not None}
 
+    def rows(self, where: str = "", params: tuple = ()) -> list[dict]:
+        conn = self._c()
+        sql = "SELECT * FROM requests" + (f" WHERE {where}" if where else "") + " ORDER BY ts"
+        with self._lock:
+            cur = conn.execute(sql, params)
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
 
-def read_rows(path: str | Path, where: str = "", params: tuple = ()) -> list[dict]:
-    """All ledger rows (as dicts) matching an optional SQL ``where`` clause."""
-    p = Path(path)
+
+def _psycopg():
+    try:
+        import psycopg
+    except ImportError:
+        raise LedgerError(f"a postgresql:// ledger needs the psycopg driver: {POSTGRES_EXTRA}") from None
+    return psycopg
+
+
+_PG_TYPES = {"REAL": "DOUBLE PRECISION", "INTEGER": "BIGINT"}
+_PG_LOCK = 0x726F75746563  # pg_advisory_xact_lock id: one process at a time sets the schema up
+_PG_FUNCTION = """
+CREATE OR REPLACE FUNCTION routecraft_key_spend() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP IN ('DELETE', 'UPDATE') AND OLD.key IS NOT NULL THEN
+    UPDATE key_spend SET spent_usd = spent_usd - COALESCE(OLD.cost_usd, 0), requests = requests - 1
+    WHERE key = OLD.key;
+  END IF;
+  IF TG_OP IN ('INSERT', 'UPDATE') AND NEW.key IS NOT NULL THEN
+    INSERT INTO key_spend AS s (key, spent_usd, requests) VALUES (NEW.key, COALESCE(NEW.cost_usd, 0), 1)
+    ON CONFLICT (key) DO UPDATE SET spent_usd = s.spent_usd + EXCLUDED.spent_usd, requests = s.requests + 1;
+  END IF;
+  RETURN NULL;
+END $$
+"""
+
+
+def _pg_decl(decl: str) -> str:
+    return " ".join(_PG_TYPES.get(w, w) for w in decl.split())
+
+
+class PostgresLedger(BaseLedger):
+    """The PostgreSQL ledger: the same tables as the SQLite one, shared by every gateway pointed at the database.
+    One connection (autocommit: each insert with its key_spend update is one transaction) behind a lock; a broken
+    connection is reopened once per call, and after a failed reconnect calls fail fast for ``retry_after_s``."""
+
+    backend = "postgresql"
+    remote = True
+
+    def __init__(self, url: str | LedgerURL, *, readonly: bool = False, connect_timeout_s: float = 5.0,
+                 retry_after_s: float = 2.0) -> None:
+        self._u = url if isinstance(url, LedgerURL) else parse_ledger_url(url)
+        if self._u.backend != "postgresql":
+            raise LedgerURLError(f"ledger {self._u.display!r}: not a postgresql:// URL")
+        self.url = self._u.display
+        self.readonly = readonly
+        self.connect_timeout_s = connect_timeout_s
+        self.retry_after_s = retry_after_s
+        self._conn = None
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+        cols = list(COLUMNS)
+        self._insert = (f"INSERT INTO requests ({', '.join(cols)}) VALUES ({', '.join('%s' for _ in cols)})")
+
+    # ---- connection
+    def _err(self, what: str, exc: BaseException) -> LedgerError:
+        msg = self._u.scrub(str(exc).strip())
+        return LedgerError(f"{what} usage ledger {self.url}: {msg}")
+
+    def _connect(self):
+        psycopg = _psycopg()
+        if time.monotonic() < self._down_until:
+            raise LedgerError(f"usage ledger {self.url} is unreachable (retrying in "
+                              f"{self._down_until - time.monotonic():.1f} s)")
+        kw: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(round(self.connect_timeout_s)))}
+        if "application_name" not in self._u.dsn:
+            kw["application_name"] = "routecraft"
+        try:
+            conn = psycopg.connect(self._u.dsn, **kw)
+        except psycopg.Error as exc:
+            self._down_until = time.monotonic() + self.retry_after_s
+            raise self._err("cannot connect to the", exc) from None
+        if self.readonly:
+            conn.execute("SET default_transaction_read_only = on")
+        return conn
+
+    def _run(self, what: str, fn, *, retry: bool = True):
+        psycopg = _psycopg()
+        with self._lock:
+            for attempt in (0, 1):
+                if self._conn is None or self._conn.closed:
+                    self._conn = self._connect()
+                conn = self._conn
+                try:
+                    return fn(conn, attempt)
+                except psycopg.OperationalError as exc:
+                    broken = conn.closed or conn.broken
+                    if broken:
+                        self._conn = None
+                        try:
+                            conn.close()
+                        except Exception:  # noqa: BLE001
+                            pass
+                    if attempt or not broken or not retry:
+                        raise self._err(what, exc) from None
+                except psycopg.Error as exc:
+                    raise self._err(what, exc) from None
+
+    def open(self) -> "PostgresLedger":
+        if self.readonly:
+            def check(conn, _):
+                if conn.execute("SELECT to_regclass('requests')").fetchone()[0] is None:
+                    raise LedgerError(f"{self.url}: not a routecraft usage ledger (no table 'requests')")
+            self._run("cannot read the", check)
+        else:
+            self._run("cannot open the", self._schema, retry=False)
+        return self
+
+    def _schema(self, conn, _attempt) -> None:
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK,))
+            if conn.execute("SELECT to_regclass('requests')").fetchone()[0] is None:
+                cols = ", ".join(f"{k} {_pg_decl(v)}" for k, v in COLUMNS.items())
+                conn.execute(f"CREATE TABLE requests ({cols})")
+            have = {r[0] for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'requests' "
+                "AND table_schema = current_schema()")}
+            for c in [c for c in COLUMNS if c not in have]:
+                conn.execute(f"ALTER TABLE requests ADD COLUMN {c} {_pg_decl(_added_column(COLUMNS[c]))}")
+            for name, col in (("requests_key", "key"), ("requests_ts", "ts")):
+                if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
+                    conn.execute(f"CREATE INDEX {name} ON requests({col})")
+            if conn.execute("SELECT to_regclass('key_spend')").fetchone()[0] is None:
+                conn.execute("CREATE TABLE key_spend (key TEXT PRIMARY KEY, "
+                             "spent_usd DOUBLE PRECISION NOT NULL DEFAULT 0, requests BIGINT NOT NULL DEFAULT 0)")
+                conn.execute("INSERT INTO key_spend(key, spent_usd, requests) SELECT key, COALESCE(SUM(cost_usd), 0), "
+                             "COUNT(*) FROM requests WHERE key IS NOT NULL GROUP BY key")
+            if conn.execute("SELECT 1 FROM pg_trigger WHERE tgname = 'requests_key_spend' "
+                            "AND tgrelid = 'requests'::regclass").fetchone() is None:
+                conn.execute(_PG_FUNCTION)
+                conn.execute("CREATE TRIGGER requests_key_spend AFTER INSERT OR DELETE OR UPDATE OF key, cost_usd "
+                             "ON requests FOR EACH ROW EXECUTE FUNCTION routecraft_key_spend()")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    self._conn.close()
+                finally:
+                    self._conn = None
+
+    # ---- the interface
+    def record(self, row: dict[str, Any]) -> None:
+        row = _prepare(row)
+        values = [row.get(c) for c in COLUMNS]
+        psycopg = _psycopg()
+
+        def ins(conn, attempt):
+            try:
+                conn.execute(self._insert, values)
+            except psycopg.errors.UniqueViolation:
+                if attempt:  # the first try committed before its connection broke: the row is in
+                    return
+                raise
+        self._run("cannot write the", ins)
+
+    def spent(self, key: str) -> float:
+        r = self._run("cannot read the", lambda conn, _: conn.execute(
+            "SELECT spent_usd FROM key_spend WHERE key = %s", (key,)).fetchone())
+        return float(r[0]) if r else 0.0
+
+    def spent_by_key(self) -> dict[str, float]:
+        rows = self._run("cannot read the", lambda conn, _: conn.execute(
+            "SELECT key, spent_usd FROM key_spend").fetchall())
+        return {k: float(v) for k, v in rows if k is not None}
+
+    def rows(self, where: str = "", params: tuple = ()) -> list[dict]:
+        sql = "SELECT * FROM requests" + (f" WHERE {where.replace('?', '%s')}" if where else "") + " ORDER BY ts"
+
+        def q(conn, _):
+            cur = conn.execute(sql, params)
+            names = [d.name for d in cur.description]
+            return [dict(zip(names, r)) for r in cur.fetchall()]
+        return self._run("cannot read the", q)
+
+
+def open_ledger(url: str | Path = DEFAULT_LEDGER, *, readonly: bool = False) -> BaseLedger:
+    """Open (creating tables where missing, unless ``readonly``) the ledger a ``ledger`` URL names: a SQLite
+    ``Ledger`` or a ``PostgresLedger``. LedgerURLError for a bad URL, LedgerError when it cannot be opened."""
+    u = parse_ledger_url(url)
+    if u.backend == "postgresql":
+        return PostgresLedger(u, readonly=readonly).open()
+    if readonly:
+        raise LedgerError("open_ledger(readonly=True) is for PostgreSQL; read SQLite with read_rows()")
+    return Ledger(u.path).open()
+
+
+# ================================================================ reading (`routecraft usage`)
+def read_rows(source: str | Path, where: str = "", params: tuple = ()) -> list[dict]:
+    """All ledger rows (as dicts, oldest first) matching an optional SQL ``where`` clause (``?`` placeholders).
+    ``source`` is a path or ledger URL; SQLite is opened read-only, PostgreSQL in a read-only session."""
+    u = parse_ledger_url(source)
+    if u.backend == "postgresql":
+        led = PostgresLedger(u, readonly=True).open()
+        try:
+            return led.rows(where, params)
+        finally:
+            led.close()
+    p = u.path
     if not p.exists():
         raise LedgerError(f"no usage ledger at {p}")
-    conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+    conn = sqlite3.connect(p.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         conn.row_factory = sqlite3.Row
         sql = "SELECT * FROM requests" + (f" WHERE {where}" if where else "") + " ORDER BY ts"
@@ -140,12 +598,13 @@ def _pct(values: list[float], q: float) -> Optional[float]:
     return values[i]
 
 
-def summarise(path: str | Path, by: Optional[str] = None, since: Optional[float] = None) -> list[dict]:
+def summarise(source: str | Path, by: Optional[str] = None, since: Optional[float] = None) -> list[dict]:
     """Totals per group (``by``: key, model, router, strategy, status, day, requested_model; None = one total row):
-    requests, ok, failed, cancelled, input/output tokens, cost_usd, latency p50/p99 (s), mean decision ms."""
+    requests, ok, failed, cancelled, input/output tokens, cost_usd, latency p50/p99 (s), mean decision ms.
+    ``source``: a path or ledger URL (SQLite or PostgreSQL)."""
     if by is not None and by not in GROUPS:
         raise ValueError(f"--by must be one of {', '.join(GROUPS)}, got {by!r}")
-    rows = read_rows(path, "ts >= ?" if since is not None else "", (since,) if since is not None else ())
+    rows = read_rows(source, "ts >= ?" if since is not None else "", (since,) if since is not None else ())
     groups: dict[Any, list[dict]] = {}
     for r in rows:
         if by is None:

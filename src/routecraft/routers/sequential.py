@@ -1,0 +1,351 @@
+"""``sequential``: a learned observe-then-decide policy — consult, look at the answers, stop or consult more.
+
+The candidates are consulted along a fixed sequence chosen on the training split (cheap ones in order of cost, the
+strongest last; taken from the best plan of the ``cascade`` search). After each consultation the state is what has
+been observed: the query's features (optional, a few principal components of its embedding), every consulted
+candidate's answer signals (an answer was extracted, the output hit its cap, its output length, whether it agrees
+with the current majority), the majority's vote share, the number of distinct answers and each pair's agreement.
+Because the sequence is fixed, the state after step t does not depend on the policy, so the logs (where every
+candidate's answer is known) give supervised targets for every step at once. At each step three regressors predict:
+
+* ``now``: the score of returning the current majority answer;
+* ``next``: the score after consulting the next candidate of the sequence;
+* ``strong``: the score of jumping to the last (strongest) candidate and returning its answer.
+
+The policy takes the best of stop (``now``), ``next − λ·cost(next)`` and ``strong − λ·cost(strong)`` (costs: the
+candidates' mean cost on the training split), and repeats; a cost cap stops consultations that would exceed it.
+
+Deciding up front is the zero-step special case, and it is always on the table: for each trade-off the router
+compares, on the training split, the policy's utility (replayed with cross-fitted predictions, so it is not judged
+on the data its regressors memorised), the best fixed cascade plan's and the best single candidate's, and uses the
+best. On data where observing does not pay, it therefore equals the best up-front choice.
+
+Model class: ``model="gbm"`` (scikit-learn's HistGradientBoostingRegressor, the default), ``"linear"`` (ridge) or
+``"mlp"``. The default was chosen by measurement (docs/RESULTS.md, sequential routing): on ZeroEval GSM8K
+gradient boosting gave the best AIQ; ridge was close behind and is the fastest.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from routecraft.data.schema import RoutingData
+from routecraft.routers.base import Decision
+from routecraft.routers.cascade import Cascade, ObservingRouter
+from routecraft.routers.observations import Observations, Replay, score_of, votes
+
+STOP, NEXT, STRONG = 0, 1, 2
+
+
+def choose_sequence(cas: Cascade, obs: Observations, max_len: int = 4, cost_share: float = 0.35) -> list[int]:
+    """Cheap candidates (by cost) then the strongest: the members of the most accurate cascade plan that ends on the
+    strongest candidate and costs at most ``cost_share`` of it on the training split (else the best plan)."""
+    s, c = obs.score.mean(0), obs.cost.mean(0)
+    strong = int(np.lexsort((c, -s))[0])
+    best, best_s = None, -np.inf
+    for i, p in enumerate(cas.plans):
+        if not p.stages or p.final != strong or cas.train_cost[i] > cost_share * c[strong]:
+            continue
+        if cas.train_score[i] > best_s + 1e-12:
+            best, best_s = p, cas.train_score[i]
+    members: list[int] = []
+    if best is not None:
+        for st in best.stages:
+            members += [m for m in st.members if m not in members]
+    cheap = sorted((j for j in range(len(s)) if c[j] < c[strong] and j not in members), key=lambda j: (-s[j], c[j]))
+    while len(members) < max_len - 1 and cheap:
+        members.append(cheap.pop(0))
+    members = sorted(members[: max_len - 1], key=lambda j: (c[j], j))
+    return members + [strong]
+
+
+def _model(kind: str, seed: int):
+    if kind == "gbm":
+        from sklearn.ensemble import HistGradientBoostingRegressor
+
+        return HistGradientBoostingRegressor(max_iter=120, max_depth=3, learning_rate=0.08, min_samples_leaf=20,
+                                             random_state=seed)
+    if kind == "linear":
+        from sklearn.linear_model import Ridge
+
+        return Ridge(alpha=1.0)
+    if kind == "mlp":
+        from sklearn.neural_network import MLPRegressor
+
+        return MLPRegressor(hidden_layer_sizes=(32,), alpha=1e-3, max_iter=400, random_state=seed)
+    raise ValueError(f"sequential: model must be 'gbm', 'linear' or 'mlp', got {kind!r}")
+
+
+class SequentialPolicy:
+    """The learned policy over a fixed consultation sequence (see the module docstring)."""
+
+    def __init__(self, model: str = "gbm", max_len: int = 4, n_components: int = 8, folds: int = 3,
+                 seed: int = 0) -> None:
+        _model(model, seed)  # an unknown model class fails here, before any work
+        self.model, self.max_len, self.n_components, self.folds, self.seed = model, max_len, n_components, folds, seed
+        self.seq: list[int] = []
+        self.step_cost = np.zeros(0)
+        self.models: list[dict[str, Any]] = []
+        self.pca_mean: np.ndarray | None = None
+        self.pca_axes: np.ndarray | None = None
+        self.train_preds: list[np.ndarray] = []   # cross-fitted (n_train, 3) predictions per step
+        self.train_obs: Observations | None = None
+
+    # ---- states --------------------------------------------------------------------------------------------------
+    def _query_part(self, X: np.ndarray | None, n: int) -> np.ndarray:
+        if X is None or self.pca_axes is None:
+            return np.zeros((n, 0))
+        return (np.asarray(X, dtype=float) - self.pca_mean) @ self.pca_axes.T
+
+    def states(self, obs: Observations, X: np.ndarray | None) -> list[np.ndarray]:
+        """The state features after steps 1..K-1 (one matrix per step)."""
+        n = obs.n
+        q = self._query_part(X, n)
+        keys = obs.keys[:, self.seq]
+        answered = keys >= 0
+        trunc = obs.truncated[:, self.seq].astype(float)
+        toks = np.log1p(np.nan_to_num(obs.out_tokens[:, self.seq], nan=0.0))
+        out = []
+        for t in range(1, len(self.seq)):
+            mask = np.zeros_like(keys, dtype=bool)
+            mask[:, :t] = True
+            top, cnt, distinct = votes(keys, mask)
+            cols = [cnt / t, cnt, distinct, answered[:, :t].sum(1)]
+            for i in range(t):
+                cols += [answered[:, i], trunc[:, i], toks[:, i], (keys[:, i] == top) & (top >= 0)]
+            for i in range(t):
+                for j in range(i + 1, t):
+                    cols.append((keys[:, i] == keys[:, j]) & answered[:, i])
+            out.append(np.column_stack([np.asarray(c, dtype=float) for c in cols] + [q]))
+        return out
+
+    def targets(self, obs: Observations) -> list[np.ndarray]:
+        """(n, 3) per step: score of stopping now, of consulting the next candidate, of jumping to the strongest."""
+        n, K = obs.n, len(self.seq)
+        keys = obs.keys[:, self.seq]
+        strong = obs.score[:, self.seq[-1]]
+        sub = _columns(obs, self.seq)
+        now = []
+        for t in range(1, K + 1):
+            mask = np.zeros_like(keys, dtype=bool)
+            mask[:, :t] = True
+            top, _, _ = votes(keys, mask)
+            now.append(score_of(sub, top, mask, np.full(n, t - 1)))
+        out = []
+        for t in range(1, K):
+            nxt = strong if t + 1 == K else now[t]
+            out.append(np.column_stack([now[t - 1], nxt, strong]))
+        return out
+
+    # ---- fit -----------------------------------------------------------------------------------------------------
+    def fit(self, obs: Observations, X: np.ndarray | None, cascade: Cascade) -> "SequentialPolicy":
+        self.seq = choose_sequence(cascade, obs, self.max_len)
+        self.step_cost = obs.cost[:, self.seq].mean(0)
+        if X is not None and self.n_components > 0:
+            Xf = np.asarray(X, dtype=float)
+            self.pca_mean = Xf.mean(0)
+            _, _, vt = np.linalg.svd(Xf - self.pca_mean, full_matrices=False)
+            self.pca_axes = vt[: self.n_components]
+        S, Y = self.states(obs, X), self.targets(obs)
+        n = obs.n
+        rng = np.random.default_rng(self.seed)
+        fold = rng.permutation(n) % max(2, self.folds)
+        self.models, self.train_preds = [], []
+        for st, y in zip(S, Y):
+            step = [self._fit_one(st, y[:, k]) for k in range(3)]
+            self.models.append({"now": step[0], "next": step[1], "strong": step[2]})
+            cross = np.zeros_like(y)
+            for f in range(max(2, self.folds)):
+                tr, te = fold != f, fold == f
+                for k in range(3):
+                    cross[te, k] = self._fit_one(st[tr], y[tr, k]).predict(st[te])
+            self.train_preds.append(np.clip(cross, 0.0, 1.0))
+        self.train_obs = obs
+        return self
+
+    def _fit_one(self, x: np.ndarray, y: np.ndarray):
+        if np.ptp(y) == 0:
+            return _Const(float(y[0]) if len(y) else 0.0)
+        return _model(self.model, self.seed).fit(x, y)
+
+    def predict_steps(self, obs: Observations, X: np.ndarray | None) -> list[np.ndarray]:
+        return [np.clip(np.column_stack([m["now"].predict(st), m["next"].predict(st), m["strong"].predict(st)]),
+                        0.0, 1.0) for m, st in zip(self.models, self.states(obs, X))]
+
+    # ---- run -----------------------------------------------------------------------------------------------------
+    def actions(self, preds: list[np.ndarray], lam: float, max_cost: float | None = None) -> np.ndarray:
+        """(n,) how far each query goes: the number of sequence candidates consulted before stopping (1..K-1), or
+        ``K`` = every one in order, or ``-t`` = after t candidates, jump to the strongest."""
+        K = len(self.seq)
+        n = preds[0].shape[0] if preds else 0
+        spent = np.full(n, self.step_cost[0])
+        done = np.zeros(n, dtype=int)
+        for t in range(1, K):
+            p = preds[t - 1]
+            u = np.column_stack([p[:, 0], p[:, 1] - lam * self.step_cost[t], p[:, 2] - lam * self.step_cost[-1]])
+            if max_cost is not None:
+                u[:, 1] = np.where(spent + self.step_cost[t] > max_cost, -np.inf, u[:, 1])
+                u[:, 2] = np.where(spent + self.step_cost[-1] > max_cost, -np.inf, u[:, 2])
+            a = np.argmax(u, axis=1)
+            open_ = done == 0
+            done[open_ & (a == STOP)] = t
+            done[open_ & (a == STRONG)] = -t
+            spent += np.where(open_ & (a == NEXT), self.step_cost[t], 0)
+        done[done == 0] = K
+        return done
+
+    def replay(self, obs: Observations, preds: list[np.ndarray], lam: float,
+               max_cost: float | None = None) -> Replay:
+        act = self.actions(preds, lam, max_cost)
+        return self.replay_actions(obs, act)
+
+    def replay_actions(self, obs: Observations, act: np.ndarray) -> Replay:
+        n, K = obs.n, len(self.seq)
+        sub = _columns(obs, self.seq)
+        keys = sub.keys
+        steps = np.abs(act)
+        mask = np.arange(K)[None, :] < steps[:, None]
+        jump = act < 0
+        mask[jump, K - 1] = True
+        top, _, _ = votes(keys, np.where(jump[:, None], False, mask))
+        s = score_of(sub, top, mask & ~jump[:, None], np.zeros(n, dtype=int))
+        reached_strong = jump | (act == K)
+        s = np.where(reached_strong, sub.score[:, K - 1], s)
+        cost = np.where(mask, sub.cost, 0).sum(1)
+        calls = mask.sum(1).astype(float)
+        lat_cells = np.where(mask, sub.latency, 0)
+        latency = lat_cells.sum(1)  # one consultation per stage: each stage's slowest call is that call
+        return Replay(s, cost, calls, reached_strong, latency)
+
+    def online_action(self, t: int, observed: list[dict], features: np.ndarray | None, lam: float,
+                      max_cost: float | None = None) -> str:
+        """After the first ``t`` candidates of the sequence answered (``observed``: per consultation its answer's
+        vote ``key``, ``truncated``, ``out_tokens`` and real ``cost``): "stop", "next" or "strong"."""
+        C = max(self.seq) + 1
+        keys = np.full((1, C), -1, dtype=np.int64)
+        trunc = np.zeros((1, C), dtype=bool)
+        toks = np.full((1, C), np.nan)
+        codes: dict[str, int] = {}
+        for i, o in enumerate(observed[:t]):
+            j = self.seq[i]
+            if o.get("key") is not None:
+                keys[0, j] = codes.setdefault(o["key"], len(codes))
+            trunc[0, j] = bool(o.get("truncated"))
+            toks[0, j] = o.get("out_tokens", np.nan)
+        zero = np.zeros((1, C))
+        obs = Observations([""], [None] * C, keys, zero, zero, np.full((1, C), np.nan), toks, trunc)
+        X = None if features is None or self.pca_axes is None else np.asarray(features, dtype=float).reshape(1, -1)
+        st = self.states(obs, X)[t - 1]
+        m = self.models[t - 1]
+        p = [float(np.clip(m[k].predict(st)[0], 0.0, 1.0)) for k in ("now", "next", "strong")]
+        u = [p[0], p[1] - lam * self.step_cost[t], p[2] - lam * self.step_cost[-1]]
+        if max_cost is not None:
+            spent = sum(float(o.get("cost") or 0.0) for o in observed[:t])
+            if spent + self.step_cost[t] > max_cost:
+                u[1] = -np.inf
+            if spent + self.step_cost[-1] > max_cost:
+                u[2] = -np.inf
+        return ("stop", "next", "strong")[int(np.argmax(u))]
+
+    def train_utility(self, lam: float, max_cost: float | None = None) -> tuple[float, float]:
+        r = self.replay(self.train_obs, self.train_preds, lam, max_cost)
+        return float(r.score.mean()), float(r.cost.mean())
+
+    # ---- artifacts -----------------------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {"seq": self.seq, "step_cost": self.step_cost, "models": self.models, "pca_mean": self.pca_mean,
+                "pca_axes": self.pca_axes, "train_preds": self.train_preds, "train_obs": self.train_obs,
+                "params": {"model": self.model, "max_len": self.max_len, "n_components": self.n_components,
+                           "folds": self.folds, "seed": self.seed}}
+
+
+class _Const:
+    def __init__(self, v: float) -> None:
+        self.v = v
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.full(len(x), self.v)
+
+
+def _columns(obs: Observations, cols: list[int]) -> Observations:
+    return Observations(obs.query_ids, [obs.candidates[j] for j in cols], obs.keys[:, cols], obs.score[:, cols],
+                        obs.cost[:, cols], obs.latency[:, cols], obs.out_tokens[:, cols], obs.truncated[:, cols])
+
+
+# ---- the router ----------------------------------------------------------------------------------------------------
+class SequentialRouter(ObservingRouter):
+    """``sequential``: the learned policy, the fixed cascade plans and the single candidates, whichever has the best
+    training utility for the trade-off asked (see the module docstring)."""
+
+    name = "sequential"
+    uses_features = True
+
+    def __init__(self, model: str = "gbm", max_len: int = 4, n_components: int = 8, folds: int = 3, seed: int = 0,
+                 pool: int = 8, finals: int = 3, use_features: bool = True) -> None:
+        super().__init__(model=model, max_len=max_len, n_components=n_components, folds=folds, seed=seed, pool=pool,
+                         finals=finals, use_features=use_features)
+        _model(model, seed)
+        self.cascade: Cascade | None = None
+        self.policy: SequentialPolicy | None = None
+
+    def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "SequentialRouter":
+        p = self.params
+        obs = Observations.from_data(data, router=self.name)
+        self.candidates = list(obs.candidates)
+        self.cascade = Cascade(pool=p["pool"], finals=p["finals"]).fit(obs)
+        Xq = X if p["use_features"] else None
+        self.policy = SequentialPolicy(p["model"], p["max_len"], p["n_components"], p["folds"], p["seed"]).fit(
+            obs, Xq, self.cascade)
+        return self
+
+    def mode(self, lam: float = 0.0, max_cost: float | None = None) -> str:
+        """"policy" or "cascade" (fixed plans, including every single candidate up front): the better on the
+        training split for this trade-off (the policy judged on cross-fitted predictions)."""
+        ps, pc = self.policy.train_utility(lam, max_cost)
+        i = self.cascade.choose(lam, max_cost)
+        cs, cc = self.cascade.train_score[i], self.cascade.train_cost[i]
+        if max_cost is not None:
+            pol_ok, cas_ok = pc <= max_cost, cc <= max_cost
+            if pol_ok != cas_ok:
+                return "policy" if pol_ok else "cascade"
+            return "policy" if (ps, -pc) > (cs, -cc) else "cascade"
+        return "policy" if ps - lam * pc > cs - lam * cc + 1e-12 else "cascade"
+
+    def replay(self, data: RoutingData, X: np.ndarray | None = None, lam: float = 0.0,
+               max_cost: float | None = None) -> Replay:
+        obs = self.observations(data)
+        if self.mode(lam, max_cost) == "cascade":
+            return self.cascade.replay(obs, lam, max_cost)
+        Xq = X if self.params["use_features"] else None
+        return self.policy.replay(obs, self.policy.predict_steps(obs, Xq), lam, max_cost)
+
+    def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
+               max_cost: float | None = None) -> list[Decision]:
+        mode = self.mode(lam, max_cost)
+        if mode == "cascade":
+            i = self.cascade.choose(lam, max_cost)
+            p = self.cascade.plans[i]
+            first = self.candidates[p.stages[0].members[0]] if p.stages else self.candidates[p.final]
+            plan = {"kind": "cascade", **p.to_dict(self.candidates), "describe": p.describe(self.candidates)}
+            s, c = float(self.cascade.train_score[i]), float(self.cascade.train_cost[i])
+        else:
+            first = self.candidates[self.policy.seq[0]]
+            plan = {"kind": "sequential", "sequence": [self.candidates[j].id for j in self.policy.seq],
+                    "lam": lam, "max_cost": max_cost}
+            s, c = self.policy.train_utility(lam, max_cost)
+        return [Decision(first, s, c, [], plan) for _ in range(len(queries))]
+
+    def state(self) -> dict:
+        return {"cascade": self.cascade.state(), "policy": self.policy.state()}
+
+    def set_state(self, state: dict) -> None:
+        self.cascade = Cascade(pool=self.params["pool"], finals=self.params["finals"])
+        self.cascade.set_state(state["cascade"])
+        self.cascade.candidates = list(self.candidates)
+        st = state["policy"]
+        self.policy = SequentialPolicy(**st["params"])
+        for k in ("seq", "step_cost", "models", "pca_mean", "pca_axes", "train_preds", "train_obs"):
+            setattr(self.policy, k, st[k])

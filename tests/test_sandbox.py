@@ -1,5 +1,7 @@
 """The PAL sandbox: each property is shown with a control (the same thing works where it is allowed) and, where this
-machine has user namespaces, once per layer (audit hook alone; kernel namespaces alone with the audit hook off)."""
+machine has user namespaces, once per layer: the audit hook alone (isolation="audit"); the kernel namespaces alone
+(strict with the audit hook and the seccomp filter off); the kernel layers (namespaces + seccomp, hook off); and
+everything (what "auto" gives here). The attacks found on the gateway are in test_sandbox_escapes.py."""
 
 from __future__ import annotations
 
@@ -13,14 +15,25 @@ import pytest
 from routecraft.strategies.sandbox import STARTUP_GRACE_S, namespaces_available, run_python
 
 NS_OK, NS_WHY = namespaces_available()
-needs_ns = pytest.mark.skipif(not NS_OK, reason=f"no user namespaces here: {NS_WHY}")
+# Skipping would hide a broken strict sandbox: test_strict_isolation_is_available_here fails instead, unless a machine
+# without user namespaces says so explicitly.
+NO_STRICT_OK = os.environ.get("ROUTECRAFT_TEST_ALLOW_NO_STRICT_SANDBOX") == "1"
+needs_ns = pytest.mark.skipif(not NS_OK, reason=f"no strict sandbox here: {NS_WHY}")
 
-# (isolation, audit_hook): the audit layer alone, the kernel layer alone, and both (what "auto" gives here)
+# (isolation, audit_hook, seccomp): the audit layer alone, the namespaces alone, the kernel layers (namespaces +
+# seccomp), and all of them (what "auto" gives here)
 LAYERS = [
-    pytest.param("audit", True, id="audit-hook"),
-    pytest.param("namespaces", False, id="namespaces-only", marks=needs_ns),
-    pytest.param("namespaces", True, id="namespaces+audit", marks=needs_ns),
+    pytest.param("audit", True, True, id="audit-hook"),
+    pytest.param("strict", False, False, id="namespaces-only", marks=needs_ns),
+    pytest.param("strict", False, True, id="namespaces+seccomp", marks=needs_ns),
+    pytest.param("strict", True, True, id="strict+audit", marks=needs_ns),
 ]
+
+
+def test_strict_isolation_is_available_here():
+    if NO_STRICT_OK:
+        pytest.skip("ROUTECRAFT_TEST_ALLOW_NO_STRICT_SANDBOX=1")
+    assert NS_OK, NS_WHY
 
 
 def test_normal_solution_returns_value():
@@ -28,7 +41,7 @@ def test_normal_solution_returns_value():
     assert r.ok, r.error
     assert r.value == 18 and r.how == "solution" and r.stdout.startswith("eggs 9")
     assert not r.timed_out and r.error is None
-    assert r.isolation == ("namespaces" if NS_OK else "audit")
+    assert r.isolation == "strict"  # "auto" no longer falls back to audit (see test_sandbox_escapes.py)
 
 
 @pytest.mark.parametrize("code,value", [
@@ -45,24 +58,24 @@ def test_value_kinds(code, value):
     assert r.value == value
 
 
-@pytest.mark.parametrize("isolation,hook", LAYERS)
-def test_write_outside_temp_dir_fails_and_leaves_no_file(isolation, hook):
+@pytest.mark.parametrize("isolation,hook,sc", LAYERS)
+def test_write_outside_temp_dir_fails_and_leaves_no_file(isolation, hook, sc):
     other = f"/tmp/routecraft-other-{uuid.uuid4().hex}"
     home = os.path.join(os.path.expanduser("~"), f"routecraft-home-{uuid.uuid4().hex}")
     for target in (other, home):
         code = f"def solution():\n    with open({target!r}, 'w') as f:\n        f.write('pwned')\n    return 1\n"
-        r = run_python(code, isolation=isolation, audit_hook=hook)
+        r = run_python(code, isolation=isolation, audit_hook=hook, seccomp=sc)
         assert not r.ok and r.value is None
         assert ("refused" in r.error) if hook else ("Read-only file system" in r.error), r.error
         assert not os.path.exists(target), f"{target} was written"
     # control: writing inside the temp dir (the cwd) works under the same settings
     r = run_python("def solution():\n    open('scratch.txt', 'w').write('ok')\n    return open('scratch.txt').read()",
-                   isolation=isolation, audit_hook=hook)
+                   isolation=isolation, audit_hook=hook, seccomp=sc)
     assert r.ok and r.value == "ok", r.error
 
 
-@pytest.mark.parametrize("isolation,hook", LAYERS)
-def test_os_mutators_outside_temp_dir_fail(isolation, hook):
+@pytest.mark.parametrize("isolation,hook,sc", LAYERS)
+def test_os_mutators_outside_temp_dir_fail(isolation, hook, sc):
     victim = f"/tmp/routecraft-victim-{uuid.uuid4().hex}"
     with open(victim, "w") as f:
         f.write("keep")
@@ -70,7 +83,7 @@ def test_os_mutators_outside_temp_dir_fail(isolation, hook):
         for op in (f"os.remove({victim!r})", f"os.rename({victim!r}, 'moved')", f"os.chmod({victim!r}, 0o777)",
                    f"os.mkdir({victim + '-dir'!r})"):
             r = run_python(f"import os\ndef solution():\n    {op}\n    return 1\n", isolation=isolation,
-                           audit_hook=hook)
+                           audit_hook=hook, seccomp=sc)
             assert not r.ok, op
         assert open(victim).read() == "keep" and oct(os.stat(victim).st_mode & 0o777) != oct(0o777)
         assert not os.path.exists(victim + "-dir")
@@ -78,8 +91,8 @@ def test_os_mutators_outside_temp_dir_fail(isolation, hook):
         os.remove(victim)
 
 
-@pytest.mark.parametrize("isolation,hook", LAYERS)
-def test_socket_connect_to_open_local_port_fails(isolation, hook):
+@pytest.mark.parametrize("isolation,hook,sc", LAYERS)
+def test_socket_connect_to_open_local_port_fails(isolation, hook, sc):
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
@@ -90,20 +103,22 @@ def test_socket_connect_to_open_local_port_fails(isolation, hook):
         srv.accept()[0].close()
         code = (f"import socket\ndef solution():\n    s = socket.socket()\n    s.settimeout(2)\n"
                 f"    s.connect(('127.0.0.1', {port}))\n    return 'connected'\n")
-        r = run_python(code, isolation=isolation, audit_hook=hook)
+        r = run_python(code, isolation=isolation, audit_hook=hook, seccomp=sc)
         assert not r.ok and r.value is None
-        assert ("network access refused" in r.error) if hook else ("Network is unreachable" in r.error), r.error
+        # the first layer that stops it: the audit hook, else seccomp (socket() refused), else the empty network namespace
+        expected = "network access refused" if hook else ("Operation not permitted" if sc else "Network is unreachable")
+        assert expected in r.error, r.error
         with pytest.raises(BlockingIOError):  # nobody reached the server
             srv.accept()
     finally:
         srv.close()
 
 
-@pytest.mark.parametrize("isolation,hook", LAYERS)
-def test_busy_loop_is_killed_within_the_limit(isolation, hook):
+@pytest.mark.parametrize("isolation,hook,sc", LAYERS)
+def test_busy_loop_is_killed_within_the_limit(isolation, hook, sc):
     t0 = time.perf_counter()
     r = run_python("def solution():\n    while True:\n        pass\n", timeout_s=1, isolation=isolation,
-                   audit_hook=hook)
+                   audit_hook=hook, seccomp=sc)
     elapsed = time.perf_counter() - t0
     assert r.timed_out and not r.ok and r.value is None
     assert elapsed < 1 + STARTUP_GRACE_S + 1.0, elapsed
@@ -116,14 +131,14 @@ def test_sleep_is_killed_by_the_wall_clock():
     assert time.perf_counter() - t0 < 1 + STARTUP_GRACE_S + 1.0
 
 
-@pytest.mark.parametrize("isolation,hook", LAYERS)
-def test_big_allocation_fails(isolation, hook):
+@pytest.mark.parametrize("isolation,hook,sc", LAYERS)
+def test_big_allocation_fails(isolation, hook, sc):
     r = run_python("def solution():\n    x = bytearray(1024 ** 3)\n    return len(x)\n", memory_mb=256,
-                   isolation=isolation, audit_hook=hook)
+                   isolation=isolation, audit_hook=hook, seccomp=sc)
     assert not r.ok and r.error.startswith("MemoryError")
     # control: a modest allocation under the same limit works
     r = run_python("def solution():\n    x = bytearray(50 * 1024 ** 2)\n    return len(x)\n", memory_mb=256,
-                   isolation=isolation, audit_hook=hook)
+                   isolation=isolation, audit_hook=hook, seccomp=sc)
     assert r.ok and r.value == 50 * 1024 ** 2, r.error
 
 
@@ -144,15 +159,18 @@ def test_sympy_works_inside():
 
 
 @needs_ns
-def test_namespace_layer_cannot_be_undone_from_inside():
-    # with the audit hook off, the program can call mount(2) through ctypes; it holds no capability for it
+@pytest.mark.parametrize("sc", [True, False], ids=["seccomp", "no-seccomp"])
+def test_namespace_layer_cannot_be_undone_from_inside(sc):
+    # with the audit hook off, the program can call mount(2) through ctypes; it holds no capability for it (and with
+    # the seccomp filter on, mount(2) is refused before the capability check)
     code = ("import ctypes, os\ndef solution():\n    libc = ctypes.CDLL(None, use_errno=True)\n"
             "    rc = libc.mount(None, b'/', None, 32 | 4096, None)  # MS_REMOUNT | MS_BIND, i.e. read-write\n"
             "    caps = open('/proc/self/status').read().split('CapEff:')[1].split()[0]\n"
             "    return [rc, ctypes.get_errno(), caps]\n")
-    r = run_python(code, isolation="namespaces", audit_hook=False)
+    r = run_python(code, isolation="namespaces", audit_hook=False, seccomp=sc)
     assert r.ok, r.error
     assert r.value == [-1, 1, "0000000000000000"]  # EPERM, no effective capabilities
+    assert r.isolation == "strict"  # "namespaces" is the old name of the strict mode
 
 
 def test_errors_are_reported_with_the_line():
@@ -183,3 +201,5 @@ def test_bad_arguments():
         run_python("x=1", memory_mb=1)
     with pytest.raises(ValueError, match="isolation"):
         run_python("x=1", isolation="docker")
+    with pytest.raises(ValueError, match="unconfined"):
+        run_python("x=1", isolation="audit", audit_hook=False)

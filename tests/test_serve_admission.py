@@ -115,3 +115,68 @@ def _be(status, detail="x"):
 ])
 def test_failure_kind_blames_the_request_only_for_its_own_errors(exc, kind):
     assert failure_kind(exc) == kind
+
+
+# ---- PAL and the sandbox: a weaker isolation is never chosen silently ---------------------------------------------
+def _no_strict_sandbox(monkeypatch):
+    """Simulates a kernel without user namespaces (cannot be caused for real on this machine: the probe's cached
+    answer is overridden, as tests/test_sandbox_escapes.py does)."""
+    import sys
+
+    from routecraft.strategies import sandbox
+
+    monkeypatch.setitem(sandbox._probe_cache, sys.executable, (False, "simulated: user namespaces are disabled"))
+    monkeypatch.setattr(sandbox, "_weak_allowed", False)
+    monkeypatch.setattr(sandbox, "_announced", set())
+
+
+def _pal_config(tmp_path, **over):
+    from routecraft.serve.config import config_from_dict
+
+    pool = {"name": "t", "models": [{"name": "m", "endpoint": "http://127.0.0.1:9/v1", "price_in_per_m": 0.1,
+                                     "price_out_per_m": 0.2, "description": "m", "size_b": 1.0}]}
+    return config_from_dict({"pool": pool, "ledger": str(tmp_path / "u.sqlite"),
+                             "heuristic": {"strategies": ["default", "pal"]}, "supervision": {"enabled": False},
+                             **over})
+
+
+def test_pal_is_refused_without_the_strict_sandbox_unless_the_operator_opts_in(tmp_path, monkeypatch):
+    from routecraft.serve.config import ServeConfigError
+    from routecraft.serve.gateway import Gateway
+    from routecraft.strategies import sandbox
+
+    _no_strict_sandbox(monkeypatch)
+    with pytest.raises(ServeConfigError, match="sandbox.allow_weak: true"):
+        Gateway(_pal_config(tmp_path)).preflight()  # before any backend is started
+    with pytest.raises(ServeConfigError, match="strong PAL sandbox is unavailable"):
+        asyncio.run(Gateway(_pal_config(tmp_path)).start())
+    # without PAL on offer the sandbox does not matter
+    gw = Gateway(_pal_config(tmp_path, heuristic={"strategies": ["default", "cot"]}))
+
+    async def start_close(g):
+        await g.start()
+        try:
+            return g.health(True)[1]["sandbox"]
+        finally:
+            await g.close()
+
+    assert asyncio.run(start_close(gw)) is None
+    weak = Gateway(_pal_config(tmp_path, sandbox={"allow_weak": True}))
+    weak.preflight()
+    assert asyncio.run(start_close(weak)) == "audit" and sandbox.weak_isolation_allowed()
+
+
+def test_pal_runs_in_the_strict_sandbox_where_it_is_available(tmp_path):
+    from routecraft.serve.gateway import Gateway
+
+    gw = Gateway(_pal_config(tmp_path))
+    gw.preflight()
+
+    async def start_close(g):
+        await g.start()
+        try:
+            return g.health(True)[1]["sandbox"]
+        finally:
+            await g.close()
+
+    assert asyncio.run(start_close(gw)) == "strict"

@@ -281,18 +281,12 @@ class Gateway:
         pal = sorted({c.strategy for e in self.routers.values() for c in e.candidates if "pal" in c.strategy})
         if not pal:
             return None
-        try:  # TEMP until the sandbox API lands
-            from routecraft.strategies.sandbox import allow_weak_isolation, strong_isolation_available
-        except ImportError:
-            from routecraft.strategies.sandbox import namespaces_available as strong_isolation_available
-
-            def allow_weak_isolation(flag):
-                return None
+        from routecraft.strategies.sandbox import allow_weak_isolation, strong_isolation_available
 
         ok, why = strong_isolation_available()
         if ok:
-            log.warning("PAL sandbox: strong isolation in force (%s)", why)
-            return "strong"
+            log.warning("PAL sandbox: strict isolation in force (%s)", why)
+            return "strict"
         if not self.config.sandbox.allow_weak:
             raise ServeConfigError(f"routers offer program-aided strategies ({', '.join(pal)}) but the strong PAL "
                                    f"sandbox is unavailable here ({why}); set sandbox.allow_weak: true to run "
@@ -335,6 +329,16 @@ class Gateway:
         if not cfg.keys and not env_keys(cfg, environ) and not cfg.is_loopback() and not cfg.allow_open:
             raise ServeConfigError(f"host {cfg.host!r} is not a loopback address and no API key is configured: add "
                                    f"keys (or ${cfg.keys_env}), or set allow_open: true")
+        heuristic_pal = [x for x in cfg.heuristic.strategies if "pal" in x]
+        if heuristic_pal and HEURISTIC in cfg.routers.values() and not cfg.sandbox.allow_weak:
+            from routecraft.strategies.sandbox import strong_isolation_available
+
+            ok, why = strong_isolation_available()
+            if not ok:  # the same refusal as start() gives, before any backend is started
+                raise ServeConfigError(f"the heuristic router offers {', '.join(heuristic_pal)} but the strong PAL "
+                                       f"sandbox is unavailable here ({why}); set sandbox.allow_weak: true to run "
+                                       f"model-written programs with the weaker audit-hook isolation, or drop "
+                                       f"{', '.join(heuristic_pal)} from heuristic.strategies")
 
     def _load_pool(self):
         from routecraft.pool.config import Pool, PoolConfigError, load_pool

@@ -159,7 +159,9 @@ class ProgramAided(Strategy):
     default_max_tokens: int | None = 384
     timeout_s: float = Field(5.0, gt=0)
     memory_mb: int = Field(256, ge=32)
-    isolation: Literal["auto", "namespaces", "audit"] = "auto"
+    isolation: Literal["auto", "strict", "namespaces", "audit"] = "auto"
+    """sandbox isolation: "auto" = "strict" (kernel-enforced; alias "namespaces"), raising SandboxUnavailable where
+    that is unavailable unless the operator called allow_weak_isolation(True); "audit" = the weak audit-hook mode."""
     fallback_to_text: bool = False
     """when no code runs, take the answer from the text instead (off: a failed program is a wrong answer)."""
 

@@ -34,10 +34,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from routecraft.data.schema import Candidate, RoutingData
-from routecraft.data.importers import _read_jsonl
-from routecraft.data.schema import DataValidationError
-from routecraft.evaluate.bench import _align, _takes_seed, lambda_grid
+from routecraft.core.sweep import lambda_grid
+from routecraft.data.features import features_for
+from routecraft.data.importers.common import read_jsonl
+from routecraft.data.schema import Candidate, DataValidationError, RoutingData
+from routecraft.evaluate.bench import align_prediction, takes_seed
 from routecraft.evaluate.cells import wilson
 from routecraft.routers import choose, make_router
 
@@ -59,9 +60,9 @@ def read_eval(label: str, path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise SystemExit(f"--eval {label}={path}: no such file")
     try:
-        raw = _read_jsonl(path)
+        raw = read_jsonl(path)
     except DataValidationError as exc:
-        raise SystemExit(str(exc))
+        raise SystemExit(str(exc)) from None
     rows = []
     for i, r in enumerate(raw):
         where = f"{path}: record {i + 1}"
@@ -98,7 +99,7 @@ def cross_fit(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Can
     """Realised score/cost per compared question at λ=0, and mean score/cost along ``lambdas`` (cross-fitted)."""
     sub = data.filter_candidates(cands).complete()
     all_ids = sub.queries["query_id"].tolist()
-    row_of = {q: i for i, q in enumerate(data.queries["query_id"])}
+    feats = features_for(data, X)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(qids))
     fold_of = {qids[i]: k % folds for k, i in enumerate(order)}
@@ -115,12 +116,12 @@ def cross_fit(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Can
         train = sub.subset([q for q in all_ids if q not in test_set])
         test = sub.subset(test_ids)
         truth = test.matrices(candidates=cands)
-        router = make_router(router_name, **({"seed": seed} if _takes_seed(router_name) else {}))
+        router = make_router(router_name, **({"seed": seed} if takes_seed(router_name) else {}))
         fit_on = test if router.is_oracle else train
-        router.fit(fit_on, X[[row_of[q] for q in fit_on.queries["query_id"]]])
+        router.fit(fit_on, feats(fit_on))
         tq = test.queries
-        pred = router.predict(tq, X[[row_of[q] for q in tq["query_id"]]])
-        pred = _align(pred, truth.candidates)
+        pred = router.predict(tq, feats(tq))
+        pred = align_prediction(pred, truth.candidates)
         rows = np.arange(len(tq))
         idx_of_test = [pos[q] for q in tq["query_id"]]
         pick = choose(pred, lam=0.0)
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.data}: no outcomes for candidate(s) {', '.join(missing)}")
     complete = set(data.filter_candidates(rtr_cands).complete().queries["query_id"])
     qids = [q for q in data.queries["query_id"] if q in complete]
-    for label, df in evals.items():
+    for df in evals.values():
         qids = [q for q in qids if q in df.index]
     if args.limit:
         qids = qids[: args.limit]

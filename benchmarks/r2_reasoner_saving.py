@@ -27,15 +27,15 @@ from pathlib import Path
 
 def _read_eval(path: Path) -> list[dict]:
     """A per-question eval JSONL (the project's reader; its errors name the file and row)."""
-    from routecraft.data.importers import _read_jsonl
+    from routecraft.data.importers.common import read_jsonl
     from routecraft.data.schema import DataValidationError
 
     if not path.is_file():
         raise SystemExit(f"{path}: no such file")
     try:
-        return _read_jsonl(path)
+        return read_jsonl(path)
     except DataValidationError as exc:
-        raise SystemExit(str(exc))
+        raise SystemExit(str(exc)) from None
 
 
 def _count(models: list[list[str]]) -> dict[str, int]:
@@ -100,15 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
 
-    from routecraft.routers.r2_reasoner.__main__ import _router
+    from routecraft.routers.multistep import parse_sets
+    from routecraft.routers.r2_reasoner.router import load_r2_reasoner
     from routecraft.routers.r2_reasoner.search import read_labels
-    from routecraft.routers.router_r1.__main__ import parse_sets
 
     art = Path(args.artifact)
     try:
         rows = labelled(read_labels(art / "labels.jsonl"))
     except FileNotFoundError as exc:
-        raise SystemExit(str(exc))
+        raise SystemExit(str(exc)) from None
     if not rows:
         raise SystemExit(f"{art / 'labels.jsonl'}: no labelled decomposition")
     evals = {}
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     "models_per_subtask": _count([r["label_models"] for r in rows])},
                     "train": {}, "heldout": {}}
     for stage in stages:
-        router = _router(str(art), None, sets, "sft" if stage == "heuristic" else stage)
+        router = load_r2_reasoner(str(art), None, sets, "sft" if stage == "heuristic" else stage)
         try:
             pipe = router._ensure()
             if stage == "heuristic":

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""The evidence for the reasoning-aware routers (issue 4, "Show") from one outcomes table.
+"""The evidence for the reasoning-aware routers (RTR, R2-Router, joint) from one outcomes table.
 
     python benchmarks/reasoning_routers.py --data DATA --seeds 0,1,2 --out DIR [--items 1,2,3,4,5,6] [--fast]
 
@@ -52,9 +52,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from routecraft.core import metrics as M
+from routecraft.core.sweep import lambda_grid
+from routecraft.data.features import features_for
 from routecraft.data.schema import Candidate, OutcomeMatrices, RoutingData
-from routecraft.evaluate import metrics as M
-from routecraft.evaluate.bench import lambda_grid
 from routecraft.routers import Prediction, choose, make_router
 
 ITEM_TITLES = {
@@ -231,8 +232,8 @@ class SeedRun:
         self.train = RoutingData(pd.concat([sp.train.queries, sp.val.queries], ignore_index=True),
                                  pd.concat([sp.train.outcomes, sp.val.outcomes], ignore_index=True), data.meta)
         self.test = sp.test
-        self.row_of = {q: i for i, q in enumerate(data.queries["query_id"])}
         self.X = X
+        self.feats = features_for(data, X)
         self.Xtr, self.Xte = self.feats(self.train), self.feats(self.test)
         self.truth = self.test.matrices()
         self.pos = {c.id: j for j, c in enumerate(self.truth.candidates)}
@@ -244,9 +245,6 @@ class SeedRun:
         self.routers: dict[str, Any] = {}
         self.fit_s: dict[str, float] = {}
         self.errors: dict[str, str] = {}
-
-    def feats(self, d: RoutingData) -> np.ndarray:
-        return self.X[[self.row_of[q] for q in d.queries["query_id"]]]
 
     def fit(self, label: str, name: str, params: dict | None = None, cands: Sequence[Candidate] | None = None,
             data: RoutingData | None = None):
@@ -682,7 +680,7 @@ def run(data: RoutingData, name: str, seeds: Sequence[int], out: str | Path, st:
     t_start = time.perf_counter()
     encoder = st.encoder or DEFAULT_ENCODER
     log(f"data {name}: {len(data.queries)} queries, {len(data.candidates)} candidates")
-    row_of_all = {q: i for i, q in enumerate(data.queries["query_id"])}
+    features_of = features_for(data, None if features is None else np.asarray(features))
     if st.first_queries is not None:
         first = data.queries["query_id"].tolist()[:st.first_queries]
         if len(first) < st.first_queries:
@@ -715,7 +713,7 @@ def run(data: RoutingData, name: str, seeds: Sequence[int], out: str | Path, st:
         log(f"embedding {info['queries']} queries with {encoder}")
         X = EmbeddingCache(encoder).embed(data.queries["text"].astype(str).tolist())
     else:
-        X = np.asarray(features)[[row_of_all[q] for q in data.queries["query_id"]]]
+        X = features_of(data)
     cmodel = cold_model(data, st) if 5 in items else None
     per_seed: dict[int, list] = {i: [] for i in items}
     st.first_seed = list(seeds)[0]
@@ -823,7 +821,7 @@ def report_item1(recs: list[dict], info: dict, out: Path, figs: list) -> str:
             "$ saving"]
     rows = []
     for lbl in ordered_labels(recs):
-        g = lambda k: seeds_of(recs, "routers", lbl, k)  # noqa: E731
+        g = lambda k, lbl=lbl: seeds_of(recs, "routers", lbl, k)  # noqa: E731
         rows.append([f"**{lbl}**" if lbl.startswith("rtr") else lbl, fmt(g("acc0")), fmt(g("tokens0"), "{:.0f}"),
                      fmt(g("peak")), fmt(g("aiq")), fmt(acc_at_best_tokens(recs, lbl)),
                      fmt(g("tok_to_best"), "{:.0f}"), fmt(g("saving_tok"), pct=True),
@@ -900,7 +898,7 @@ def report_item2(recs: list[dict], info: dict, out: Path, figs: list) -> str:
         ["AUDC", "QNC", "peak"]
     rows = []
     for lbl in ordered_labels(recs):
-        g = lambda k: seeds_of(recs, "routers", lbl, k)  # noqa: E731
+        g = lambda k, lbl=lbl: seeds_of(recs, "routers", lbl, k)  # noqa: E731
         rows.append([f"**{lbl}**" if lbl == "r2" else lbl] + [fmt(g(f"cost@{f:g}"), "{:.3g}") for f in LEVELS] +
                     [fmt(g(f"tok@{f:g}"), "{:.0f}") for f in LEVELS] + [fmt(g("audc")), fmt(g("qnc")),
                                                                         fmt(g("peak"))])
@@ -939,7 +937,7 @@ def report_item3(recs: list[dict], info: dict, out: Path, figs: list) -> str:
     head = ["router", "AIQ", "acc (λ=0)", "peak", "$ to best single acc", "$ saving", "token saving (hull)"]
     rows = []
     for lbl in ("joint", "rtr", "r2"):
-        g = lambda k: seeds_of(recs, "routers", lbl, k)  # noqa: E731
+        g = lambda k, lbl=lbl: seeds_of(recs, "routers", lbl, k)  # noqa: E731
         rows.append([lbl, fmt(g("aiq")), fmt(g("acc0")), fmt(g("peak")), fmt(g("cost_to_best"), "{:.3g}"),
                      fmt(g("saving_usd"), pct=True), fmt(g("saving_tok"), pct=True)])
     L = [table(head, rows), ""]
@@ -964,7 +962,7 @@ def report_item4(recs: list[dict]) -> str:
             "token MAE", "epochs", "fit s"]
     rows = []
     for feat in ("combined", "text", "learnable"):
-        g = lambda k: seeds_of(recs, "routers", feat, k)  # noqa: E731
+        g = lambda k, feat=feat: seeds_of(recs, "routers", feat, k)  # noqa: E731
         rows.append([feat, fmt(g("aiq")), fmt(g("acc0")), fmt(g("peak")), fmt(g("saving_tok"), pct=True),
                      fmt(g("auc")), fmt(g("brier")), fmt(g("tok_mae"), "{:.1f}"), fmt(g("epochs"), "{:.0f}"),
                      fmt(g("fit_s"), "{:.1f}")])
@@ -990,12 +988,13 @@ def report_item5(recs: list[dict], info: dict, out: Path, figs: list) -> str:
                     methods.append(meth)
     for meth in methods:
         for n in ns:
-            g = lambda k: [r.get("by_n", {}).get(n, r.get("by_n", {}).get(str(n), {})).get(meth, {}).get(  # noqa: E731
-                k, float("nan")) for r in recs]
+            g = lambda k, n=n, meth=meth: [  # noqa: E731
+                r.get("by_n", {}).get(n, r.get("by_n", {}).get(str(n), {})).get(meth, {}).get(k, float("nan"))
+                for r in recs]
             rows.append([meth, n, fmt(g("auc")), fmt(g("brier")), fmt(g("cell_acc")), fmt(g("acc0")), fmt(g("aiq")),
                          fmt(g("share_new"), "{:.2f}"), fmt(g("time_s"), "{:.2f}")])
     for lbl in ordered_labels(recs, "rows"):
-        g = lambda k: seeds_of(recs, "rows", lbl, k)  # noqa: E731
+        g = lambda k, lbl=lbl: seeds_of(recs, "rows", lbl, k)  # noqa: E731
         rows.append([lbl, "all" if "all" in lbl else "0", fmt(g("auc")), fmt(g("brier")), fmt(g("cell_acc")),
                      fmt(g("acc0")), fmt(g("aiq")), fmt(g("share_new"), "{:.2f}"), ""])
     L.append(table(head, rows))

@@ -16,9 +16,9 @@ import re
 import sys
 from pathlib import Path
 
-from routecraft.data.importers import _read_jsonl
+from routecraft.data.importers.common import read_jsonl
 from routecraft.data.schema import DataValidationError
-from routecraft.evaluate.graders import gsm8k_match
+from routecraft.strategies.graders import gsm8k_match
 
 INFO = re.compile(r"<information>(.*?)</information>", re.S)
 NUMBER = re.compile(r"-?\d[\d,]*\.?\d*")
@@ -31,7 +31,7 @@ def last_reply_number(response: str) -> str | None:
 
 
 def summarise(path: Path) -> dict:
-    rows = _read_jsonl(path)
+    rows = read_jsonl(path)
     n = len(rows)
     if not n:
         raise ValueError(f"{path}: no rows")
@@ -48,7 +48,7 @@ def summarise(path: Path) -> dict:
 
 def calls_per_step(path: Path) -> dict[int, collections.Counter]:
     out: dict[int, collections.Counter] = {}
-    for r in _read_jsonl(path):
+    for r in read_jsonl(path):
         c = out.setdefault(int(r.get("step") or 0), collections.Counter())
         c.update(x["model"] or "unknown" for x in r["calls"])
         c["rollouts"] += 1

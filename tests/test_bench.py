@@ -4,8 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from routecraft.core.sweep import lambda_grid, sweep
 from routecraft.data.schema import RoutingData
-from routecraft.evaluate.bench import lambda_grid, parse_router_spec, run_bench, sweep
+from routecraft.evaluate.bench import parse_router_spec, run_bench
 from routecraft.evaluate.calibrate import calibrate
 from routecraft.routers.base import Prediction
 

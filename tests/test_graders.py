@@ -8,9 +8,17 @@ import threading
 
 import pytest
 
-from routecraft.evaluate import graders as G
-from routecraft.evaluate.graders import (choice_match, exact_match, extract_gsm8k_gold, f1, grade, gsm8k_match,
-                                         math_equiv, register_grader)
+from routecraft.strategies import graders as G
+from routecraft.strategies.graders import (
+    choice_match,
+    exact_match,
+    extract_gsm8k_gold,
+    f1,
+    grade,
+    gsm8k_match,
+    math_equiv,
+    register_grader,
+)
 
 # GSM8K test items 0 and 2 (answer fields abbreviated in the middle, the "#### N" line verbatim)
 GSM_JANET = ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day at "

@@ -10,9 +10,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from routecraft.data.importers import (BUILTIN, GenericImportConfig, UnknownDatasetError, estimate_tokens,
-                                       import_generic, import_llmrouter_dcrouter, import_routellm,
-                                       import_zeroeval_gsm8k, load_builtin)
+from routecraft.data.importers import (
+    BUILTIN,
+    GenericImportConfig,
+    UnknownDatasetError,
+    estimate_tokens,
+    import_generic,
+    import_llmrouter_dcrouter,
+    import_routellm,
+    import_zeroeval_gsm8k,
+    load_builtin,
+)
 from routecraft.data.prices import MissingPriceError, PriceEntry, PriceTable
 from routecraft.data.schema import DataValidationError, RoutingData
 

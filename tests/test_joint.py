@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _reasoning_tables import NEED, budget_table
 
+from _reasoning_tables import NEED, budget_table
 from routecraft.routers import choose, load_router, make_router
-from routecraft.routers._reasoning import routing_area
-from routecraft.routers.joint import BLENDS, MEMBERS, _blend, budget_encoding
+from routecraft.routers.joint import BLENDS, MEMBERS, blend, budget_encoding
+from routecraft.routers.token_budget import routing_area
 
 MODELS = ("ma", "mb", "mc")
 STRATS = ("cot", "direct")
@@ -91,13 +91,13 @@ def test_blend_is_chosen_by_validation(auto, table):
     assert auto.members_["rtr"].params["cls_val_metric"] == "loss"
     assert auto.members_["r2"].params["head"] == "ridge"
     preds = auto._member_predictions(test.queries, Xte)
-    want = _blend(preds, auto.weights_)
+    want = blend(preds, auto.weights_)
     got = auto.predict(test.queries, Xte)
     np.testing.assert_allclose(got.score, want.score)
     np.testing.assert_allclose(got.cost, want.cost)
     # every blend is the weighted mean of its members
     w = (0.5, 0.0, 0.5)
-    b = _blend(preds, w)
+    b = blend(preds, w)
     r2cols = [col(preds["r2"], c.id) for c in b.candidates]
     np.testing.assert_allclose(b.score, (preds["joint"].score + preds["r2"].score[:, r2cols]) / 2)
     assert len(BLENDS) == 7 and MEMBERS == ("joint", "rtr", "r2")

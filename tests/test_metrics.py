@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from routecraft.evaluate import metrics as M
+from routecraft.core import metrics as M
 
 
 # ---- frontier and hull ------------------------------------------------------------------------------------------

@@ -79,7 +79,7 @@ def test_band_plot(tmp_path):
 
 
 def test_import_does_not_touch_matplotlib_backend():
-    code = ("import sys; import routecraft.evaluate.plots, routecraft.evaluate.metrics; "
+    code = ("import sys; import routecraft.evaluate.plots, routecraft.core.metrics; "
             "print('matplotlib.pyplot' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"

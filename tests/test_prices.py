@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from routecraft.data.importers import ROUTELLM_MODELS, dataset_root
-from routecraft.data.prices import MissingPriceError, PriceEntry, PriceTable, ZERO_PRICE
+from routecraft.data.prices import ZERO_PRICE, MissingPriceError, PriceEntry, PriceTable
 
 
 @pytest.fixture(scope="module")

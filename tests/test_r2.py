@@ -7,12 +7,12 @@ import asyncio
 
 import numpy as np
 import pytest
-from _reasoning_tables import NEED, PRICE, budget_table
 
+from _reasoning_tables import NEED, PRICE, budget_table
 from routecraft.data.schema import Candidate
 from routecraft.routers import choose, load_router, make_router
-from routecraft.routers._reasoning import r2_lambda
-from routecraft.routers.r2 import interpolate
+from routecraft.routers.r2_router import interpolate
+from routecraft.routers.token_budget import r2_lambda
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +205,7 @@ def test_bad_settings_and_inputs(table):
 
 def test_model_only_on_zeroeval_gsm8k():
     """ZeroEval GSM8K has one strategy and no budgets: R2-Router is per-model quality + token predictors."""
-    from routecraft.data.features import EmbeddingCache
+    from routecraft.data.features import EmbeddingCache, features_for
     from routecraft.data.importers import load_builtin
 
     data = load_builtin("zeroeval-gsm8k")
@@ -215,9 +215,8 @@ def test_model_only_on_zeroeval_gsm8k():
     data = data.subset(sorted(data.queries["query_id"])[:600])
     X = EmbeddingCache().embed(data.queries["text"].tolist())
     sp = data.split(seed=0, fractions=(0.7, 0.0, 0.3))
-    row = {q: i for i, q in enumerate(data.queries["query_id"])}
-    Xtr = X[[row[q] for q in sp.train.queries["query_id"]]]
-    Xte = X[[row[q] for q in sp.test.queries["query_id"]]]
+    feats = features_for(data, X)
+    Xtr, Xte = feats(sp.train), feats(sp.test)
     r = make_router("r2", head="ridge").fit(sp.train, Xtr)
     assert all(c.budget is None for c in r.candidates) and len(r.candidates) == 5
     pred = r.predict(sp.test.queries, Xte)

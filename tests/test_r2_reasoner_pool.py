@@ -52,7 +52,7 @@ def overrides(pool_yaml: str, **extra) -> dict:
 def make(pool_yaml, cache, **extra):
     from routecraft.routers.r2_reasoner.config import load_config
     from routecraft.routers.r2_reasoner.executor import ExecutionCache, Executor
-    from routecraft.routers.r2_reasoner.training import make_ladder
+    from routecraft.routers.r2_reasoner.runtime import make_ladder
 
     cfg = load_config(None, overrides(pool_yaml, **extra))
     pool = cfg.resolve_pool()
@@ -146,7 +146,7 @@ def test_search_on_the_real_pool_then_kill_and_resume(ladder_pool, tmp_path):
 def test_train_pipeline_tiny_and_route(ladder_pool, tmp_path):
     from routecraft.routers import load_router
     from routecraft.routers.r2_reasoner import R2Reasoner, train_r2_reasoner
-    from routecraft.routers.r2_reasoner.training import format_plan
+    from routecraft.routers.r2_reasoner.runtime import format_plan
 
     _, pool_yaml = ladder_pool
     qfile = tmp_path / "q.jsonl"
@@ -236,7 +236,7 @@ def test_saving_benchmark_against_labels_and_all_top(ladder_pool, tmp_path):
     from pathlib import Path
 
     from routecraft.routers.r2_reasoner.protocol import heuristic_allocation
-    from routecraft.routers.r2_reasoner.training import Pipeline
+    from routecraft.routers.r2_reasoner.runtime import Pipeline
 
     spec = importlib.util.spec_from_file_location(
         "r2_reasoner_saving", Path(__file__).resolve().parents[1] / "benchmarks" / "r2_reasoner_saving.py")

@@ -9,10 +9,19 @@ import pytest
 
 from routecraft.pool.config import Pool, PoolModel
 from routecraft.routers.r2_reasoner.config import ConfigError, load_config
-from routecraft.routers.r2_reasoner.protocol import (FormatError, Ladder, allocate_prompt, decompose_prompt,
-                                                     final_messages, format_allocation, format_steps,
-                                                     heuristic_allocation, parse_allocation, parse_decomposition,
-                                                     subtask_messages)
+from routecraft.routers.r2_reasoner.protocol import (
+    FormatError,
+    Ladder,
+    allocate_prompt,
+    decompose_prompt,
+    final_messages,
+    format_allocation,
+    format_steps,
+    heuristic_allocation,
+    parse_allocation,
+    parse_decomposition,
+    subtask_messages,
+)
 from routecraft.routers.r2_reasoner.search import grouped_search, label_summary, sft_examples
 
 

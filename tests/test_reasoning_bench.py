@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from _reasoning_tables import budget_table, strategy_table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from routecraft.routers.multistep import parse_sets
 from routecraft.routers.router_r1 import RouterR1
-from routecraft.routers.router_r1.__main__ import parse_sets
 from routecraft.routers.router_r1.config import ConfigError, RouterR1Config, load_config
 
 
@@ -87,7 +87,8 @@ def test_parse_sets():
 
 
 def test_gsm8k_rows_and_held_out_split():
-    from routecraft.routers.router_r1.training import eval_rows, gsm8k_rows, train_rows
+    from routecraft.routers.multistep import gsm8k_rows
+    from routecraft.routers.router_r1.training import eval_rows, train_rows
 
     tr = gsm8k_rows("train")
     assert len(tr) == 7473 and tr[0]["gold"] == "72" and "####" in tr[0]["solution"]
@@ -102,5 +103,5 @@ def test_gsm8k_rows_and_held_out_split():
     s = load_config(None, {"data": {"eval_limit": 20, "eval_select": "sample"}})
     sampled = [r["query_id"] for r in eval_rows(s)]
     assert sampled == [r["query_id"] for r in eval_rows(s)] and sampled != [r["query_id"] for r in b]
-    with pytest.raises(Exception):
+    with pytest.raises(ConfigError):
         load_config(None, {"data": {"eval_select": "random"}})

@@ -1,14 +1,25 @@
-"""Router-R1's tag protocol: turn truncation, the action parser, model-name matching and the format rules of
-seed-algorithms §3.4, one by one, on hand-written responses."""
+"""Router-R1's tag protocol: turn truncation, the action parser, model-name matching and the format rules of the
+authors' reward (``verl/utils/reward_score/qa_em.py``), one by one, on hand-written responses."""
 
 from __future__ import annotations
 
 import pytest
 
-from routecraft.routers.router_r1.protocol import (ModelCard, check_format, extract_answer, format_violations,
-                                                   information_block, messages, parse_action, parse_pending,
-                                                   resolve_model,
-                                                   sanitize_information, system_prompt, truncate_turn, user_prompt)
+from routecraft.routers.router_r1.protocol import (
+    ModelCard,
+    check_format,
+    extract_answer,
+    format_violations,
+    information_block,
+    messages,
+    parse_action,
+    parse_pending,
+    resolve_model,
+    sanitize_information,
+    system_prompt,
+    truncate_turn,
+    user_prompt,
+)
 
 NAMES = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 CARDS = [ModelCard("smollm2-135m", "Tiny chat model.", 0.0218, 0.00294, 0.135),

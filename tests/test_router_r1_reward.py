@@ -1,5 +1,5 @@
-"""Router-R1's reward (seed-algorithms §3.4): outcome metrics, raw cost, the sliding-window cost normalisation and
-the hierarchical combination, with hand-computed values."""
+"""Router-R1's reward (the authors' code, ``verl/utils/reward_score/qa_em.py``): outcome metrics, raw cost, the
+sliding-window cost normalisation and the hierarchical combination, with hand-computed values."""
 
 from __future__ import annotations
 
@@ -8,8 +8,15 @@ import math
 import numpy as np
 import pytest
 
-from routecraft.routers.router_r1.reward import (CostNormalizer, RouterR1Reward, combine, exact_match,
-                                                 normalize_answer, outcome_score, raw_cost)
+from routecraft.routers.router_r1.reward import (
+    CostNormalizer,
+    RouterR1Reward,
+    combine,
+    exact_match,
+    normalize_answer,
+    outcome_score,
+    raw_cost,
+)
 
 NAMES = ["smollm2-135m", "qwen2.5-coder-1.5b"]
 GOOD = ("<think> ask </think><search> qwen2.5-coder-1.5b: What is 6*7? </search>"

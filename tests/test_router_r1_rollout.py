@@ -137,7 +137,7 @@ def test_mask_zeroes_exactly_the_information_spans(batch, tok):
         assert len(ids) == len(mask) == t.n_tokens
         spans = masked_spans(mask)
         assert len(spans) == len(t.calls)
-        for (a, b), call in zip(spans, t.calls):
+        for (a, b), _call in zip(spans, t.calls):
             text = tok.decode(ids[a:b])
             assert text.strip().startswith("<information>") and text.strip().endswith("</information>")
         # the unmasked tokens are the policy's turns, in order

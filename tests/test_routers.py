@@ -17,7 +17,8 @@ import pytest
 
 from routecraft.data.schema import DataValidationError, RoutingData
 from routecraft.routers import choose, load_router, make_router
-from routecraft.routers.baselines import CostModel, pareto_front
+from routecraft.routers.baselines import pareto_front
+from routecraft.routers.cost_model import CostModel
 
 BASE_COST = {"a": 0.001, "b": 0.0012, "c": 0.05, "d": 0.0005}
 LEARNED = ["knn", "mlp", "mf", "linear"]
@@ -324,13 +325,13 @@ def test_baselines_on_zeroeval(zeroeval):
 def test_learned_routers_on_zeroeval(zeroeval):
     """With MiniLM embeddings, each learned router reaches the best single model's test accuracy (within a point)
     and comes within three points of it at a quarter of its cost; none beats the oracle at any λ."""
-    from routecraft.data.features import EmbeddingCache
-    from routecraft.evaluate.bench import lambda_grid, sweep
+    from routecraft.core.sweep import lambda_grid, sweep
+    from routecraft.data.features import EmbeddingCache, features_for
 
     rd, train, test = zeroeval
     X = EmbeddingCache().embed(rd.queries["text"].tolist())
-    row = {q: i for i, q in enumerate(rd.queries["query_id"])}
-    Xtr, Xte = (X[[row[q] for q in d.queries["query_id"]]] for d in (train, test))
+    feats = features_for(rd, X)
+    Xtr, Xte = feats(train), feats(test)
     truth = test.matrices()
     j = [c.id for c in truth.candidates].index("gpt-4o-2024-08-06")
     best_s, best_c = truth.score[:, j].mean(), truth.cost[:, j].mean()

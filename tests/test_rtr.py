@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _reasoning_tables import PRICE, budget_table, strategy_table
 
+from _reasoning_tables import PRICE, budget_table, strategy_table
 from routecraft.data.schema import RoutingData
 from routecraft.routers import choose, load_router, make_router
-from routecraft.routers._reasoning import DEFAULT_STRATEGY_TEXT, choose_max_tokens, strategy_description
-from routecraft.routers.rtr import project
+from routecraft.routers.networks import project
+from routecraft.routers.token_budget import DEFAULT_STRATEGY_TEXT, choose_max_tokens, strategy_description
 
 #: pool=None: the synthetic models are described by their names. Early stopping on the validation loss: the code's
 #: accuracy criterion stops as soon as every cell is on the right side of 0.5 (epoch 9 here), before P(correct) is
@@ -213,7 +213,7 @@ def test_bad_settings_and_inputs(table, rtr):
 
 def test_descriptions_come_from_the_pool(table):
     from routecraft.pool.config import load_pool
-    from routecraft.routers._reasoning import model_descriptions
+    from routecraft.routers.token_budget import model_descriptions
 
     pool = load_pool("local")
     d = model_descriptions(["qwen2.5-coder-1.5b", "not-in-pool"], "local")
@@ -223,7 +223,7 @@ def test_descriptions_come_from_the_pool(table):
 
 def test_model_only_on_zeroeval_gsm8k():
     """ZeroEval GSM8K has one strategy: RTR is a model-only router there."""
-    from routecraft.data.features import EmbeddingCache
+    from routecraft.data.features import EmbeddingCache, features_for
     from routecraft.data.importers import load_builtin
 
     data = load_builtin("zeroeval-gsm8k")
@@ -233,9 +233,8 @@ def test_model_only_on_zeroeval_gsm8k():
     data = data.subset(sorted(data.queries["query_id"])[:600])
     X = EmbeddingCache().embed(data.queries["text"].tolist())
     sp = data.split(seed=0, fractions=(0.7, 0.0, 0.3))
-    row = {q: i for i, q in enumerate(data.queries["query_id"])}
-    Xtr = X[[row[q] for q in sp.train.queries["query_id"]]]
-    Xte = X[[row[q] for q in sp.test.queries["query_id"]]]
+    feats = features_for(data, X)
+    Xtr, Xte = feats(sp.train), feats(sp.test)
     r = make_router("rtr").fit(sp.train, Xtr)
     assert r.units_ == ["default"] and len(r.models_) == 5
     pred = r.predict(sp.test.queries, Xte)

@@ -12,8 +12,16 @@ from dataclasses import dataclass
 
 import pytest
 
-from routecraft.strategies import (BUDGET_GRID, Extraction, Strategy, extract_answer, extract_code, get_strategy,
-                                   list_strategies, strategy_from_config)
+from routecraft.strategies import (
+    BUDGET_GRID,
+    Extraction,
+    Strategy,
+    extract_answer,
+    extract_code,
+    get_strategy,
+    list_strategies,
+    strategy_from_config,
+)
 from routecraft.strategies.answers import canonical_number, parse_number, task_kind
 
 Q = "Janet's ducks lay 16 eggs per day. She eats three for breakfast and bakes muffins with four. She sells the rest " \

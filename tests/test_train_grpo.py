@@ -133,7 +133,7 @@ def test_rerun_of_a_finished_run_trains_nothing(trained, smollm_server):
 def test_artifact_routes_and_round_trips(trained, smollm_server):
     from routecraft.routers import load_router
     from routecraft.routers.router_r1 import RouterR1, route_router_r1
-    from routecraft.routers.router_r1.training import format_trajectory
+    from routecraft.routers.router_r1.runtime import format_trajectory
 
     out, _, _ = trained
     meta = json.loads((out / "router.json").read_text())

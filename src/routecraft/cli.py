@@ -187,10 +187,11 @@ def calibrate(
     seed: int = typer.Option(0, help="Split seed."),
 ) -> None:
     """Pick λ on the calibration split to hit a cost or call-share target; report what it achieves on test."""
+    from routecraft.core.sweep import realised
     from routecraft.data.features import EmbeddingCache
     from routecraft.data.resolve import resolve_data
     from routecraft.data.schema import DataValidationError
-    from routecraft.evaluate.bench import _align, parse_router_spec, realised
+    from routecraft.evaluate.bench import align_prediction, parse_router_spec
     from routecraft.evaluate.calibrate import calibrate as do_calibrate
     from routecraft.routers import make_router
 
@@ -204,9 +205,9 @@ def calibrate(
         fx = (lambda d: enc.embed(d.queries["text"].tolist())) if r.uses_features else (lambda d: None)
         r.fit(sp.train, fx(sp.train))
         val_truth, test_truth = sp.val.matrices(), sp.test.matrices()
-        pv = _align(r.predict(sp.val.queries, fx(sp.val)), val_truth.candidates)
+        pv = align_prediction(r.predict(sp.val.queries, fx(sp.val)), val_truth.candidates)
         cal = do_calibrate(pv, val_truth, target_cost=target_cost, model=model, share=share)
-        pt = _align(r.predict(sp.test.queries, fx(sp.test)), test_truth.candidates)
+        pt = align_prediction(r.predict(sp.test.queries, fx(sp.test)), test_truth.candidates)
         s, c, idx = realised(pt, test_truth, cal.lam)
     except (DataValidationError, ValueError, KeyError) as exc:
         _fail(str(exc))
@@ -243,7 +244,7 @@ def train(
     except (ValueError, KeyError) as exc:
         _fail(str(exc))
     if cls.trains_itself:
-        from routecraft.routers.router_r1.__main__ import parse_sets
+        from routecraft.routers.multistep import parse_sets
 
         try:
             path = cls.train_cli(str(config) if config else None, out, overrides=parse_sets(set_ or []),
@@ -287,9 +288,7 @@ def route(
     import pandas as pd
 
     from routecraft.data.features import EmbeddingCache
-    from routecraft.routers import load_router
-
-    from routecraft.routers import get_router_class
+    from routecraft.routers import get_router_class, load_router
 
     try:
         meta = json.loads((Path(router) / "router.json").read_text())
@@ -349,8 +348,14 @@ def collect(
     timeout: float = typer.Option(600.0, help="Seconds per backend request before a retry."),
 ) -> None:
     """Run every (query, model, strategy, budget) cell on real models, grade it, and append it (resumable)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-        TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from routecraft.data.collect import collect as do_collect
     from routecraft.data.collect import load_queries, parse_budgets
@@ -416,7 +421,8 @@ def collect(
                 bar.update(task, completed=done, total=total)
 
         res = do_collect(p, q, model_list, strategy_list, budget_list, out, concurrency=concurrency,
-                         flush_every=flush_every, timeout_s=timeout, executor=executor, progress=progress, endpoints=endpoints, ray_address=ray_address)
+                         flush_every=flush_every, timeout_s=timeout, executor=executor, progress=progress,
+                         endpoints=endpoints, ray_address=ray_address)
     out_console.print_json(json.dumps(res))
 
 

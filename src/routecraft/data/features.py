@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -106,3 +106,18 @@ class EmbeddingCache:
 
 def embed_texts(texts: Sequence[str], encoder: str = DEFAULT_ENCODER, progress: bool = False) -> np.ndarray:
     return EmbeddingCache(encoder).embed(list(texts), progress=progress)
+
+
+def features_for(data: Any, X: np.ndarray | None) -> Callable[[Any], np.ndarray | None]:
+    """Given ``X`` with one feature row per ``data.queries`` row, a function that returns the rows of any subset of
+    ``data`` (a ``RoutingData`` such as a split, or a queries table) in that subset's query order. With ``X`` None
+    (routers that read no features) the function returns None."""
+    if X is None:
+        return lambda subset: None
+    row_of = {q: i for i, q in enumerate(data.queries["query_id"])}
+
+    def rows(subset: Any) -> np.ndarray:
+        queries = getattr(subset, "queries", subset)
+        return X[[row_of[q] for q in queries["query_id"]]]
+
+    return rows

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from routecraft.data.importers import BUILTIN, load_builtin
 from routecraft.data.schema import DataValidationError, RoutingData
 
 
 def builtin_names() -> list[str]:
-    from routecraft.data.importers import BUILTIN
-
     return sorted(BUILTIN)
 
 
 def resolve_data(spec: str) -> tuple[str, RoutingData]:
     """(display name, data) for a built-in name or a folder with queries.parquet + outcomes.parquet."""
-    from routecraft.data.importers import BUILTIN, load_builtin
-
     if spec in BUILTIN:
         return spec, load_builtin(spec)
     path = Path(spec)

@@ -98,8 +98,8 @@ class Candidate:
 
 def candidate_id(model: str, strategy: str | None = DEFAULT, budget: int | None = None) -> str:
     strategy = strategy or DEFAULT
-    b = DEFAULT if budget is None or (isinstance(budget, float) and math.isnan(budget)) or budget is pd.NA \
-        else str(int(budget))
+    b = (DEFAULT if budget is None or (isinstance(budget, float) and math.isnan(budget)) or budget is pd.NA
+         else str(int(budget)))
     if strategy == DEFAULT and b == DEFAULT:
         return model
     return f"{model}|{strategy}|{b}"
@@ -288,7 +288,8 @@ class RoutingData:
         return self.subset(keep, outcomes=o)
 
     def drop_sparse_candidates(self, min_coverage: float = 0.9) -> tuple["RoutingData", list[str]]:
-        """Drop candidates that have outcomes for fewer than ``min_coverage`` of the queries; returns the dropped ids."""
+        """Drop candidates that have outcomes for fewer than ``min_coverage`` of the queries; returns the dropped
+        ids."""
         o = self.outcomes
         cid = candidate_ids(o)
         cover = cid.groupby(cid).size() / max(1, len(self.queries))

@@ -7,6 +7,7 @@ Evaluation replays logged outcomes: the score and cost of a decision are the log
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -16,9 +17,12 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
+from routecraft.core import metrics as M
+from routecraft.core.sweep import lambda_grid, sweep
+from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache, features_for
 from routecraft.data.schema import Candidate, OutcomeMatrices, RoutingData
-from routecraft.evaluate import metrics as M
-from routecraft.routers import Prediction, Router, choose, make_router
+from routecraft.evaluate.plots import plot_tradeoff
+from routecraft.routers import Prediction, Router, get_router_class, make_router
 
 DEFAULT_ROUTERS = ["random", "cheapest", "best-single", "knn", "mlp", "mf", "linear", "ensemble", "oracle"]
 
@@ -47,37 +51,6 @@ def _parse_value(v: str):
     if v.lower() in ("true", "false"):
         return v.lower() == "true"
     return v
-
-
-def lambda_grid(costs: np.ndarray, n: int = 60) -> np.ndarray:
-    """λ values (score per USD) from 0 to large enough that the cheapest candidate always wins.
-
-    ``costs`` are per-candidate mean costs. The grid is geometric between 1e-3/max_cost and 1e3/min_cost so it
-    spans every trade-off between the cheapest and the dearest candidate.
-    """
-    pos = costs[costs > 0]
-    if pos.size == 0:
-        return np.array([0.0])
-    lo, hi = 1e-3 / pos.max(), 1e3 / pos.min()
-    return np.concatenate([[0.0], np.geomspace(lo, hi, n)])
-
-
-def realised(pred: Prediction, truth: OutcomeMatrices, lam: float | None = None,
-             max_cost: float | None = None) -> tuple[float, float, np.ndarray]:
-    idx = choose(pred, lam=lam or 0.0, max_cost=max_cost)
-    rows = np.arange(len(idx))
-    return float(truth.score[rows, idx].mean()), float(truth.cost[rows, idx].mean()), idx
-
-
-def sweep(pred: Prediction, truth: OutcomeMatrices, lambdas: Iterable[float]) -> dict:
-    """Realised (mean cost, mean score) of each λ's decisions, plus how often each candidate was chosen."""
-    pts, counts = [], np.zeros(len(pred.candidates))
-    for lam in lambdas:
-        s, c, idx = realised(pred, truth, lam)
-        pts.append((float(lam), c, s))
-        counts += np.bincount(idx, minlength=len(pred.candidates))
-    arr = np.array(pts)
-    return {"lambda": arr[:, 0], "cost": arr[:, 1], "score": arr[:, 2], "choice_counts": counts}
 
 
 @dataclass
@@ -123,11 +96,11 @@ def _curve_metrics(cost: np.ndarray, score: np.ndarray, ref: dict) -> dict:
         out["apgr"] = out["cpt50"] = out["cpt80"] = float("nan")
     c_reach = M.cost_to_reach(cost, score, ref["best_score"])
     out["cost_to_best"] = c_reach
-    out["saving_vs_best"] = M.saving(cost, score, ref["best_cost"], ref["best_score"]) if ref["best_cost"] > 0 \
-        else float("nan")
+    out["saving_vs_best"] = (M.saving(cost, score, ref["best_cost"], ref["best_score"]) if ref["best_cost"] > 0
+                             else float("nan"))
     gap = ref["oracle_score"] - ref["best_score"]
-    out["gap_closed"] = M.gap_closed_at_cost(cost, score, ref["best_cost"], ref["best_score"], ref["oracle_score"]) \
-        if gap > 0 else float("nan")
+    out["gap_closed"] = (M.gap_closed_at_cost(cost, score, ref["best_cost"], ref["best_score"], ref["oracle_score"])
+                         if gap > 0 else float("nan"))
     return out
 
 
@@ -137,8 +110,6 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
               progress: Callable[[str], None] | None = None, qnc_rate: float = 1.0,
               min_coverage: float = 0.9) -> BenchResult:
     """Run every router on every seed. ``features`` must align with ``data.queries`` rows (computed if None)."""
-    from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache
-
     routers = list(routers or DEFAULT_ROUTERS)
     specs = [parse_router_spec(s) for s in routers]
     seeds = list(seeds)
@@ -151,19 +122,13 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
         raise ValueError(f"{data_name}: only {len(data.queries)} queries have an outcome for every candidate; "
                          "the bench needs at least 10")
     encoder = encoder or DEFAULT_ENCODER
-    if features is None and any(_uses_features(name) for _, name, _ in specs):
+    if features is None and any(uses_features(name) for _, name, _ in specs):
         t0 = time.perf_counter()
         if progress:
             progress(f"embedding {len(data.queries)} queries with {encoder}")
         features = EmbeddingCache(encoder).embed(data.queries["text"].tolist())
         timings["embed_s"] = time.perf_counter() - t0
-    row_of = {q: i for i, q in enumerate(data.queries["query_id"])}
-
-    def feats(d: RoutingData) -> np.ndarray | None:
-        if features is None:
-            return None
-        return features[[row_of[q] for q in d.queries["query_id"]]]
-
+    feats = features_for(data, features)
     result = BenchResult(data_name, seeds, [lbl for lbl, _, _ in specs], timings=timings)
     singles_acc: dict[str, list] = {}
     t_all = time.perf_counter()
@@ -184,7 +149,7 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
         for label, name, params in specs:
             if progress:
                 progress(f"seed {seed}: {label}")
-            router: Router = make_router(name, **({"seed": seed} if _takes_seed(name) and "seed" not in params
+            router: Router = make_router(name, **({"seed": seed} if takes_seed(name) and "seed" not in params
                                                    else {}), **params)
             if hasattr(router, "reuse"):
                 # an ensemble takes members already fitted on this same train split (same seed, default
@@ -198,7 +163,7 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
                 fitted[name] = router
             t0 = time.perf_counter()
             pred = router.predict(test.queries, feats(test))
-            pred = _align(pred, truth.candidates)
+            pred = align_prediction(pred, truth.candidates)
             predict_s = time.perf_counter() - t0
             sw = sweep(pred, truth, lambdas)
             curves[label] = sw
@@ -234,7 +199,7 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
     return result
 
 
-def _align(pred: Prediction, cands: list[Candidate]) -> Prediction:
+def align_prediction(pred: Prediction, cands: list[Candidate]) -> Prediction:
     """Reorder a prediction's columns to the truth's candidate order (error if a candidate is unknown)."""
     pos = {c.id: j for j, c in enumerate(pred.candidates)}
     missing = [c.id for c in cands if c.id not in pos]
@@ -245,17 +210,13 @@ def _align(pred: Prediction, cands: list[Candidate]) -> Prediction:
                       None if pred.tokens is None else pred.tokens[:, idx])
 
 
-def _uses_features(name: str) -> bool:
-    from routecraft.routers import get_router_class
-
+def uses_features(name: str) -> bool:
+    """Whether the registered router ``name`` reads query features (embeddings)."""
     return get_router_class(name).uses_features
 
 
-def _takes_seed(name: str) -> bool:
-    import inspect
-
-    from routecraft.routers import get_router_class
-
+def takes_seed(name: str) -> bool:
+    """Whether the registered router ``name`` takes a ``seed`` parameter (the bench passes the split seed)."""
     return "seed" in inspect.signature(get_router_class(name).__init__).parameters
 
 
@@ -323,8 +284,6 @@ def markdown_table(result: BenchResult) -> str:
 
 
 def write_report(result: BenchResult, out: str | Path, title: str | None = None) -> dict[str, Path]:
-    from routecraft.evaluate.plots import plot_tradeoff
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"data": result.data_name, "seeds": result.seeds, "routers": result.routers,

@@ -89,7 +89,8 @@ def plot_cells(t: pd.DataFrame, path: str | Path, title: Optional[str] = None) -
     markers = {"direct": "o", "cot": "s", "cod": "^", "pal": "D", "sc": "P"}
     d = t[t["budget"] == "default"]
     for r in d.itertuples(index=False):
-        a1.errorbar(r.out_tokens, r.accuracy, yerr=[[max(0.0, r.accuracy - r.acc_lo)], [max(0.0, r.acc_hi - r.accuracy)]],
+        yerr = [[max(0.0, r.accuracy - r.acc_lo)], [max(0.0, r.acc_hi - r.accuracy)]]
+        a1.errorbar(r.out_tokens, r.accuracy, yerr=yerr,
                     fmt=markers.get(r.strategy, "x"), color=colors[r.model], ms=8, capsize=3, alpha=0.9)
     for m in models:
         a1.plot([], [], "s", color=colors[m], label=m)

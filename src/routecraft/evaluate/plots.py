@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from routecraft.evaluate import metrics as M
+from routecraft.core import metrics as M
 
 __all__ = ["plot_tradeoff", "plot_tradeoff_bands", "choose_labels"]
 

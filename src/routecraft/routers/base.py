@@ -5,7 +5,7 @@ score and a cost for every candidate, and decides under a trade-off λ (maximise
 cost in USD) or under a cost cap. Constructors only store settings; all work happens in ``fit``.
 
 Artifacts: ``save(dir)`` writes ``router.json`` (name, format version, params, candidates, encoder) and
-``state.joblib``; ``load_router(dir)`` restores any registered router.
+``state.joblib``; ``routecraft.routers.registry.load_router(dir)`` restores any registered router.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from routecraft.core.sweep import choose_indices
 from routecraft.data.schema import Candidate, RoutingData
 
 ARTIFACT_VERSION = 1
@@ -62,23 +63,10 @@ def choose(pred: Prediction, lam: float = 0.0, max_cost: float | None = None) ->
 
     With ``max_cost``: the highest predicted score among candidates whose predicted cost is within the
     cap (ties broken by lower cost); the cheapest candidate where none fits. Otherwise the maximum of
-    predicted score − λ·predicted cost (ties broken by lower cost, then by candidate order).
+    predicted score − λ·predicted cost (ties broken by lower cost, then by candidate order). The rule itself is
+    :func:`routecraft.core.sweep.choose_indices`, on the prediction's arrays.
     """
-    score, cost = pred.score, pred.cost
-    if max_cost is not None:
-        fits = cost <= max_cost
-        util = np.where(fits, score, -np.inf)
-        tie = -cost * 1e-9
-        idx = np.argmax(util + tie, axis=1)
-        none = ~fits.any(axis=1)
-        idx[none] = np.argmin(cost[none], axis=1)
-        return idx
-    util = score - lam * cost
-    # lexicographic tie-break on cost: among (near-)equal utilities prefer the cheaper one
-    best = util.max(axis=1, keepdims=True)
-    near = util >= best - 1e-12
-    masked_cost = np.where(near, cost, np.inf)
-    return np.argmin(masked_cost, axis=1)
+    return choose_indices(pred.score, pred.cost, lam=lam, max_cost=max_cost)
 
 
 class Router(ABC):
@@ -149,22 +137,3 @@ class Router(ABC):
         (path / "router.json").write_text(json.dumps(meta, indent=2, default=str))
         joblib.dump(self.state(), path / "state.joblib")
         return path
-
-
-def load_router(path: str | Path) -> Router:
-    from routecraft.routers import get_router_class
-
-    path = Path(path)
-    meta_file = path / "router.json"
-    if not meta_file.exists():
-        raise FileNotFoundError(f"{path} is not a router artifact (no router.json)")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format_version") != ARTIFACT_VERSION:
-        raise ValueError(f"{meta_file}: artifact format {meta.get('format_version')} is not supported "
-                         f"(this routecraft reads format {ARTIFACT_VERSION})")
-    cls = get_router_class(meta["router"])
-    router = cls(**meta.get("params", {}))
-    router.candidates = [Candidate.parse(c) for c in meta["candidates"]]
-    router.encoder = meta.get("encoder")
-    router.set_state(joblib.load(path / "state.joblib"))
-    return router

@@ -4,127 +4,19 @@ None of them reads query features. They bracket every learned router: the oracle
 outcomes of the very queries it routes), best-single/cheapest/fixed are what a deployment without a router gets,
 and random is routing without information.
 
-The module also holds small helpers shared by the learned routers (``knn``, ``mlp``, ``mf``, ``linear``): feature
-checks and the per-candidate cost model.
+``pareto_front`` (the candidates no other dominates on mean score and cost) is here too.
 """
 
 from __future__ import annotations
 
-import contextlib
 import zlib
-from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
 
-from routecraft.data.schema import Candidate, OutcomeMatrices, RoutingData
+from routecraft.data.schema import Candidate, RoutingData
 from routecraft.routers.base import Prediction, Router
-
-COST_MODELS = ("mean", "knn", "ridge")
-
-
-# ---- helpers shared by the routers of this package ------------------------------------------------------------
-def training_matrices(data: RoutingData, who: str) -> OutcomeMatrices:
-    """The (n × C) score/cost arrays of ``data``; a clear error when it is empty or incomplete."""
-    if not isinstance(data, RoutingData):
-        raise TypeError(f"{who}.fit needs a RoutingData, got {type(data).__name__}")
-    if len(data.queries) == 0 or len(data.outcomes) == 0:
-        raise ValueError(f"{who}.fit: the training data has no queries or no outcomes")
-    m = data.matrices()  # raises DataValidationError naming the first missing (query, candidate) cell
-    if len(m.candidates) == 0:
-        raise ValueError(f"{who}.fit: the training data has no candidates")
-    return m
-
-
-def check_features(X: Any, n: int, who: str, dim: int | None = None) -> np.ndarray:
-    """``X`` as a float32 (n, d) array; errors that say what is wrong with it."""
-    if X is None:
-        raise ValueError(f"{who} uses query features: pass X, one embedding row per query (got None)")
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise ValueError(f"{who}: features must be a 2-D (n_queries, dim) array, got shape {X.shape}")
-    if X.shape[0] != n:
-        raise ValueError(f"{who}: {X.shape[0]} feature rows for {n} queries; X must have one row per query")
-    if dim is not None and X.shape[1] != dim:
-        raise ValueError(f"{who}: features have dimension {X.shape[1]} but the router was fit on dimension {dim} "
-                         "(same encoder for fit and predict?)")
-    if not np.issubdtype(X.dtype, np.number):
-        raise ValueError(f"{who}: features must be numeric, got dtype {X.dtype}")
-    X = X.astype(np.float32, copy=False)
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        raise ValueError(f"{who}: feature row {int(np.flatnonzero(bad)[0])} has NaN or infinite values")
-    return X
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run BLAS/OpenMP (numpy, scikit-learn) on one thread. The problems here are small (thousands of rows,
-    hundreds of features): on a shared 2-core machine one thread was 12× faster than two fighting each other."""
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1):
-        yield
-
-
-def check_cost_model(kind: str) -> str:
-    if kind not in COST_MODELS:
-        raise ValueError(f"cost_model must be one of {', '.join(COST_MODELS)}, got {kind!r}")
-    return kind
-
-
-def is_binary(score: np.ndarray) -> bool:
-    return bool(np.isin(score, (0.0, 1.0)).all())
-
-
-class CostModel:
-    """Predicted cost (USD) of every candidate for a query.
-
-    ``mean``: the candidate's mean training cost (the same for every query). ``knn``: the mean cost of the
-    candidate on the ``k`` nearest training queries (cosine). ``ridge``: one ridge regression per candidate from the
-    query features (solved jointly; sklearn's multi-output Ridge fits each column independently), clipped to the
-    candidate's training range. Costs vary across queries mostly through output length, which the query text
-    predicts only in part; ``mean`` is the robust default.
-    """
-
-    def __init__(self, kind: str = "mean", k: int = 10, alpha: float = 1.0):
-        self.kind = check_cost_model(kind)
-        self.k, self.alpha = int(k), float(alpha)
-
-    def fit(self, X: np.ndarray | None, cost: np.ndarray) -> "CostModel":
-        self.mean_ = cost.mean(axis=0)
-        self.lo_, self.hi_ = cost.min(axis=0), cost.max(axis=0)
-        if self.kind == "knn":
-            from sklearn.neighbors import NearestNeighbors
-
-            self.k_ = min(self.k, len(cost))
-            self.nn_ = NearestNeighbors(n_neighbors=self.k_, metric="cosine", algorithm="brute").fit(X)
-            self.train_cost_ = cost.astype(np.float64)
-        elif self.kind == "ridge":
-            from sklearn.linear_model import Ridge
-
-            self.ridge_ = Ridge(alpha=self.alpha).fit(X, cost)
-        return self
-
-    def predict(self, X: np.ndarray | None, n: int, neighbours: np.ndarray | None = None) -> np.ndarray:
-        if self.kind == "mean" or n == 0:
-            return np.tile(self.mean_, (n, 1))
-        if self.kind == "knn":
-            if neighbours is None:
-                neighbours = self.nn_.kneighbors(X, return_distance=False)
-            return self.train_cost_[neighbours].mean(axis=1)
-        return np.clip(self.ridge_.predict(X).reshape(n, -1), self.lo_, self.hi_)
-
-
-def _query_ids(queries: pd.DataFrame, who: str) -> list[str]:
-    if not isinstance(queries, pd.DataFrame) or "query_id" not in queries.columns:
-        raise ValueError(f"{who}.predict needs a queries DataFrame with a 'query_id' column")
-    return queries["query_id"].astype(str).tolist()
-
-
-def _fitted(router: Router, attr: str) -> None:
-    if not hasattr(router, attr):
-        raise RuntimeError(f"{router.name} router is not fitted: call fit(data, X) first (or load_router)")
+from routecraft.routers.validation import check_fitted, query_ids, training_matrices
 
 
 def pareto_front(mean_score: np.ndarray, mean_cost: np.ndarray) -> np.ndarray:
@@ -132,8 +24,8 @@ def pareto_front(mean_score: np.ndarray, mean_cost: np.ndarray) -> np.ndarray:
     c = len(mean_score)
     keep = np.ones(c, dtype=bool)
     for j in range(c):
-        dom = (mean_cost <= mean_cost[j]) & (mean_score >= mean_score[j]) & \
-              ((mean_cost < mean_cost[j]) | (mean_score > mean_score[j]))
+        dom = ((mean_cost <= mean_cost[j]) & (mean_score >= mean_score[j])
+               & ((mean_cost < mean_cost[j]) | (mean_score > mean_score[j])))
         keep[j] = not dom.any()
     # of exact duplicates (same cost and score) keep the first only
     for j in range(c):
@@ -163,7 +55,7 @@ class _ConstantRouter(Router):
 
     @property
     def choice(self) -> Candidate:
-        _fitted(self, "choice_")
+        check_fitted(self, "choice_")
         return self.candidates[self.choice_]
 
     def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
@@ -171,8 +63,8 @@ class _ConstantRouter(Router):
         dominates: their score is at most the chosen score − 1e-6 and their cost strictly above the chosen cost.
         ``choose`` then returns the chosen candidate at every λ and under every cost cap (a fixed router does not
         route; where the cap is below its cost, ``choose`` falls back to the cheapest predicted cost, which is it)."""
-        _fitted(self, "choice_")
-        n = len(_query_ids(queries, self.name))
+        check_fitted(self, "choice_")
+        n = len(query_ids(queries, self.name))
         j = self.choice_
         s, c = self.mean_score_.copy(), self.mean_cost_.copy()
         others = np.arange(len(s)) != j
@@ -263,8 +155,8 @@ class RandomRouter(Router):
         return self
 
     def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
-        _fitted(self, "eligible_")
-        qids = _query_ids(queries, self.name)
+        check_fitted(self, "eligible_")
+        qids = query_ids(queries, self.name)
         c = len(self.candidates)
         seed = self.params["seed"]
         u = np.empty((len(qids), c))
@@ -297,8 +189,8 @@ class OracleRouter(Router):
         return self
 
     def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
-        _fitted(self, "row_")
-        qids = _query_ids(queries, self.name)
+        check_fitted(self, "row_")
+        qids = query_ids(queries, self.name)
         missing = [q for q in qids if q not in self.row_]
         if missing:
             raise ValueError(f"oracle router: {len(missing)} queries have no known outcome (e.g. {missing[0]!r}); "

@@ -7,6 +7,7 @@ matrix factorisation, logistic regressions, nearest neighbours) lowers that nois
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import numpy as np
@@ -14,6 +15,7 @@ import pandas as pd
 
 from routecraft.data.schema import RoutingData
 from routecraft.routers.base import Prediction, Router
+from routecraft.routers.registry import get_router_class
 
 
 class EnsembleRouter(Router):
@@ -41,10 +43,6 @@ class EnsembleRouter(Router):
         self.reuse: dict[str, Router] = {}
 
     def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "EnsembleRouter":
-        import inspect
-
-        from routecraft.routers import get_router_class
-
         self.members = []
         for name in self.members_spec:
             cls = get_router_class(name)

@@ -38,10 +38,13 @@ import pandas as pd
 from pydantic import Field, field_validator
 
 from routecraft.data.schema import Candidate, RoutingData
-from routecraft.routers._reasoning import query_chars, routing_area, strategy_description
 from routecraft.routers.base import Prediction
-from routecraft.routers.baselines import _fitted, _query_ids, check_features, one_thread
-from routecraft.routers.rtr import CandidateNetRouter, RTRConfig
+from routecraft.routers.networks import CandidateNetRouter
+from routecraft.routers.r2_router import R2Router, parse_budgets
+from routecraft.routers.rtr import RTRConfig, RTRRouter
+from routecraft.routers.token_budget import query_chars, routing_area, strategy_description
+from routecraft.routers.torch_utils import one_thread
+from routecraft.routers.validation import check_features, check_fitted, query_ids
 
 MEMBERS = ("joint", "rtr", "r2")
 #: candidate blends (weights over MEMBERS), in order of preference on ties
@@ -69,8 +72,6 @@ class JointConfig(RTRConfig):
     @field_validator("extra_budgets", mode="before")
     @classmethod
     def _budgets(cls, v: Any) -> Any:
-        from routecraft.routers.r2 import parse_budgets
-
         return parse_budgets(v)
 
 
@@ -165,7 +166,7 @@ class JointRouter(CandidateNetRouter):
         ts, tc = np.vstack([t[0] for t in truth_parts]), np.vstack([t[1] for t in truth_parts])
         areas = {}
         for w in BLENDS:
-            pr = _blend(preds, w)
+            pr = blend(preds, w)
             areas[w] = routing_area(pr.score, pr.cost, ts, tc)
         best = max(BLENDS, key=lambda w: (areas[w], -BLENDS.index(w)))
         self.weights_ = best
@@ -182,9 +183,6 @@ class JointRouter(CandidateNetRouter):
 
     def _fit_members(self, data: RoutingData, X: np.ndarray, which: list[str] | tuple[str, ...] = ("rtr", "r2")
                      ) -> None:
-        from routecraft.routers.r2 import R2Router
-        from routecraft.routers.rtr import RTRRouter
-
         p = self.params
         # the members run at their own defaults (RTR: the paper's) plus the shared settings and `rtr`/`r2` overrides
         shared = {k: p[k] for k in ("pool", "prices", "budget_template", "seed")}
@@ -237,15 +235,15 @@ class JointRouter(CandidateNetRouter):
                 extra_budgets: list[int] | None = None) -> Prediction:
         """Blended predictions for every candidate (and for ``extra_budgets``, default the setting, where a
         member can predict them: the joint network and R2-Router can, RTR cannot)."""
-        _fitted(self, "net_")
-        n = len(_query_ids(queries, self.name))
+        check_fitted(self, "net_")
+        n = len(query_ids(queries, self.name))
         X = check_features(X, n, self.name, self.dim_)
         preds = self._member_predictions(queries, X, extra_budgets)
-        return _blend(preds, self.weights_)
+        return blend(preds, self.weights_)
 
     @property
     def chosen_blend(self) -> str:
-        _fitted(self, "weights_")
+        check_fitted(self, "weights_")
         return _label(self.weights_)
 
     # ---- cold start -----------------------------------------------------------------------------------------
@@ -282,7 +280,7 @@ def _stack(parts: list[dict[str, Prediction]]) -> dict[str, Prediction]:
     return out
 
 
-def _blend(preds: dict[str, Prediction], w: tuple[float, float, float]) -> Prediction:
+def blend(preds: dict[str, Prediction], w: tuple[float, float, float]) -> Prediction:
     """Weighted mean of the members' predictions, column by column over the candidates of the first member
     (the joint network); where a member lacks a candidate the other weights are renormalised."""
     base = preds["joint"]

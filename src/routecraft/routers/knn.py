@@ -8,8 +8,9 @@ import pandas as pd
 
 from routecraft.data.schema import RoutingData
 from routecraft.routers.base import Prediction, Router
-from routecraft.routers.baselines import (
-    CostModel, _fitted, _query_ids, check_cost_model, check_features, one_thread, training_matrices)
+from routecraft.routers.cost_model import CostModel, check_cost_model
+from routecraft.routers.torch_utils import one_thread
+from routecraft.routers.validation import check_features, check_fitted, query_ids, training_matrices
 
 METRICS = ("cosine", "euclidean")
 
@@ -54,8 +55,8 @@ class KNNRouter(Router):
         return self
 
     def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
-        _fitted(self, "nn_")
-        n = len(_query_ids(queries, self.name))
+        check_fitted(self, "nn_")
+        n = len(query_ids(queries, self.name))
         X = check_features(X, n, self.name, self.dim_)
         if n == 0:
             z = np.zeros((0, len(self.candidates)))

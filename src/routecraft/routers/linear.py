@@ -15,9 +15,16 @@ import pandas as pd
 
 from routecraft.data.schema import RoutingData
 from routecraft.routers.base import Prediction, Router
-from routecraft.routers.baselines import (
-    CostModel, _fitted, _query_ids, check_cost_model, check_features, one_thread, is_binary)
-from routecraft.routers.mlp import _sigmoid, check_positive, fit_features
+from routecraft.routers.cost_model import CostModel, check_cost_model
+from routecraft.routers.torch_utils import one_thread, sigmoid
+from routecraft.routers.validation import (
+    check_features,
+    check_fitted,
+    check_positive,
+    fit_features,
+    is_binary,
+    query_ids,
+)
 
 
 class LinearRouter(Router):
@@ -68,12 +75,12 @@ class LinearRouter(Router):
         return self
 
     def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
-        _fitted(self, "W_")
-        n = len(_query_ids(queries, self.name))
+        check_fitted(self, "W_")
+        n = len(query_ids(queries, self.name))
         X = check_features(X, n, self.name, self.dim_)
         z = ((X - self.mu_) / self.sd_).astype(np.float64) @ self.W_ + self.b_
         score = np.empty_like(z)
-        for kind, f in (("logit", _sigmoid), ("ridge", lambda v: np.clip(v, 0.0, 1.0)),
+        for kind, f in (("logit", sigmoid), ("ridge", lambda v: np.clip(v, 0.0, 1.0)),
                         ("const", lambda v: v)):
             cols = self.kind_ == kind
             score[:, cols] = f(z[:, cols])

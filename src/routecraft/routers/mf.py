@@ -21,9 +21,9 @@ import pandas as pd
 
 from routecraft.data.schema import RoutingData
 from routecraft.routers.base import Prediction, Router
-from routecraft.routers.baselines import (
-    CostModel, _fitted, _query_ids, check_cost_model, check_features, one_thread)
-from routecraft.routers.mlp import _sigmoid, base_logits, check_positive, fit_features, train_bce
+from routecraft.routers.cost_model import CostModel, check_cost_model
+from routecraft.routers.torch_utils import base_logits, one_thread, sigmoid, train_bce
+from routecraft.routers.validation import check_features, check_fitted, check_positive, fit_features, query_ids
 
 
 class MFRouter(Router):
@@ -80,8 +80,8 @@ class MFRouter(Router):
         return self
 
     def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
-        _fitted(self, "proj_")
-        n = len(_query_ids(queries, self.name))
+        check_fitted(self, "proj_")
+        n = len(query_ids(queries, self.name))
         X = check_features(X, n, self.name, self.dim_)
         z = ((X - self.mu_) / self.sd_) @ self.proj_ @ self.cand_ + self.bias_
-        return Prediction(list(self.candidates), _sigmoid(z.astype(np.float64)), self.cost_model_.predict(X, n))
+        return Prediction(list(self.candidates), sigmoid(z.astype(np.float64)), self.cost_model_.predict(X, n))

@@ -1,9 +1,15 @@
 """Reasoning strategies (direct, cot, cod, pal, sc), length budgets, answer extraction and the PAL sandbox."""
 
 from routecraft.strategies.answers import extract_answer, task_kind
-from routecraft.strategies.base import (BUDGET_GRID, BUDGET_TEMPLATES, Extraction, Strategy, StrategyRun)
-from routecraft.strategies.builtin import (ChainOfDraft, ChainOfThought, Direct, ProgramAided, SelfConsistency,
-                                           extract_code)
+from routecraft.strategies.base import BUDGET_GRID, BUDGET_TEMPLATES, Extraction, Strategy, StrategyRun
+from routecraft.strategies.builtin import (
+                                           ChainOfDraft,
+                                           ChainOfThought,
+                                           Direct,
+                                           ProgramAided,
+                                           SelfConsistency,
+                                           extract_code,
+)
 from routecraft.strategies.registry import get_strategy, list_strategies, register_strategy, strategy_from_config
 from routecraft.strategies.sandbox import SandboxResult, run_python
 

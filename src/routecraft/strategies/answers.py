@@ -5,7 +5,8 @@ or they trail off without any marker. The extractors here try, in order:
 
 1. an explicit final-answer marker — ``\\boxed{...}``, "The (final) answer is ...", "#### ..." (the last one wins);
 2. a weaker "Answer: ..." line;
-3. a kind-specific fallback — the last number (numeric and math), the leading option letter (choice), the first line (QA).
+3. a kind-specific fallback — the last number (numeric and math), the leading option letter (choice), the first line
+   (QA).
 
 Text after a hallucinated next turn ("\\nQuestion:", "\\nHuman:", ...) is cut off before extracting.
 """
@@ -65,7 +66,7 @@ def format_choices(question: str, choices: Sequence[str] | None) -> str:
     if not choices:
         return question
     letters = choice_letters(len(choices))
-    opts = "\n".join(f"({l}) {str(c).strip()}" for l, c in zip(letters, choices))
+    opts = "\n".join(f"({letter}) {str(c).strip()}" for letter, c in zip(letters, choices))
     return f"{question.rstrip()}\n{opts}"
 
 
@@ -292,7 +293,8 @@ def _letter_after(raw: str, letters: str) -> str | None:
     if m:
         return m.group(1)
     # lower-case only when unambiguous: "(c)", "c)", or the letter alone ("a" could be the article)
-    m = re.match(rf"^\s*\**\s*(?:\(([{letters.lower()}])\)|([{letters.lower()}])\)|([{letters.lower()}])\s*\**\s*\.?\s*$)", raw)
+    low = letters.lower()
+    m = re.match(rf"^\s*\**\s*(?:\(([{low}])\)|([{low}])\)|([{low}])\s*\**\s*\.?\s*$)", raw)
     if m:
         return next(g for g in m.groups() if g).upper()
     return None
@@ -304,10 +306,10 @@ def _match_choice_text(raw: str, choices: Sequence[str] | None, letters: str) ->
     seg = _clean_segment(raw).lower()
     if not seg:
         return None
-    exact = [l for l, c in zip(letters, choices) if str(c).strip().rstrip(".").lower() == seg]
+    exact = [letter for letter, c in zip(letters, choices) if str(c).strip().rstrip(".").lower() == seg]
     if len(exact) == 1:
         return exact[0]
-    contained = [l for l, c in zip(letters, choices) if str(c).strip().rstrip(".").lower() in seg]
+    contained = [letter for letter, c in zip(letters, choices) if str(c).strip().rstrip(".").lower() in seg]
     return contained[0] if len(contained) == 1 else None
 
 
@@ -319,9 +321,9 @@ def extract_choice(text: str, choices: Sequence[str] | None = None) -> tuple[str
         hit = finder(text)
         if hit:
             method, raw = hit
-            l = _letter_after(raw, letters) or _match_choice_text(raw, choices, letters)
-            if l:
-                return l, method
+            letter = _letter_after(raw, letters) or _match_choice_text(raw, choices, letters)
+            if letter:
+                return letter, method
     m = re.search(rf"(?:option|choice)\s*\(?([{letters}])\)?(?![A-Za-z])", text, re.I)
     if m:
         return m.group(1).upper(), "option"
@@ -332,9 +334,9 @@ def extract_choice(text: str, choices: Sequence[str] | None = None) -> tuple[str
     parens = re.findall(rf"\(([{letters}])\)", text)
     if parens:
         return parens[-1], "last_paren_letter"
-    l = _match_choice_text(start.split("\n", 1)[0], choices, letters)
-    if l:
-        return l, "option_text"
+    letter = _match_choice_text(start.split("\n", 1)[0], choices, letters)
+    if letter:
+        return letter, "option_text"
     return None, "none"
 
 

@@ -15,12 +15,15 @@ from typing import Any, ClassVar, Literal, Sequence
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from routecraft.strategies.answers import extract_answer, format_choices, task_kind
+from routecraft.strategies.exemplars import EXEMPLARS
 from routecraft.strategies.sandbox import SandboxResult
 
 #: The output-length budgets swept by default (None = no instruction, the strategy's default cap).
 BUDGET_GRID: tuple[int | None, ...] = (32, 64, 128, 256, 512, None)
 
-#: Length-instruction presets: name -> (template, where it goes). See seed-algorithms.md §2.5.
+#: Length-instruction presets: name -> (template, where it goes): R2-Router's (Xue et al., arXiv 2602.02823) paper
+#: wording "use at most k tokens", and the variants of its code (UCF-ML-Research/R2-Router: data collection
+#: ``data_collection/prompt_template.py``, the released router ``r2_router/router.py``).
 BUDGET_TEMPLATES: dict[str, tuple[str, str]] = {
     # R2-Router paper wording (default)
     "paper": ("Use at most {k} tokens.", "user"),
@@ -133,8 +136,6 @@ class Strategy(BaseModel):
 
     def exemplar(self, task: str) -> tuple[str, str] | None:
         """(question, answer) of one short worked example, or None."""
-        from routecraft.strategies.exemplars import EXEMPLARS
-
         ex = EXEMPLARS.get(task_kind(task))
         if ex is None or self.exemplar_key not in ex["answers"]:
             return None

@@ -12,9 +12,11 @@ from pydantic import Field, PrivateAttr, field_validator
 
 from routecraft.strategies.answers import answer_from_value, extract_answer, majority, task_kind, vote_key
 from routecraft.strategies.base import ANSWER_FORM, Extraction, Strategy, StrategyRun, resolve_mode
+from routecraft.strategies.registry import get_strategy, register_strategy
 from routecraft.strategies.sandbox import run_python
 
 
+@register_strategy("direct")
 class Direct(Strategy):
     name: str = "direct"
     description: str = ("Direct answering: the model states the final answer at once with no reasoning; the cheapest "
@@ -25,6 +27,7 @@ class Direct(Strategy):
         return f"Reply only with {ANSWER_FORM[task_kind(task)]}, no explanation."
 
 
+@register_strategy("cot")
 class ChainOfThought(Strategy):
     name: str = "cot"
     description: str = ("Chain-of-thought: the model reasons step by step before answering; the longest outputs, best "
@@ -35,6 +38,7 @@ class ChainOfThought(Strategy):
         return f"Think step by step, then end with {ANSWER_FORM[task_kind(task)]}."
 
 
+@register_strategy("cod")
 class ChainOfDraft(Strategy):
     name: str = "cod"
     description: str = ("Chain-of-draft: step-by-step reasoning written as minimal drafts of a few words per step; far "
@@ -71,8 +75,8 @@ def extract_code(text: str) -> str | None:
         with_sol = [b for b in blocks if "def solution" in b]
         return (with_sol or blocks)[-1].strip("\n").rstrip() + "\n"
     lines = text.splitlines()
-    start = next((i for i, l in enumerate(lines) if re.match(r"(import |from \w|def |class |[A-Za-z_]\w*\s*=)", l)),
-                 None)
+    start = next((i for i, line in enumerate(lines)
+                  if re.match(r"(import |from \w|def |class |[A-Za-z_]\w*\s*=)", line)), None)
     if start is None:
         return None
     code_lines = lines[start:]
@@ -145,13 +149,14 @@ def prepare_program(code: str) -> str:
     for n in tree.body:
         if isinstance(n, (ast.Expr, ast.Assert)) or _is_main_guard(n):
             drop.update(range(n.lineno, (n.end_lineno or n.lineno) + 1))
-    lines = [l for i, l in enumerate(fixed.splitlines(), start=1) if i not in drop]
+    lines = [line for i, line in enumerate(fixed.splitlines(), start=1) if i not in drop]
     out = "\n".join(lines).rstrip() + "\n"
     if target != "solution":
         out += f"\nsolution = {target}\n"
     return out
 
 
+@register_strategy("pal")
 class ProgramAided(Strategy):
     name: str = "pal"
     description: str = ("Program-aided: the model writes a Python function whose result, executed in a sandbox, is the "
@@ -199,6 +204,7 @@ class ProgramAided(Strategy):
         return await asyncio.to_thread(self.extract, text, task, choices)
 
 
+@register_strategy("sc")
 class SelfConsistency(Strategy):
     """k samples of a base strategy at temperature > 0; the answer is the majority vote of the extracted answers.
 
@@ -228,8 +234,6 @@ class SelfConsistency(Strategy):
     @property
     def base_strategy(self) -> Strategy:
         if self._base_cache is None:
-            from routecraft.strategies.registry import get_strategy
-
             passed = {f: getattr(self, f) for f in self.model_fields_set & set(Strategy.model_fields)
                       if f not in ("name", "description", "temperature")}
             self._base_cache = get_strategy(self.base, **{**passed, **self.base_options})

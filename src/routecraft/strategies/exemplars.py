@@ -1,6 +1,7 @@
 """One short worked example per answer kind and strategy (written for this project; kept tiny for slow CPUs).
 
-Styles follow Route-To-Reason's exemplars (seed-algorithms.md §4.2): CoT ends "The answer is X", CoD writes minimal
+Styles follow Route-To-Reason's exemplars (goodmanpzh/Route-To-Reason ``data/examples.py``): CoT ends "The answer is
+X", CoD writes minimal
 equations then "The answer is X", PAL is a ``def solution(): ... return result`` program.
 """
 
@@ -26,7 +27,8 @@ EXEMPLARS: dict[str, dict] = {
         },
     },
     "choice": {
-        "question": "Which gas do plants absorb from the air?\n(A) Oxygen\n(B) Carbon dioxide\n(C) Nitrogen\n(D) Helium",
+        "question": ("Which gas do plants absorb from the air?\n(A) Oxygen\n(B) Carbon dioxide\n(C) Nitrogen\n"
+                     "(D) Helium"),
         "answers": {
             "direct": "The answer is (B).",
             "cot": "Plants take in carbon dioxide for photosynthesis. The answer is (B).",

@@ -1,4 +1,9 @@
-"""Strategy registry: ``get_strategy("cot")``, ``get_strategy("sc-pal", k=3)``, ``strategy_from_config({...})``."""
+"""Strategy registry: ``get_strategy("cot")``, ``get_strategy("sc-pal", k=3)``, ``strategy_from_config({...})``.
+
+Strategies register themselves: ``@register_strategy("cot")`` above the class (the built-ins in ``builtin.py``, which
+``routecraft.strategies`` imports, so they are registered whenever the package is). This module imports no strategy.
+``sc-<base>`` is the strategy registered as ``sc`` (self-consistency) over the base strategy ``<base>``.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,21 @@ from typing import Any, Mapping
 from pydantic import ValidationError
 
 from routecraft.strategies.base import Strategy
-from routecraft.strategies.builtin import ChainOfDraft, ChainOfThought, Direct, ProgramAided, SelfConsistency
 
-_REGISTRY: dict[str, type[Strategy]] = {
-    "direct": Direct,
-    "cot": ChainOfThought,
-    "cod": ChainOfDraft,
-    "pal": ProgramAided,
-    "sc": SelfConsistency,
-}
+_REGISTRY: dict[str, type[Strategy]] = {}
 
 
-def register_strategy(name: str, cls: type[Strategy]) -> None:
-    """Add a strategy class under ``name`` (it must subclass Strategy)."""
+def register_strategy(name: str, cls: type[Strategy] | None = None) -> Any:
+    """Add a strategy class under ``name`` (it must subclass Strategy): ``register_strategy("mine", Mine)``, or as a
+    decorator, ``@register_strategy("mine")`` above the class. Returns the class (the decorator, without ``cls``)."""
+    if cls is None:
+        return lambda c: register_strategy(name, c)
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise TypeError(f"strategy {name!r}: {cls!r} is not a Strategy subclass")
     if name in _REGISTRY or name.startswith("sc-"):
         raise ValueError(f"strategy name {name!r} is taken")
     _REGISTRY[name] = cls
+    return cls
 
 
 def list_strategies() -> list[str]:
@@ -44,7 +46,7 @@ def get_strategy(name: str, **options: Any) -> Strategy:
         if base not in _REGISTRY or base == "sc":
             raise ValueError(f"unknown strategy {name!r}: 'sc-<base>' needs a base among "
                              f"{', '.join(b for b in list_strategies() if b != 'sc')}")
-        cls, options = SelfConsistency, {"name": key, "base": base, **options}
+        cls, options = _REGISTRY["sc"], {"name": key, "base": base, **options}
     elif key in _REGISTRY:
         cls = _REGISTRY[key]
     else:

@@ -215,7 +215,8 @@ def grpo_args(cfg: RLConfig, output_dir: str | Path, **overrides: Any):
 def run_grpo(*, model: Any, tokenizer: Any, dataset: Sequence[dict], reward_funcs: Sequence[Callable],
              rollout: RolloutFn, cfg: RLConfig, out_dir: str | Path, resume: bool = True,
              state_objects: Optional[dict[str, Any]] = None, metrics_path: Optional[str | Path] = None,
-             rollouts_path: Optional[str | Path] = None, callbacks: Sequence[Any] = (), args_overrides: Optional[dict] = None) -> Any:
+             rollouts_path: Optional[str | Path] = None, callbacks: Sequence[Any] = (),
+             args_overrides: Optional[dict] = None) -> Any:
     """Train ``model`` with GRPO; returns the trainer (its model is the trained policy). ``metrics_path`` and
     ``rollouts_path`` (written by ``log_rollouts``) are step-numbered JSONL logs: cut back to the checkpoint on resume
     (a step that was not checkpointed runs again), cleared of RL records on a fresh start.

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from routecraft.pool.models import REGISTRY, ModelInstallError, get_model, model_path
+
 log = logging.getLogger("routecraft.train.policy")
 
 ENV_HF_CACHE = "ROUTECRAFT_HF_CACHE"
@@ -64,8 +66,6 @@ def convert_gguf(name: str, dest: str | os.PathLike | None = None, *, force: boo
     Idempotent: an existing converted folder (with its ``routecraft-converted.json`` mark) is reused unless ``force``.
     The folder is written to a temporary sibling and renamed, so an interrupted conversion leaves nothing half-done.
     """
-    from routecraft.pool.models import ModelInstallError, get_model, model_path
-
     try:
         entry = get_model(name)
         gguf = model_path(name)
@@ -137,8 +137,6 @@ def resolve_policy(name: str | os.PathLike) -> Path:
         return p
     if p.exists():
         raise PolicyLoadError(f"policy {str(name)!r} is a path but not a Hugging Face model folder (no config.json)")
-    from routecraft.pool.models import REGISTRY
-
     if str(name) not in REGISTRY:
         raise PolicyLoadError(f"policy {str(name)!r} is neither a model folder nor a local model "
                               f"(known: {', '.join(sorted(REGISTRY))})")
@@ -153,8 +151,6 @@ def load_tokenizer(name: str | os.PathLike) -> Any:
     p = Path(name).expanduser()
     converted = hf_cache_dir() / str(name)
     if not is_hf_folder(p) and not _converted_ok(converted):
-        from routecraft.pool.models import REGISTRY, ModelInstallError, model_path
-
         if str(name) in REGISTRY:
             try:
                 gguf = model_path(str(name))

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from routecraft.train.grpo import jsonl_logger
+
 log = logging.getLogger("routecraft.train.sft")
 
 
@@ -131,8 +133,6 @@ def sft_trl(model: Any, tokenizer: Any, demos: Sequence[Demo], *, out_dir: str |
                      bf16=False, fp16=False, gradient_checkpointing=False)
     callbacks = []
     if log_path is not None:
-        from routecraft.train.grpo import jsonl_logger
-
         callbacks.append(_staged(jsonl_logger(log_path), "sft"))
     trainer = SFTTrainer(model=model, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                          callbacks=callbacks)

@@ -1,29 +1,14 @@
-"""R2-Reasoner (Shao et al., "Route-and-Reason"): a decomposer splits a query into ordered subtasks, an allocator
-gives each subtask a model on the pool's cost ladder, the subtasks run in order on the pool; trained on labels found
-by a grouped search over allocations, with SFT then GRPO alternating between the two. See docs/r2_reasoner.md and
-seed-algorithms §1.
+"""R2-Reasoner (Shao et al., "Route-and-Reason", arXiv 2506.05901): a decomposer splits a query into ordered subtasks,
+an allocator gives each subtask a model on the pool's cost ladder, the subtasks run in order on the pool; trained on
+labels found by a grouped search over allocations, with SFT then GRPO alternating between the two. See
+docs/r2_reasoner.md.
 
 Modules: ``protocol`` (ladder, prompts, parsers, execution messages), ``executor`` (cached pool execution),
-``search`` (grouped label search), ``config``, ``training`` (train/evaluate/route), ``router`` (the R2Reasoner class).
+``search`` (grouped label search), ``config``, ``runtime`` (ladder, text policies, the pipeline, the pool executor,
+formatting: what routing and training share), ``training`` (search, SFT, GRPO; evaluation), ``router`` (the
+R2Reasoner class, ``train_r2_reasoner``, ``route_r2_reasoner``, ``load_r2_reasoner``).
 """
 
-from routecraft.routers.r2_reasoner.router import R2Reasoner
+from routecraft.routers.r2_reasoner.router import R2Reasoner, load_r2_reasoner, route_r2_reasoner, train_r2_reasoner
 
-
-def train_r2_reasoner(config_path, out, resume=True, overrides=None, base_urls=None):
-    """See ``routecraft.routers.r2_reasoner.training.train_r2_reasoner``."""
-    from routecraft.routers.r2_reasoner.training import train_r2_reasoner as _train
-
-    return _train(config_path, out, resume=resume, overrides=overrides, base_urls=base_urls)
-
-
-def route_r2_reasoner(artifact, question, stage="final"):
-    """Load an artifact, run one question, return the executed plan (a JSON-ready dict)."""
-    r = R2Reasoner.from_artifact(artifact, stage=stage)
-    try:
-        return r.run(question)
-    finally:
-        r.close()
-
-
-__all__ = ["R2Reasoner", "route_r2_reasoner", "train_r2_reasoner"]
+__all__ = ["R2Reasoner", "load_r2_reasoner", "route_r2_reasoner", "train_r2_reasoner"]

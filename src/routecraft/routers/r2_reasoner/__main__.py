@@ -17,31 +17,7 @@ import sys
 from pathlib import Path
 
 
-def _router(artifact: str, config: str | None, sets: dict, stage: str = "final"):
-    from routecraft.routers.r2_reasoner.config import load_config
-    from routecraft.routers.r2_reasoner.router import R2Reasoner
-
-    if artifact == "untrained":
-        cfg = load_config(config, sets)
-        return R2Reasoner(config=cfg.model_dump(), cache=cfg.cache)
-    r = R2Reasoner.from_artifact(artifact, stage=stage)
-    if config is not None or sets:
-        from routecraft.routers.router_r1.config import _merge
-
-        base = load_config(config).model_dump() if config is not None else r.params["config"]
-        r.params["config"] = load_config_dict(_merge(base, sets))
-    return r
-
-
-def load_config_dict(data: dict) -> dict:
-    from routecraft.routers.r2_reasoner.config import validate
-
-    return validate(data, "--set").model_dump()
-
-
 def main(argv: list[str] | None = None) -> int:
-    from routecraft.routers.router_r1.__main__ import parse_sets
-
     ap = argparse.ArgumentParser(prog="python -m routecraft.routers.r2_reasoner")
     sub = ap.add_subparsers(dest="cmd", required=True)
     for name, hlp in (("search", "allocation-label search only (resumable)"),
@@ -69,17 +45,19 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
+    # imported after parsing, so that `--help` and a usage error answer at once (these pull in pandas and the pool)
+    from routecraft.routers.multistep import parse_sets
     from routecraft.routers.r2_reasoner.config import ConfigError, load_config
     from routecraft.routers.r2_reasoner.executor import CallBudgetExhausted
-    from routecraft.routers.r2_reasoner.training import (eval_rows, evaluate_pipeline, format_plan, pool_executor,
-                                                         train_r2_reasoner, train_rows)
+    from routecraft.routers.r2_reasoner.router import load_r2_reasoner, train_r2_reasoner
+    from routecraft.routers.r2_reasoner.runtime import format_plan, pool_executor
+    from routecraft.routers.r2_reasoner.search import search_labels
+    from routecraft.routers.r2_reasoner.training import eval_rows, evaluate_pipeline, train_rows
     from routecraft.train.policy import PolicyLoadError
 
     sets = parse_sets(args.set)
     try:
         if args.cmd == "search":
-            from routecraft.routers.r2_reasoner.search import search_labels
-
             cfg = load_config(args.config, sets)
             out = Path(args.out)
             with pool_executor(cfg, Path(cfg.cache) if cfg.cache else out / "executions.sqlite") as (_, ladder, ex):
@@ -91,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
             out = train_r2_reasoner(args.config, args.out, resume=not args.no_resume, overrides=sets)
             print(f"trained r2-reasoner artifact: {out}")
         elif args.cmd == "eval":
-            router = _router(args.artifact, args.config, sets, args.stage)
+            router = load_r2_reasoner(args.artifact, args.config, sets, args.stage)
             try:
                 pipe = router._ensure()
                 res = evaluate_pipeline(pipe, eval_rows(router.config, args.limit), out_jsonl=args.out)
@@ -99,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                 router.close()
             print(json.dumps({"artifact": args.artifact, "stage": args.stage, **res}, indent=2))
         else:
-            router = _router(args.artifact, args.config, sets, args.stage)
+            router = load_r2_reasoner(args.artifact, args.config, sets, args.stage)
             try:
                 plan = router.run(args.question)
             finally:

@@ -1,8 +1,10 @@
 """R2-Reasoner configuration (YAML, validated by pydantic).
 
-Defaults are seed-algorithms §1 (§1.3 DoT values tagged [C], §1.4 recommended values tagged [D]); the built-in
-``routecraft/configs/r2_reasoner.yaml`` is the CPU-sized configuration shipped with routecraft. Every design the
-document marks as inferred is a field here, with the document's value as its default.
+The R2-Reasoner paper (Shao et al., "Route-and-Reason", arXiv 2506.05901) gives the structure (decomposer, allocator,
+SFT then alternating GRPO) but not the prompts, models or hyperparameters. Defaults tagged [C] come from its
+predecessor DoT's code (tsinghua-fib-lab/DoT @ 1d7c4fa); [D] marks our own choice where neither says. Every such
+choice is a field here. The built-in ``routecraft/configs/r2_reasoner.yaml`` is the CPU-sized configuration shipped
+with routecraft.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from routecraft.routers.multistep import check_models, pool_models, read_config_mapping
 from routecraft.train.config import RLConfig
 
 
@@ -22,12 +25,12 @@ class _Strict(BaseModel):
 
 
 class DecomposerConfig(_Strict):
-    """The task decomposer: a few-shot prompt that yields numbered steps (§1.4)."""
+    """The task decomposer: a few-shot prompt that yields numbered steps ([D])."""
 
     examples: int = Field(3, ge=0, description="In-context examples in the prompt (hand-written GSM8K-style ones; "
                                                "at most as many as routecraft ships: 3).")
     min_steps: int = Field(1, ge=1, description="Fewer parsed steps is a format error.")
-    max_steps: int = Field(8, ge=1, description="More parsed steps is a format error (§1.4: 2–8 expected).")
+    max_steps: int = Field(8, ge=1, description="More parsed steps is a format error ([D]: 2–8 expected).")
     max_tokens: int = Field(256, ge=8, description="Tokens the decomposer may write.")
     temperature: float = Field(1.0, ge=0, description="Sampling temperature of extra decompositions and training "
                                                       "rollouts (the first decomposition of a query is greedy).")
@@ -58,7 +61,7 @@ class AllocatorConfig(_Strict):
 
 
 class ExecConfig(_Strict):
-    """How subtasks are executed on the pool (DoT, §1.3)."""
+    """How subtasks are executed on the pool (DoT's code, [C])."""
 
     max_tokens: int = Field(500, ge=1, description="Output tokens per subtask answer (DoT: 500).")
     final_max_tokens: int = Field(300, ge=1, description="Output tokens of the final-answer turn (DoT: 300).")
@@ -67,7 +70,7 @@ class ExecConfig(_Strict):
     seed: Optional[int] = 42
     final_answer: Literal["last", "strongest", "none"] = Field(
         "last", description="Who gives the final answer: the last subtask's model, one more turn on its "
-                            "conversation (§1.4 default); the strongest allocated model [D]; none: the number in the "
+                            "conversation ([D] default); the strongest allocated model [D]; none: the number in the "
                             "last subtask's answer.")
     subtask_prompt: Literal["concise", "worked"] = Field(
         "concise", description="The subtask system prompt: DoT's request for a concise, clear answer (concise), or "
@@ -80,9 +83,9 @@ class ExecConfig(_Strict):
 
 
 class SearchConfig(_Strict):
-    """The grouped allocation-label search (§1.4, [D] guided by DoT's search)."""
+    """The grouped allocation-label search ([D], guided by DoT's search)."""
 
-    groups: int = Field(3, ge=1, description="Contiguous difficulty groups of the ladder (§1.4: 3 = small/medium/"
+    groups: int = Field(3, ge=1, description="Contiguous difficulty groups of the ladder ([D]: 3 = small/medium/"
                                              "large); capped at the ladder's length.")
     decompositions: int = Field(20, ge=1, description="Decompositions sampled per query (DoT: 20); the first greedy.")
     decomposer_model: Optional[str] = Field(None, description="Pool model that decomposes with the few-shot prompt "
@@ -98,20 +101,20 @@ class SearchConfig(_Strict):
                                                              "calls; rerun to resume.")
     unsolved: Literal["drop", "all_top"] = Field(
         "drop", description="A decomposition wrong even with every subtask on the top model: dropped, or labelled "
-                            "all-top (§1.4 offers both).")
+                            "all-top ([D]: both are offered).")
 
 
 class RewardConfig(_Strict):
-    """GRPO rewards (§1.4)."""
+    """GRPO rewards ([D] values; the paper trades accuracy against API cost)."""
 
-    beta: float = Field(0.5, ge=0, description="Allocator: 1[correct] − β·cost/cost_all_top + format (§1.4: 0.5).")
+    beta: float = Field(0.5, ge=0, description="Allocator: 1[correct] − β·cost/cost_all_top + format ([D]: 0.5).")
     format_penalty: float = Field(-1.0, le=0, description="Added when the output does not parse or has the wrong "
-                                                          "length (§1.4: −1).")
+                                                          "length ([D]: −1).")
     cost_norm: Literal["all_top_run", "top_price"] = Field(
-        "all_top_run", description="cost_all_top: execute the all-top allocation (§1.4; cached), or price the "
+        "all_top_run", description="cost_all_top: execute the all-top allocation ([D]; cached), or price the "
                                    "rollout's own tokens at the top model's prices [D, no extra execution].")
-    step_penalty: float = Field(0.0, ge=0, description="Decomposer: − this × number of steps (§1.4: optional).")
-    decomposer_beta: float = Field(0.0, ge=0, description="Decomposer: − this × normalised cost (§1.4: optional).")
+    step_penalty: float = Field(0.0, ge=0, description="Decomposer: − this × number of steps ([D]: optional).")
+    decomposer_beta: float = Field(0.0, ge=0, description="Decomposer: − this × normalised cost ([D]: optional).")
 
 
 class DataConfig(_Strict):
@@ -138,11 +141,11 @@ class SFTConfig(_Strict):
 class GRPOConfig(_Strict):
     """Stage 1: K rounds of (allocator GRPO, decomposer frozen) then (decomposer GRPO, allocator frozen)."""
 
-    rounds: int = Field(2, ge=0, description="K (§1.4: 2–3).")
+    rounds: int = Field(2, ge=0, description="K ([D]: 2–3).")
     phases: list[Literal["allocator", "decomposer"]] = Field(["allocator", "decomposer"],
                                                             description="Phases of a round, in order.")
     rl: RLConfig = Field(RLConfig(num_generations=8, max_steps=20),
-                         description="Settings of each phase (max_steps = steps per phase; §1.4: G=8, clip 0.2, "
+                         description="Settings of each phase (max_steps = steps per phase; [D]: G=8, clip 0.2, "
                                      "KL 1e-3).")
 
 
@@ -160,7 +163,7 @@ class R2ReasonerConfig(_Strict):
                                                            "models); sorted cheapest first by (output price, input "
                                                            "price, size_b).")
     policy: str = Field("smollm2-135m", description="Backbone of decomposer and allocator (local model name or HF "
-                                                    "folder; §1.4: Qwen2.5-7B-Instruct).")
+                                                    "folder; [D] at full size: Qwen2.5-7B-Instruct).")
     decomposer: DecomposerConfig = DecomposerConfig()
     allocator: AllocatorConfig = AllocatorConfig()
     execution: ExecConfig = ExecConfig()
@@ -175,14 +178,10 @@ class R2ReasonerConfig(_Strict):
     @field_validator("models")
     @classmethod
     def _nonempty(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        from routecraft.routers._multistep import check_models
-
         return check_models(v)
 
     def resolve_pool(self):
         """The pool restricted to the ladder's models, cheapest first; errors name a missing model."""
-        from routecraft.routers._multistep import pool_models
-
         pool, names = pool_models(self.pool, self.models, "r2-reasoner")
         if self.search.decomposer_model is not None and self.search.decomposer_model not in pool:
             raise ValueError(f"r2-reasoner config: search.decomposer_model {self.search.decomposer_model!r} is not "
@@ -201,8 +200,6 @@ def builtin_config_path() -> Path:
 
 def load_config(path: str | os.PathLike | None = None, overrides: Optional[dict] = None) -> R2ReasonerConfig:
     """Read a config YAML (None: the built-in one) and apply nested ``overrides`` ({"sft": {"steps": 2}})."""
-    from routecraft.routers.router_r1.config import read_config_mapping
-
     p = Path(path) if path is not None else builtin_config_path()
     return validate(read_config_mapping(p, "r2-reasoner", ConfigError, overrides), str(p))
 

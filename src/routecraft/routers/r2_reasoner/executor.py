@@ -24,8 +24,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from routecraft.pool.client import ChatClient
 from routecraft.pool.config import Pool
+from routecraft.pool.server import base_url_for
 from routecraft.routers.r2_reasoner.protocol import Ladder, final_messages, subtask_messages
+from routecraft.routers.router_r1.backends import run_sync
+from routecraft.strategies.answers import extract_answer
+from routecraft.strategies.graders import grade
 
 
 class CallBudgetExhausted(RuntimeError):
@@ -153,9 +158,6 @@ class PlanResult:
 
 
 def grade_answer(text: str, gold: Any, task: str = "gsm8k") -> tuple[Optional[str], Optional[bool]]:
-    from routecraft.evaluate.graders import grade
-    from routecraft.strategies.answers import extract_answer
-
     ans, _ = extract_answer(text or "", task)
     if gold is None:
         return ans, None
@@ -215,9 +217,6 @@ class Executor:
 
     # ---- one call -------------------------------------------------------------------------------------------------
     def _client(self, clients: dict, name: str):
-        from routecraft.pool.client import ChatClient
-        from routecraft.pool.server import base_url_for
-
         if name not in clients:
             m = self.pool.get(name)
             url = self.base_urls.get(name) or base_url_for(m)
@@ -327,8 +326,6 @@ class Executor:
 
     def run_plans(self, plans: Sequence[tuple[str, Sequence[str], Sequence[int], Any]]) -> list[PlanResult]:
         """Execute (question, subtasks, allocation, gold-or-None) plans concurrently; results in order."""
-        from routecraft.routers.router_r1.backends import run_sync
-
         if not plans:
             return []
         return run_sync(self._run(list(plans), "plan"))
@@ -339,8 +336,6 @@ class Executor:
     def generate(self, model: str, prompts: Sequence[str], *, max_tokens: int, temperature: float,
                  seeds: Sequence[Optional[int]]) -> list[CallRecord]:
         """One user-message completion per prompt (a prompted decomposer on a pool model), cached like the rest."""
-        from routecraft.routers.router_r1.backends import run_sync
-
         jobs = [(model, [{"role": "user", "content": p}], max_tokens, temperature, s, False)
                 for p, s in zip(prompts, seeds)]
         return run_sync(self._run(jobs, "call")) if jobs else []

@@ -1,5 +1,6 @@
 """R2-Reasoner's text protocol: the model ladder, the decomposer and allocator prompts and their parsers, and the
-messages that execute subtasks on the pool (seed-algorithms §1.3–1.4).
+messages that execute subtasks on the pool (DoT's code, tsinghua-fib-lab/DoT @ 1d7c4fa, where the R2-Reasoner paper
+gives no prompt; our choices are marked [D]).
 
 * **Ladder**: the pool's models sorted cheapest first (output price, input price, size); rung 0 is the cheapest.
   ``groups`` splits it into contiguous difficulty groups (small / medium / large for G=3).

@@ -1,6 +1,8 @@
 """R2Reasoner: decomposer + allocator + pool execution behind routecraft's router interface.
 
-Not fit on an outcomes table: trained by label search, SFT and GRPO (``R2Reasoner.train`` / ``train_r2_reasoner``).
+Not fit on an outcomes table: trained by label search, SFT and GRPO (``train_r2_reasoner``, the one training entry
+point: the CLI's ``routecraft train --router r2-reasoner`` and ``python -m routecraft.routers.r2_reasoner train`` call
+it).
 ``run(question)`` decomposes the question into subtasks, allocates a ladder model to each, executes them in order on
 the pool and returns the plan (subtasks, model per subtask, answers, final answer, tokens and cost). ``decide``
 returns one ``Decision`` per query whose ``plan`` is that summary and whose candidate is the model that gave the
@@ -17,10 +19,20 @@ import contextlib
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-
 from routecraft.data.schema import Candidate
-from routecraft.routers._multistep import MultiStepRouter
+from routecraft.pool.models import REGISTRY
 from routecraft.routers.base import Decision
+from routecraft.routers.multistep import MultiStepRouter, merge
+from routecraft.routers.r2_reasoner.config import R2ReasonerConfig, load_config, validate
+from routecraft.routers.r2_reasoner.runtime import (
+    Pipeline,
+    format_plan,
+    load_text_policy,
+    make_ladder,
+    pool_executor,
+)
+from routecraft.routers.r2_reasoner.training import train_policies
+from routecraft.routers.registry import load_router
 
 
 class R2Reasoner(MultiStepRouter):
@@ -31,15 +43,10 @@ class R2Reasoner(MultiStepRouter):
     @classmethod
     def train_cli(cls, config: str | Path | None, out: str | Path, overrides: Optional[dict] = None,
                   resume: bool = True) -> Path:
-        from routecraft.routers.r2_reasoner.training import train_r2_reasoner
-
         return train_r2_reasoner(config, out, resume=resume, overrides=overrides)
 
     @classmethod
     def route_cli(cls, artifact: str | Path, question: str) -> tuple[dict, str]:
-        from routecraft.routers.r2_reasoner import route_r2_reasoner
-        from routecraft.routers.r2_reasoner.training import format_plan
-
         plan = route_r2_reasoner(artifact, question)
         return plan, format_plan(plan)
 
@@ -50,9 +57,7 @@ class R2Reasoner(MultiStepRouter):
                          cache=cache, stage=stage)
 
     @property
-    def config(self):
-        from routecraft.routers.r2_reasoner.config import validate
-
+    def config(self) -> R2ReasonerConfig:
         return validate(self.params.get("config") or {}, "r2-reasoner artifact config")
 
     def policy_paths(self) -> dict[str, Optional[str]]:
@@ -67,16 +72,7 @@ class R2Reasoner(MultiStepRouter):
         return dict(stages[stage])
 
     @classmethod
-    def train(cls, config_path: str | Path | None, out: str | Path, resume: bool = True,
-              overrides: Optional[dict] = None) -> "R2Reasoner":
-        from routecraft.routers.r2_reasoner.training import train_r2_reasoner
-
-        return cls.from_artifact(train_r2_reasoner(config_path, out, resume=resume, overrides=overrides))
-
-    @classmethod
     def from_artifact(cls, path: str | Path, stage: str = "final") -> "R2Reasoner":
-        from routecraft.routers.base import load_router
-
         r = load_router(path)
         if not isinstance(r, cls):
             raise ValueError(f"{path} holds a {r.name!r} router, not r2-reasoner")
@@ -86,14 +82,10 @@ class R2Reasoner(MultiStepRouter):
 
     # ---- running -----------------------------------------------------------------------------------------------
     def _start(self, stack: contextlib.ExitStack, base_urls: Optional[dict[str, str]]) -> Any:
-        from routecraft.routers.r2_reasoner.training import Pipeline, load_text_policy, pool_executor
-
         cfg = self.config
         paths = self.policy_paths()
         for role, p in paths.items():
             if p and not Path(p).is_dir():
-                from routecraft.pool.models import REGISTRY
-
                 if p not in REGISTRY:
                     raise FileNotFoundError(f"r2-reasoner: the {role} policy {p} does not exist")
         cache = self.params.get("cache") or str(Path.home() / ".cache" / "routecraft" / "r2_reasoner.sqlite")
@@ -123,14 +115,10 @@ class R2Reasoner(MultiStepRouter):
                         table, plan)
 
     def format_plan(self, plan: dict) -> str:
-        from routecraft.routers.r2_reasoner.training import format_plan
-
         return format_plan(plan)
 
     # ---- artifacts ---------------------------------------------------------------------------------------------
     def pool_names(self) -> list[str]:
-        from routecraft.routers.r2_reasoner.training import make_ladder
-
         cfg = self.config
         return make_ladder(cfg, cfg.resolve_pool()).names
 
@@ -142,3 +130,42 @@ class R2Reasoner(MultiStepRouter):
             return super().save(path)
         finally:
             self.params = saved
+
+
+def train_r2_reasoner(config_path: str | Path | None, out: str | Path, resume: bool = True,
+                      overrides: Optional[dict] = None, base_urls: Optional[dict[str, str]] = None) -> Path:
+    """Search → SFT → alternating GRPO (``training.train_policies``), then the router artifact; returns ``out``.
+
+    ``config_path`` None: the built-in CPU config; ``overrides``: nested config fields ({"sft": {"steps": 2}});
+    ``base_urls``: use these servers (model name → base_url) instead of starting any."""
+    cfg = load_config(config_path, overrides)
+    paths, sft_paths, cache = train_policies(cfg, out, resume=resume, base_urls=base_urls)
+    r = R2Reasoner(decomposer=paths["decomposer"], allocator=paths["allocator"], config=cfg.model_dump(),
+                   stages={"sft": sft_paths, "final": dict(paths)}, cache=str(cache.resolve()))
+    r.save(out)
+    return Path(out)
+
+
+def route_r2_reasoner(artifact: str | Path, question: str, stage: str = "final") -> dict:
+    """Load an artifact, run one question, return the executed plan (a JSON-ready dict)."""
+    r = R2Reasoner.from_artifact(artifact, stage=stage)
+    try:
+        return r.run(question)
+    finally:
+        r.close()
+
+
+def load_r2_reasoner(artifact: str, config: str | None = None, overrides: Optional[dict] = None,
+                     stage: str = "final") -> R2Reasoner:
+    """The router of an artifact folder (at ``stage``), or ``"untrained"``: the prompted decomposer and the heuristic
+    allocator of ``config`` (default: the built-in one). ``config``/``overrides`` replace an artifact's configuration
+    (overrides on top of the artifact's own when no ``config`` is given)."""
+    overrides = overrides or {}
+    if artifact == "untrained":
+        cfg = load_config(config, overrides)
+        return R2Reasoner(config=cfg.model_dump(), cache=cfg.cache)
+    r = R2Reasoner.from_artifact(artifact, stage=stage)
+    if config is not None or overrides:
+        base = load_config(config).model_dump() if config is not None else r.params["config"]
+        r.params["config"] = validate(merge(base, overrides), "--set").model_dump()
+    return r

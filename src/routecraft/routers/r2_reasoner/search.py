@@ -1,4 +1,4 @@
-"""Allocation labels by search (seed-algorithms §1.4 "grouped search", [D] guided by DoT's search, §1.3).
+"""Allocation labels by search (a grouped search, [D], guided by DoT's search in tsinghua-fib-lab/DoT @ 1d7c4fa).
 
 ``grouped_search`` is the algorithm, independent of how an allocation is executed (``evaluate(allocation) ->
 (correct, cost)``), for one decomposition of one query:
@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from routecraft.routers.r2_reasoner.executor import CallBudgetExhausted
 from routecraft.routers.r2_reasoner.protocol import FormatError, Ladder, decompose_prompt, parse_decomposition
 
 log = logging.getLogger("routecraft.routers.r2_reasoner.search")
@@ -213,8 +214,6 @@ def search_query(row: dict, cfg: Any, ladder: Ladder, executor: Any) -> dict:
 def search_labels(cfg: Any, rows: Sequence[dict], out: str | Path, ladder: Ladder, executor: Any,
                   progress: Optional[Callable[[int, int, dict], None]] = None) -> dict:
     """Search labels for ``rows`` ({query_id, prompt, gold}); resumable. Returns (and writes) the statistics."""
-    from routecraft.routers.r2_reasoner.executor import CallBudgetExhausted
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     labels_path = out / "labels.jsonl"

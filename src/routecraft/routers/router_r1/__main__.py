@@ -11,22 +11,7 @@ import argparse
 import json
 import logging
 import sys
-
-import yaml
-
-
-def parse_sets(items: list[str]) -> dict:
-    out: dict = {}
-    for item in items or []:
-        if "=" not in item:
-            raise SystemExit(f"--set needs section.field=value, got {item!r}")
-        key, value = item.split("=", 1)
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    return out
+from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,25 +35,24 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    from routecraft.routers.router_r1.config import ConfigError, load_config
+    # imported after parsing, so that `--help` and a usage error answer at once (these pull in pandas and the pool)
+    from routecraft.routers.multistep import merge, parse_sets
+    from routecraft.routers.router_r1.config import ConfigError, RouterR1Config, load_config
+    from routecraft.routers.router_r1.router import route_router_r1, train_router_r1
+    from routecraft.routers.router_r1.runtime import format_trajectory
+    from routecraft.routers.router_r1.training import eval_rows, evaluate_router_r1
     from routecraft.train.policy import PolicyLoadError
-    from routecraft.routers.router_r1.training import (eval_rows, evaluate_router_r1, format_trajectory,
-                                                       route_router_r1, train_router_r1)
 
     try:
         if args.cmd == "train":
             out = train_router_r1(args.config, args.out, resume=not args.no_resume, overrides=parse_sets(args.set))
             print(f"trained router-r1 artifact: {out}")
         elif args.cmd == "eval":
-            from pathlib import Path
-
-            from routecraft.routers.router_r1.config import RouterR1Config, _merge
-
             policy = args.policy
             sets = parse_sets(args.set)
             if (Path(policy) / "router.json").is_file() and args.config is None:
                 meta = json.loads((Path(policy) / "router.json").read_text())
-                cfg = RouterR1Config.model_validate(_merge(meta["params"]["config"], sets))
+                cfg = RouterR1Config.model_validate(merge(meta["params"]["config"], sets))
                 policy = str(Path(policy) / "policy")
             else:
                 if (Path(policy) / "router.json").is_file():

@@ -3,7 +3,7 @@
 ``PoolCaller.call_many`` sends one batch of consultations (from every trajectory of a rollout batch) concurrently,
 at most ``max_concurrency`` in flight, each as a single user message (the paper's AGENT_PROMPT, paraphrased) with
 greedy decoding. A failed call does not raise: it comes back with ``error`` set and no response, which the rollout
-turns into ``<information>None</information>`` (paper §3.3).
+turns into ``<information>None</information>`` (as the authors' rollout loop does).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Iterator, Optional, Sequence
 
+from routecraft.pool.client import BackendError, ChatClient
 from routecraft.pool.config import Pool, PoolModel
+from routecraft.pool.server import base_url_for, running, serve_local
 from routecraft.routers.router_r1.protocol import ModelCard
 
 AGENT_PROMPT = (
@@ -108,16 +110,12 @@ class PoolCaller:
     def _base_url(self, m: PoolModel) -> str:
         if m.name in self.base_urls:
             return self.base_urls[m.name]
-        from routecraft.pool.server import base_url_for
-
         return base_url_for(m)
 
     def message(self, query: str) -> list[dict]:
         return [{"role": "user", "content": self.prompt.format(query=query, max_tokens=self.max_tokens)}]
 
     async def _call(self, client, sem: asyncio.Semaphore, call: Call) -> Call:
-        from routecraft.pool.client import BackendError
-
         async with sem:
             try:
                 res = await client.chat(self.message(call.query), max_tokens=self.max_tokens,
@@ -133,8 +131,6 @@ class PoolCaller:
         return call
 
     async def acall_many(self, calls: Sequence[Call]) -> list[Call]:
-        from routecraft.pool.client import ChatClient
-
         sem = asyncio.Semaphore(self.max_concurrency)
         clients: dict[str, ChatClient] = {}
         jobs = []
@@ -173,8 +169,6 @@ def serve_backends(pool: Pool, mode: str = "auto", *, threads: int = 1, parallel
     private servers (stopped on exit) otherwise. Models with an endpoint need nothing."""
     if mode not in ("auto", "running", "private"):
         raise ValueError(f"backend mode must be auto, running or private, got {mode!r}")
-    from routecraft.pool.server import running, serve_local
-
     urls: dict[str, str] = {}
     with contextlib.ExitStack() as stack:
         up = running() if mode != "private" else {}

@@ -1,4 +1,5 @@
-"""Router-R1 configuration (YAML, validated by pydantic). Defaults are the paper's (seed-algorithms §3);
+"""Router-R1 configuration (YAML, validated by pydantic). Defaults are the paper's and its code's
+(ulab-uiuc/Router-R1 @ 801a240: ``train.sh``, ``ppo_trainer.yaml``, ``route_service``);
 ``routecraft/configs/router_r1.yaml`` is the CPU-sized configuration shipped with routecraft."""
 
 from __future__ import annotations
@@ -8,9 +9,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal, Optional
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from routecraft.routers.multistep import check_models, pool_models, read_config_mapping
 from routecraft.train.config import RLConfig
 
 
@@ -117,14 +118,10 @@ class RouterR1Config(BaseModel):
     @field_validator("models")
     @classmethod
     def _nonempty(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        from routecraft.routers._multistep import check_models
-
         return check_models(v)
 
     def resolve_pool(self):
         """The pool restricted to ``models`` (default: its instruct models); errors name the missing model."""
-        from routecraft.routers._multistep import pool_models
-
         pool, names = pool_models(self.pool, self.models, "router-r1")
         return pool.subset(names)
 
@@ -147,27 +144,3 @@ def load_config(path: str | os.PathLike | None = None, overrides: Optional[dict]
         lines = [f"{p}: field '{'.'.join(str(x) for x in e['loc'])}': {e['msg'].removeprefix('Value error, ')}"
                  for e in exc.errors()]
         raise ConfigError("\n".join(lines)) from None
-
-
-def read_config_mapping(p: Path, what: str, error: type[Exception], overrides: Optional[dict] = None) -> dict:
-    """The mapping in config YAML ``p`` with nested ``overrides`` applied; ``error`` (naming the file) when the
-    file cannot be read, is not YAML, or is not a mapping. Shared by the Router-R1 and R2-Reasoner configs."""
-    try:
-        data = yaml.safe_load(p.read_text()) or {}
-    except OSError as exc:
-        raise error(f"cannot read {what} config {p}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise error(f"{p}: invalid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise error(f"{p}: the {what} config must be a mapping, got {type(data).__name__}")
-    return _merge(data, overrides) if overrides else data
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = v
-    return out

@@ -1,15 +1,18 @@
 """Router-R1's tag protocol: the prompt, the per-turn action parser and the format rules.
 
 The policy writes ``<think> … </think>``, consults a pool model with ``<search> Model-Name: query </search>``, gets the
-reply back as ``<information> … </information>`` and ends with ``<answer> … </answer>`` (seed-algorithms §3.1, §3.3).
+reply back as ``<information> … </information>`` and ends with ``<answer> … </answer>`` (the paper's prompt and
+rollout; the authors' code, ulab-uiuc/Router-R1 @ 801a240: ``data_process/prompt_pool.py``,
+``router_r1/llm_agent/generation.py``).
 
 Three pure functions carry the protocol; everything else (rollouts, rewards) builds on them:
 
 * ``truncate_turn(text)``: a turn ends after the first ``</search>``, else after the first ``</answer>``;
 * ``parse_action(text, names)``: the first ``<search>``/``<answer>`` block of a turn, checked like the paper
   (placeholders, a missing ``:``, an empty query make a search invalid; a name not in the pool is an *unknown model*);
-* ``format_violations(response, names)``: every rule of §3.4 that the whole response (turns plus the inserted
-  ``<information>`` blocks) breaks; the format score is −1 when the list is not empty.
+* ``format_violations(response, names)``: every format rule of the authors' reward
+  (``verl/utils/reward_score/qa_em.py``) that the whole response (turns plus the inserted ``<information>`` blocks)
+  breaks; the format score is −1 when the list is not empty.
 
 Model names are matched like the paper's ``check_llm_name``: case-insensitive, and a pool name that occurs inside the
 written name counts (``Qwen2.5-Coder-1.5B-Instruct`` → ``qwen2.5-coder-1.5b``) when exactly one pool name does.
@@ -46,35 +49,37 @@ class ModelCard:
     size_b: float | None = None
 
 
-INSTRUCTIONS = """\
-Answer the question below. Every time you receive new information, first reason inside <think> and </think>.
-If you lack knowledge or need help, you can consult a specialised language model by writing \
-<search> LLM-Name: Your-Query </search>. Its reply comes back between <information> and </information>.
-Rules for a consultation:
-- LLM-Name must be exactly one of: {names}.
-- Your-Query must be a concrete question, not a copy of the model descriptions; never write the words \
-LLM-Name or Your-Query themselves.
-Before each consultation, reason inside <think> about why you need outside help and which model fits best. \
-You may consult several models, and the same model more than once; each reply costs its output tokens at the \
-model's price.
-When you need nothing more, give the final answer inside <answer> and </answer>, with no explanation, \
-for example <answer> {example} </answer>.
-
-The models you can consult:
-{cards}"""
+INSTRUCTIONS = (
+    "Answer the question below. Every time you receive new information, first reason inside <think> and </think>.\n"
+    "If you lack knowledge or need help, you can consult a specialised language model by writing "
+    "<search> LLM-Name: Your-Query </search>. Its reply comes back between <information> and </information>.\n"
+    "Rules for a consultation:\n"
+    "- LLM-Name must be exactly one of: {names}.\n"
+    "- Your-Query must be a concrete question, not a copy of the model descriptions; never write the words "
+    "LLM-Name or Your-Query themselves.\n"
+    "Before each consultation, reason inside <think> about why you need outside help and which model fits best. "
+    "You may consult several models, and the same model more than once; each reply costs its output tokens at the "
+    "model's price.\n"
+    "When you need nothing more, give the final answer inside <answer> and </answer>, with no explanation, "
+    "for example <answer> {example} </answer>.\n"
+    "\n"
+    "The models you can consult:\n"
+    "{cards}"
+)
 
 
 def format_price(p: float) -> str:
     return f"${p:.4g}"
 
 
-COMPACT_INSTRUCTIONS = """\
-Answer the question. Think inside <think> </think> first. To consult a model, write \
-<search> LLM-Name: Your-Query </search> with LLM-Name one of: {names}; its reply comes back inside \
-<information> </information>. Replies cost their output tokens at the model's price. End with the final answer \
-alone inside <answer> </answer>, for example <answer> {example} </answer>.
-Models (parameters, $ per 1M output tokens):
-{cards}"""
+COMPACT_INSTRUCTIONS = (
+    "Answer the question. Think inside <think> </think> first. To consult a model, write "
+    "<search> LLM-Name: Your-Query </search> with LLM-Name one of: {names}; its reply comes back inside "
+    "<information> </information>. Replies cost their output tokens at the model's price. End with the final answer "
+    "alone inside <answer> </answer>, for example <answer> {example} </answer>.\n"
+    "Models (parameters, $ per 1M output tokens):\n"
+    "{cards}"
+)
 
 PROMPT_STYLES = ("full", "compact")
 
@@ -146,7 +151,8 @@ def resolve_model(written: str, names: Iterable[str]) -> str | None:
 # ------------------------------------------------------------------------------------------------------ turns
 
 def truncate_turn(text: str) -> str:
-    """Cut a generated turn after the first ``</search>``, else after the first ``</answer>`` (paper §3.3 step 2)."""
+    """Cut a generated turn after the first ``</search>``, else after the first ``</answer>`` (the authors' rollout
+    loop, ``router_r1/llm_agent/generation.py``)."""
     for stop in STOP_STRINGS:
         i = text.find(stop)
         if i >= 0:
@@ -276,7 +282,8 @@ def _nesting(text: str) -> list[str]:
 
 
 def format_violations(response: str, names: Iterable[str]) -> list[str]:
-    """Every format rule of seed-algorithms §3.4 that ``response`` breaks (empty list: the format is valid).
+    """Every format rule of Router-R1's reward (``verl/utils/reward_score/qa_em.py``) that ``response`` breaks (empty
+    list: the format is valid).
 
     ``response`` is the policy's whole response: its turns plus the inserted ``<information>`` blocks.
     """

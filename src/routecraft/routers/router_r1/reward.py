@@ -1,8 +1,9 @@
-"""Router-R1's reward (seed-algorithms §3.4, the code version).
+"""Router-R1's reward (Zhang, Feng, You, NeurIPS'25; as in the authors' code, ulab-uiuc/Router-R1
+``verl/trainer/main_ppo.py`` and ``verl/utils/reward_score/qa_em.py``).
 
 * format score F ∈ {0, −1}: ``protocol.check_format``;
 * outcome: normalised exact match against any gold answer (``exact_match``), token F1, or the task's grader
-  (``routecraft.evaluate.graders.grade``, e.g. GSM8K's numeric match), on the last ``<answer>``;
+  (``routecraft.strategies.graders.grade``, e.g. GSM8K's numeric match), on the last ``<answer>``;
 * cost: c_raw = Σ over routed calls of completion_tokens × $/1M (output tokens only), c = √c_raw pushed into a
   sliding window of the last 1000 values, R_cost = 1 − clip((c − p5)/(p95 − p5), 0, 1), 0.5 when p95 − p5 < 1e-8;
 * combination (hierarchical): F = −1 → r = −1; F = 0 and outcome > 0 → r = (1 − α)·outcome + α·R_cost;
@@ -20,14 +21,14 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from routecraft.routers.router_r1.protocol import check_format, extract_answer
+from routecraft.strategies.answers import normalize_text
+from routecraft.strategies.graders import f1, grade
 
 OUTCOMES = ("em", "f1", "grader")
 
 
 def normalize_answer(s: str) -> str:
     """Lowercase, drop punctuation and the articles a/an/the, squeeze whitespace (SQuAD / Search-R1)."""
-    from routecraft.strategies.answers import normalize_text
-
     return normalize_text(s)
 
 
@@ -57,8 +58,6 @@ def outcome_score(prediction: str | None, gold: Any, task: str = "qa", metric: s
         return 0.0
     if metric == "em":
         return exact_match(prediction, gold)
-    from routecraft.evaluate.graders import f1, grade
-
     if metric == "f1":
         return float(f1(prediction, _golds(gold)))
     return float(grade(task, prediction, gold))

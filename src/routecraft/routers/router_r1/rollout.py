@@ -1,4 +1,5 @@
-"""The Router-R1 rollout engine (seed-algorithms §3.3), batched, in token space.
+"""The Router-R1 rollout engine (the authors' turn loop, ulab-uiuc/Router-R1 ``router_r1/llm_agent/generation.py``),
+batched, in token space.
 
 For a batch of questions, each trajectory keeps a rolling context (prompt ids + response ids so far). Each turn:
 
@@ -28,10 +29,17 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol, Sequence
 
 from routecraft.routers.router_r1.backends import Call, PoolCaller
-from routecraft.routers.router_r1.protocol import (STOP_STRINGS, ModelCard, extract_answer, information_block,
-                                                   messages, parse_pending, sanitize_information, truncate_turn)
+from routecraft.routers.router_r1.protocol import (
+    STOP_STRINGS,
+    ModelCard,
+    extract_answer,
+    information_block,
+    messages,
+    parse_pending,
+    sanitize_information,
+    truncate_turn,
+)
 from routecraft.train.masking import flatten
-
 
 # ------------------------------------------------------------------------------------------------------ records
 

@@ -1,6 +1,7 @@
 """RouterR1: a trained Router-R1 policy behind routecraft's router interface.
 
-Router-R1 is not fit on an outcomes table: it is trained by RL (``RouterR1.train`` / ``train_router_r1``) and decides
+Router-R1 is not fit on an outcomes table: it is trained by RL (``train_router_r1``, the one training entry point: the
+CLI's ``routecraft train --router router-r1`` and ``python -m routecraft.routers.router_r1 train`` call it) and decides
 by running a multi-round trajectory on the pool. ``run(question)`` returns the ``Trajectory``; ``decide`` returns one
 ``Decision`` per query whose ``plan`` is the trajectory summary (calls, models, costs, the final answer) and whose
 candidate is the pool model the trajectory relied on (the most-called one, ties to the later call).
@@ -17,10 +18,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-
 from routecraft.data.schema import Candidate
-from routecraft.routers._multistep import MultiStepRouter
 from routecraft.routers.base import Decision
+from routecraft.routers.multistep import MultiStepRouter
+from routecraft.routers.registry import load_router
+from routecraft.routers.router_r1.backends import serve_backends
+from routecraft.routers.router_r1.config import RouterR1Config, load_config
+from routecraft.routers.router_r1.runtime import format_trajectory, load_inference_policy, make_caller, make_engine
+from routecraft.routers.router_r1.training import train_policy
 
 
 class RouterR1(MultiStepRouter):
@@ -30,14 +35,10 @@ class RouterR1(MultiStepRouter):
 
     @classmethod
     def train_cli(cls, config, out, overrides=None, resume=True):
-        from routecraft.routers.router_r1.training import train_router_r1
-
         return train_router_r1(config, out, resume=resume, overrides=overrides)
 
     @classmethod
     def route_cli(cls, artifact, question):
-        from routecraft.routers.router_r1.training import format_trajectory, route_router_r1
-
         s = route_router_r1(artifact, question)
         return s, format_trajectory(s)
 
@@ -46,9 +47,7 @@ class RouterR1(MultiStepRouter):
 
     # ---- configuration -----------------------------------------------------------------------------------------
     @property
-    def config(self):
-        from routecraft.routers.router_r1.config import RouterR1Config
-
+    def config(self) -> RouterR1Config:
         return RouterR1Config.model_validate(self.params.get("config") or {})
 
     @property
@@ -60,16 +59,8 @@ class RouterR1(MultiStepRouter):
         return str(p)
 
     @classmethod
-    def train(cls, config_path: str | Path | None, out: str | Path, resume: bool = True) -> "RouterR1":
-        from routecraft.routers.router_r1.training import train_router_r1
-
-        return cls.from_artifact(train_router_r1(config_path, out, resume=resume))
-
-    @classmethod
     def from_artifact(cls, path: str | Path) -> "RouterR1":
         """Load an artifact; a policy folder that moved with the artifact (``<path>/policy``) is found there."""
-        from routecraft.routers.base import load_router
-
         r = load_router(path)
         if not isinstance(r, cls):
             raise ValueError(f"{path} holds a {r.name!r} router, not router-r1")
@@ -81,15 +72,10 @@ class RouterR1(MultiStepRouter):
 
     # ---- running -----------------------------------------------------------------------------------------------
     def _start(self, stack: contextlib.ExitStack, base_urls: Optional[dict[str, str]]) -> Any:
-        from routecraft.routers.router_r1.backends import serve_backends
-        from routecraft.routers.router_r1.training import make_caller, make_engine
-        from routecraft.train.policy import load_policy
-
         cfg = self.config
         pool = cfg.resolve_pool()
         self.candidates = [Candidate(n) for n in pool.names]
-        model, tok = load_policy(self.policy_path, dtype=cfg.train.dtype)
-        model.eval()
+        model, tok = load_inference_policy(self.policy_path, cfg)
         urls = base_urls if base_urls is not None else stack.enter_context(serve_backends(
             pool, cfg.backends.mode, threads=cfg.backends.threads, parallel=cfg.backends.parallel,
             ctx=cfg.backends.ctx))
@@ -125,3 +111,25 @@ class RouterR1(MultiStepRouter):
     # ---- artifacts ---------------------------------------------------------------------------------------------
     def pool_names(self) -> list[str]:
         return self.config.resolve_pool().names
+
+
+def train_router_r1(config_path: str | Path | None, out: str | Path, resume: bool = True,
+                    overrides: Optional[dict] = None) -> Path:
+    """Train a Router-R1 policy (``training.train_policy``) and write the router artifact; returns ``out``.
+
+    ``config_path`` None: the built-in CPU config; ``overrides``: nested config fields ({"train": {"max_steps": 2}}).
+    See ``routecraft.routers.router_r1.training`` for the output folder."""
+    cfg = load_config(config_path, overrides)
+    policy_dir = train_policy(cfg, out, resume=resume)
+    RouterR1(policy=str(policy_dir.resolve()), config=cfg.model_dump()).save(out)
+    return Path(out)
+
+
+def route_router_r1(artifact: str | Path, question: str) -> dict:
+    """Load a Router-R1 artifact, run one question, return the whole trajectory (turns, calls with model, sub-query,
+    response, tokens and cost; the final answer; totals)."""
+    router = RouterR1.from_artifact(artifact)
+    try:
+        return router.run(question).summary()
+    finally:
+        router.close()

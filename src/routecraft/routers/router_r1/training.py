@@ -1,10 +1,11 @@
-"""Router-R1 training, evaluation and routing entry points.
+"""Router-R1 training and evaluation.
 
-* ``train_router_r1(config_path, out, resume=True)``: optional supervised warm start, then GRPO (TRL) with the
-  Router-R1 rollout (information masked), the paper's reward, checkpoints and resume, a metrics log
-  (``metrics.jsonl``), a curve (``curves.png``) and a router artifact (``router.json`` + ``policy/``) in ``out``.
+* ``train_policy(cfg, out, resume=True)``: optional supervised warm start, then GRPO (TRL) with the Router-R1
+  rollout (information masked), the paper's reward, checkpoints and resume, a metrics log (``metrics.jsonl``) and a
+  curve (``curves.png``); returns the trained policy folder. ``router.train_router_r1`` (the one training entry
+  point: ``routecraft train --router router-r1``, ``python -m routecraft.routers.router_r1 train``) calls it and
+  writes the router artifact.
 * ``evaluate_router_r1(policy, config, questions)``: held-out exact match, cost, calls per question.
-* ``route_router_r1(artifact, question)``: one trajectory, as a JSON-ready dict (turns, calls, models, costs, answer).
 
 Output folder::
 
@@ -15,11 +16,12 @@ Output folder::
     out/checkpoints/         TRL checkpoints (resume)
     out/warm_start/          the policy after the warm start (if any)
     out/policy/              the trained policy (HF folder)
-    out/router.json, state.joblib   the RouterR1 artifact (load_router)
+    out/router.json, state.joblib   the RouterR1 artifact (load_router), written by ``router.train_router_r1``
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import re
@@ -29,28 +31,23 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
+from routecraft.routers.multistep import evaluate_in_batches, gsm8k_rows, heldout_rows
+from routecraft.routers.router_r1.backends import serve_backends
 from routecraft.routers.router_r1.config import RouterR1Config, load_config
-from routecraft.routers.router_r1.reward import RouterR1Reward
+from routecraft.routers.router_r1.protocol import check_format, information_block
+from routecraft.routers.router_r1.reward import RouterR1Reward, outcome_score
+from routecraft.routers.router_r1.runtime import load_inference_policy, make_caller, make_engine
+from routecraft.train.curves import plot_curves
+from routecraft.train.grpo import RolloutSample, last_checkpoint, log_rollouts, run_grpo, truncate_jsonl
+from routecraft.train.masking import flatten
+from routecraft.train.policy import is_hf_folder, load_policy
+from routecraft.train.sft import Demo, warm_start
 
 log = logging.getLogger("routecraft.routers.router_r1")
 
 PANELS = [("reward", "reward (mean)"), ("router_r1/format_error", "format-error rate"),
           ("router_r1/outcome", "exact match (train)"), ("router_r1/calls", "calls per question"),
           ("router_r1/cost_usd", "cost per question (USD)"), ("router_r1/policy_tokens", "policy tokens")]
-
-
-# ---------------------------------------------------------------------------------------------------- data
-
-def gsm8k_rows(split: str) -> list[dict]:
-    """GSM8K questions with gold number and the reference solution (for warm-start demonstrations)."""
-    from routecraft.data.importers import _find, _read_jsonl, dataset_root, gsm8k_questions
-
-    q = gsm8k_questions(split)
-    raw = _read_jsonl(_find(dataset_root("routellm") / "gsm8k", f"{split}.jsonl"))
-    if len(raw) != len(q):
-        raise ValueError(f"GSM8K {split}: {len(raw)} raw rows but {len(q)} questions")
-    return [{"query_id": r.query_id, "prompt": r.text, "gold": str(r.gold), "task": "gsm8k",
-             "solution": str(raw[i]["answer"])} for i, r in enumerate(q.itertuples())]
 
 
 def train_rows(cfg: RouterR1Config) -> list[dict]:
@@ -60,39 +57,12 @@ def train_rows(cfg: RouterR1Config) -> list[dict]:
     return rows
 
 
-def heldout_rows(limit: int, select: str = "first", seed: int = 42) -> list[dict]:
-    """Held-out questions from the GSM8K *test* split (never used in training): the first ``limit`` in file order
-    (``select="first"``, the questions the collected dataset covers) or a seeded sample (``"sample"``)."""
-    rows = gsm8k_rows("test")
-    n = min(limit, len(rows))
-    if select == "first":
-        return rows[:n]
-    if select == "sample":
-        return random.Random(seed + 1).sample(rows, n)
-    raise ValueError(f"data.eval_select must be 'first' or 'sample', got {select!r}")
-
-
 def eval_rows(cfg: RouterR1Config, limit: Optional[int] = None) -> list[dict]:
     """Held-out questions for ``cfg`` (``data.eval_limit`` or ``limit``, chosen by ``data.eval_select``)."""
     return heldout_rows(limit or cfg.data.eval_limit, cfg.data.eval_select, cfg.data.seed)
 
 
 # ---------------------------------------------------------------------------------------------------- pieces
-
-def make_caller(cfg: RouterR1Config, pool: Any, base_urls: dict[str, str]):
-    from routecraft.routers.router_r1.backends import PoolCaller
-
-    c = cfg.call
-    return PoolCaller(pool, base_urls, max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p,
-                      seed=c.seed, max_concurrency=c.max_concurrency, timeout=c.timeout, max_retries=c.max_retries)
-
-
-def make_engine(cfg: RouterR1Config, model: Any, tokenizer: Any, caller: Any, temperature: float):
-    from routecraft.routers.router_r1.rollout import HFPolicy, RolloutEngine, RolloutSettings
-
-    policy = HFPolicy(model, tokenizer, temperature=temperature, top_p=cfg.protocol.top_p)
-    return RolloutEngine(policy, caller, RolloutSettings.from_config(cfg.protocol))
-
 
 def make_reward(cfg: RouterR1Config, names: Sequence[str]) -> RouterR1Reward:
     r = cfg.reward
@@ -139,8 +109,6 @@ class RouterR1RewardFunc:
             for k, v in metrics.items():
                 log_metric(f"router_r1/{k}", float(v))
         if self.rollouts_path is not None:
-            from routecraft.train.grpo import log_rollouts
-
             log_rollouts(self.rollouts_path, trainer_state, [
                 {"question": q, "gold": g, "reward": p.reward, "format_violations": p.format_violations,
                  "outcome": p.outcome, "cost_score": p.cost_score, **r}
@@ -160,8 +128,6 @@ def demonstrations(cfg: RouterR1Config, engine: Any, rows: Sequence[dict], n: in
     """Protocol demonstrations for the warm start: think → search (a random pool model, the question itself) →
     information (the reference solution; masked, context only) → think → answer (the gold number). They teach the
     format and copying the reply's result, not which model to pick (chosen uniformly)."""
-    from routecraft.train.sft import Demo
-
     rng = random.Random(seed)
     tok = engine.tokenizer
     prefix = cfg.protocol.response_prefix
@@ -180,12 +146,8 @@ def demonstrations(cfg: RouterR1Config, engine: Any, rows: Sequence[dict], n: in
             segments.append((tok.encode(prefix, add_special_tokens=False), False))
             first = first[len(prefix):]
         segments.append((tok.encode(first, add_special_tokens=False), True))
-        from routecraft.routers.router_r1.protocol import information_block
-
         segments.append((tok.encode(information_block(sol), add_special_tokens=False), False))
         segments.append((tok.encode(last, add_special_tokens=False), True))
-        from routecraft.train.masking import flatten
-
         ids, mask = flatten(segments)
         out.append(Demo(engine.prompt_ids(row["prompt"]), ids, mask))
     return out
@@ -193,19 +155,11 @@ def demonstrations(cfg: RouterR1Config, engine: Any, rows: Sequence[dict], n: in
 
 # ---------------------------------------------------------------------------------------------------- training
 
-def train_router_r1(config_path: str | Path | None, out: str | Path, resume: bool = True,
-                    overrides: Optional[dict] = None) -> Path:
-    """Train a Router-R1 policy; returns ``out`` (a router artifact). See the module docstring for the layout."""
-    import torch
+def train_policy(cfg: RouterR1Config, out: str | Path, resume: bool = True) -> Path:
+    """Train a Router-R1 policy into ``out``; returns the trained policy folder (``out/policy``). See the module
+    docstring for the layout."""
+    import torch  # heavy and only needed to train
 
-    from routecraft.routers.router_r1.backends import serve_backends
-    from routecraft.routers.router_r1.router import RouterR1
-    from routecraft.train.curves import plot_curves
-    from routecraft.train.grpo import RolloutSample, last_checkpoint, run_grpo, truncate_jsonl
-    from routecraft.train.policy import is_hf_folder, load_policy
-    from routecraft.train.sft import warm_start
-
-    cfg = load_config(config_path, overrides)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(), sort_keys=False))
@@ -254,8 +208,7 @@ def train_router_r1(config_path: str | Path | None, out: str | Path, resume: boo
     log.info("router-r1 trained in %.0fs", time.time() - t0)
     plot_curves(metrics_path, out / "curves.png", PANELS,
                 title=f"Router-R1 GRPO ({cfg.train.policy}, α={cfg.reward.alpha})")
-    RouterR1(policy=str(policy_dir.resolve()), config=cfg.model_dump()).save(out)
-    return out
+    return policy_dir
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -266,19 +219,10 @@ def evaluate_router_r1(policy: str | Path, cfg: RouterR1Config | str | Path | No
     """Run the policy (greedy unless ``protocol.eval_temperature``) on ``rows`` ({prompt, gold, task}); returns
     exact match (the configured outcome), cost and calls per question, format-error rate. α plays no part here: it
     shaped the policy during training."""
-    import contextlib
-
-    from routecraft.routers._multistep import evaluate_in_batches
-    from routecraft.routers.router_r1.backends import serve_backends
-    from routecraft.routers.router_r1.protocol import check_format
-    from routecraft.routers.router_r1.reward import outcome_score
-    from routecraft.train.policy import load_policy
-
     if not isinstance(cfg, RouterR1Config):
         cfg = load_config(cfg)
     pool = cfg.resolve_pool()
-    model, tok = load_policy(policy, dtype=cfg.train.dtype, threads=cfg.train.threads)
-    model.eval()
+    model, tok = load_inference_policy(policy, cfg, threads=cfg.train.threads)
     ctx = contextlib.nullcontext(base_urls) if base_urls is not None else serve_backends(
         pool, cfg.backends.mode, threads=cfg.backends.threads, parallel=cfg.backends.parallel, ctx=cfg.backends.ctx)
     with ctx as urls:
@@ -308,36 +252,3 @@ def evaluate_router_r1(policy: str | Path, cfg: RouterR1Config | str | Path | No
             "calls_per_question": sum(r["n_calls"] for r in recs) / n,
             "cost_usd_per_question": sum(r["cost_usd"] for r in recs) / n,
             "cost_raw_per_question": sum(r["cost_raw"] for r in recs) / n, "calls_by_model": models}
-
-
-# ---------------------------------------------------------------------------------------------------- routing
-
-def route_router_r1(artifact: str | Path, question: str) -> dict:
-    """Load a Router-R1 artifact, run one question, return the whole trajectory (turns, calls with model, sub-query,
-    response, tokens and cost; the final answer; totals)."""
-    from routecraft.routers.router_r1.router import RouterR1
-
-    router = RouterR1.from_artifact(artifact)
-    try:
-        return router.run(question).summary()
-    finally:
-        router.close()
-
-
-def format_trajectory(summary: dict) -> str:
-    """A readable multi-line rendering of ``route_router_r1``'s result."""
-    lines = [f"question: {summary['question']}"]
-    calls = summary["calls"]
-    for t in summary["turns"]:
-        lines.append(f"turn {t['index'] + 1}{' (final)' if t.get('final') else ''}: {t['text'].strip()}")
-        if t.get("call") is not None:
-            c = calls[t["call"]]
-            resp = (c["response"] or "None").strip().replace("\n", " ")
-            lines.append(f"  -> {c['model'] or c['written_model']} ({c['output_tokens']} output tokens, "
-                         f"${c['cost_usd']:.3g}{', ' + c['error'] if c['error'] else ''}): "
-                         f"{resp[:300]}{'…' if len(resp) > 300 else ''}")
-        elif t.get("error"):
-            lines.append(f"  (no call: {t['error']})")
-    lines.append(f"answer: {summary['answer']}  [{summary['stop_reason']}; {summary['n_calls']} calls, "
-                 f"${summary['cost_usd']:.3g}]")
-    return "\n".join(lines)

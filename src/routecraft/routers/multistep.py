@@ -7,6 +7,10 @@ started on the first run (never in the constructor) inside an ``ExitStack`` that
 
 Subclasses implement ``_start(stack, base_urls)`` (load policies, start or connect servers; return the runner),
 ``run_batch`` and ``decision``; they set ``training_note`` (how they are trained, for the error ``fit`` raises).
+
+The module also holds what both routers' configs, data and evaluation share: config validators and YAML reading
+with ``--set`` overrides (``read_config_mapping``, ``merge``, ``parse_sets``), the GSM8K training and held-out
+questions (``gsm8k_rows``, ``heldout_rows``), and held-out evaluation in batches (``evaluate_in_batches``).
 """
 
 from __future__ import annotations
@@ -14,14 +18,19 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import random
 import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
+from routecraft.data.importers import dataset_root, gsm8k_questions
+from routecraft.data.importers.common import find, read_jsonl
 from routecraft.data.schema import Candidate, RoutingData
+from routecraft.pool.config import load_pool
 from routecraft.routers.base import Decision, Prediction, Router
 
 
@@ -123,8 +132,6 @@ def check_models(v: Optional[list[str]]) -> Optional[list[str]]:
 def pool_models(pool_name: str, models: Optional[list[str]], label: str):
     """(the pool, the model names to route to: ``models`` or the pool's instruct models); errors name what is
     missing."""
-    from routecraft.pool.config import load_pool
-
     pool = load_pool(pool_name)
     names = models or [m.name for m in pool.models if m.instruct]
     missing = [n for n in names if n not in pool]
@@ -132,6 +139,69 @@ def pool_models(pool_name: str, models: Optional[list[str]], label: str):
         raise ValueError(f"{label} config: models {missing} are not in pool {pool.name!r} "
                          f"(models: {', '.join(pool.names)})")
     return pool, names
+
+
+def read_config_mapping(p: Path, what: str, error: type[Exception], overrides: Optional[dict] = None) -> dict:
+    """The mapping in config YAML ``p`` with nested ``overrides`` applied; ``error`` (naming the file) when the
+    file cannot be read, is not YAML, or is not a mapping. Shared by the Router-R1 and R2-Reasoner configs."""
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise error(f"cannot read {what} config {p}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise error(f"{p}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise error(f"{p}: the {what} config must be a mapping, got {type(data).__name__}")
+    return merge(data, overrides) if overrides else data
+
+
+def merge(base: dict, over: dict) -> dict:
+    """``base`` with the nested mapping ``over`` applied: sub-mappings are merged, anything else replaced."""
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``--set section.field=value`` items (values parsed as YAML) as one nested overrides mapping."""
+    out: dict = {}
+    for item in items or []:
+        if "=" not in item:
+            raise SystemExit(f"--set needs section.field=value, got {item!r}")
+        key, value = item.split("=", 1)
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    return out
+
+
+# ---- GSM8K questions both routers train and are evaluated on -----------------------------------------------------
+def gsm8k_rows(split: str) -> list[dict]:
+    """GSM8K questions with gold number and the reference solution (for warm-start demonstrations)."""
+    q = gsm8k_questions(split)
+    raw = read_jsonl(find(dataset_root("routellm") / "gsm8k", f"{split}.jsonl"))
+    if len(raw) != len(q):
+        raise ValueError(f"GSM8K {split}: {len(raw)} raw rows but {len(q)} questions")
+    return [{"query_id": r.query_id, "prompt": r.text, "gold": str(r.gold), "task": "gsm8k",
+             "solution": str(raw[i]["answer"])} for i, r in enumerate(q.itertuples())]
+
+
+def heldout_rows(limit: int, select: str = "first", seed: int = 42) -> list[dict]:
+    """Held-out questions from the GSM8K *test* split (never used in training): the first ``limit`` in file order
+    (``select="first"``, the questions the collected dataset covers) or a seeded sample (``"sample"``)."""
+    rows = gsm8k_rows("test")
+    n = min(limit, len(rows))
+    if select == "first":
+        return rows[:n]
+    if select == "sample":
+        return random.Random(seed + 1).sample(rows, n)
+    raise ValueError(f"data.eval_select must be 'first' or 'sample', got {select!r}")
 
 
 # ---- held-out evaluation both routers use --------------------------------------------------------------------------

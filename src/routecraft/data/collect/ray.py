@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Callable
 
-from routecraft.data.collect import QUEUE_AHEAD, Cell, CollectionStore, hardware_tag, run_cell
+from routecraft.data.collect.local import QUEUE_AHEAD, run_cell
+from routecraft.data.collect.store import Cell, CollectionStore, hardware_tag
+from routecraft.pool.client import ChatClient
+from routecraft.strategies import get_strategy
+from routecraft.strategies.graders import grade
 
 
 def _run_chunk(cells: list[Cell], queries: dict[str, dict], pool: Any, endpoints: dict[str, str],
                concurrency: int, timeout_s: float = 600.0) -> list[dict]:
-    from routecraft.evaluate.graders import grade
-    from routecraft.pool.client import ChatClient
-    from routecraft.strategies import get_strategy
-
     clients = {m: ChatClient(pool.get(m), base_url=endpoints.get(m), timeout=timeout_s)
                for m in {c.model for c in cells}}
     strategies = {s: get_strategy(s) for s in {c.strategy for c in cells}}

@@ -1,4 +1,5 @@
-"""Shared parts of the reasoning-aware routers (``rtr``, ``r2``, ``joint``).
+"""Token budgets, token counts and prices of (model, strategy, budget) candidates: what the reasoning-aware routers
+(``rtr``, ``r2``, ``joint``) share.
 
 * **Long outcomes**: one row per logged (query, candidate) cell, so that a router can learn from incomplete tables
   (a cold-started candidate labelled on only k queries).
@@ -25,8 +26,13 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from routecraft.core import metrics as M
+from routecraft.core.sweep import lambda_grid
+from routecraft.data.features import EmbeddingCache
 from routecraft.data.schema import DEFAULT, Candidate, RoutingData, candidate_id
+from routecraft.pool.config import load_pool
 from routecraft.routers.base import Decision, Prediction, choose
+from routecraft.strategies import get_strategy
 
 DEFAULT_STRATEGY_TEXT = ("Default prompting: the question exactly as given, with no added reasoning instruction and "
                          "no length limit.")
@@ -93,8 +99,6 @@ def model_descriptions(models: Iterable[str], pool: str | None) -> dict[str, str
     models = list(models)
     out = {m: m for m in models}
     if pool:
-        from routecraft.pool.config import load_pool
-
         p = load_pool(pool)
         for m in models:
             if m in p:
@@ -114,8 +118,6 @@ def strategy_description(strategy: str, budget: int | None = None, template: str
 def strategy_text(strategy: str) -> str:
     if strategy == DEFAULT:
         return DEFAULT_STRATEGY_TEXT
-    from routecraft.strategies import get_strategy
-
     try:
         return get_strategy(strategy).description
     except ValueError:
@@ -125,8 +127,6 @@ def strategy_text(strategy: str) -> str:
 def budget_instruction(strategy: str, budget: int, template: str = "paper") -> str:
     """The length-constrained instruction a strategy adds for ``budget`` (``template``: a BUDGET_TEMPLATES preset
     or a text with ``{k}``)."""
-    from routecraft.strategies import get_strategy
-
     name = EXECUTE_DEFAULT_AS if strategy == DEFAULT else strategy
     try:
         s = get_strategy(name, budget_instruction=template)
@@ -137,8 +137,6 @@ def budget_instruction(strategy: str, budget: int, template: str = "paper") -> s
 
 def embed_descriptions(texts: Sequence[str], encoder: str) -> np.ndarray:
     """Frozen sentence embeddings of ``texts`` (cached on disk)."""
-    from routecraft.data.features import EmbeddingCache
-
     if not texts:
         return np.zeros((0, 0), dtype=np.float32)
     return EmbeddingCache(encoder).embed(list(texts)).astype(np.float32)
@@ -166,8 +164,6 @@ class PriceModel:
     def fit(self, long: LongOutcomes, who: str) -> "PriceModel":
         pool = None
         if self.source == "pool":
-            from routecraft.pool.config import load_pool
-
             pool = load_pool(self.pool)
         for m in sorted(set(long.model)):
             if pool is not None and m in pool:
@@ -284,8 +280,6 @@ class ReasoningDecisions:
 
     def plan_for(self, candidate: Candidate) -> dict:
         """How to execute ``candidate``: strategy to run, budget, the length instruction and the hard output cap."""
-        from routecraft.strategies import get_strategy
-
         template = self.params.get("budget_template", "paper")
         name = EXECUTE_DEFAULT_AS if candidate.strategy == DEFAULT else candidate.strategy
         try:
@@ -326,8 +320,6 @@ class ReasoningDecisions:
         """Run a decision through ``client`` (a ``ChatClient`` for ``decision.candidate.model``): the decision's
         strategy with its budget, so the length-constrained instruction and the hard cap (budget + slack) are
         applied. Returns the strategy's ``StrategyRun``."""
-        from routecraft.strategies import get_strategy
-
         cand = decision.candidate
         name = EXECUTE_DEFAULT_AS if cand.strategy == DEFAULT else cand.strategy
         strat = get_strategy(name, budget_instruction=self.params.get("budget_template", "paper"))
@@ -340,9 +332,6 @@ def routing_area(score_pred: np.ndarray, cost_pred: np.ndarray, score_true: np.n
     """Area under the upper hull of the realised (mean cost, mean score) curve of a λ sweep (RouterBench's AIQ
     between the cheapest and dearest candidate's mean cost): how good a set of predictions is *for routing* on
     queries with known outcomes (NaN true cells are not allowed)."""
-    from routecraft.evaluate import metrics as M
-    from routecraft.evaluate.bench import lambda_grid
-
     mean_cost = cost_true.mean(axis=0)
     lams = lambda_grid(mean_cost, n_lambdas)
     rows = np.arange(len(score_true))

@@ -1,4 +1,5 @@
-"""The field's routing metrics on accuracy-vs-cost curves (pure numpy).
+"""The field's routing metrics on accuracy-vs-cost curves (numpy only: the ground floor, imports nothing of
+routecraft).
 
 A router swept over its trade-off λ gives a *curve*: points (mean cost per query in USD, mean score in [0, 1]) on
 the test split. Every function here takes such a curve as two 1-D arrays ``cost`` and ``score`` in **any order**
@@ -30,7 +31,7 @@ Sources:
 * RouteLLM (Ong et al., 2024, arXiv 2406.18665), code lm-sys/RouteLLM ``routellm/evals/evaluate.py``
   (``apgr_metric``, ``pct_call_metric``).
 * R2-Router (Xue et al., arXiv 2602.02823), code UCF-ML-Research/R2-Router ``ood_evaluation/run_ood.py``
-  ``compute_metrics``; summary in docs/seed-algorithms.md §2.8.
+  ``compute_metrics`` (the paper's metrics section: AUDC, QNC, Peak, cost normalised with the global min/max).
 """
 from __future__ import annotations
 

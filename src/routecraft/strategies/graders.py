@@ -16,8 +16,17 @@ import threading
 from collections import Counter
 from typing import Any, Callable, Sequence
 
-from routecraft.strategies.answers import (LETTERS, extract_choice, find_boxed, normalize_latex, normalize_text,
-                                           numbers_equal, parse_number, task_kind)
+from routecraft.strategies.answers import (
+    LETTERS,
+    canonical_number,
+    extract_choice,
+    find_boxed,
+    normalize_latex,
+    normalize_text,
+    numbers_equal,
+    parse_number,
+    task_kind,
+)
 
 Grader = Callable[[Any, Any], float]
 
@@ -48,8 +57,6 @@ def extract_gsm8k_gold(answer_field: str) -> str:
     v = parse_number(s)
     if v is None:
         raise ValueError(f"GSM8K gold answer has no number: {answer_field!r}")
-    from routecraft.strategies.answers import canonical_number
-
     return canonical_number(v)
 
 

@@ -1,5 +1,5 @@
 """R2-Router (Xue et al. 2026, arXiv 2602.02823): route each query to a (model, output-length budget) pair by
-predicting quality as a function of the budget (docs/seed-algorithms.md §2).
+predicting quality as a function of the budget (the paper, and the authors' code UCF-ML-Research/R2-Router).
 
 Predictors, one set per (model, strategy) — R2-Router's "LLM"; on data with one strategy that is the model:
 
@@ -40,11 +40,10 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from routecraft.data.schema import Candidate, RoutingData
-from routecraft.routers._reasoning import (
-    InputTokenModel, PriceModel, ReasoningDecisions, long_outcomes, query_chars)
 from routecraft.routers.base import Prediction, Router
-from routecraft.routers.baselines import _fitted, _query_ids, check_features, one_thread
-from routecraft.routers.rtr import validate_config
+from routecraft.routers.token_budget import InputTokenModel, PriceModel, ReasoningDecisions, long_outcomes, query_chars
+from routecraft.routers.torch_utils import one_thread, parse_hidden
+from routecraft.routers.validation import check_features, check_fitted, query_ids, validate_config
 
 
 class R2Config(BaseModel):
@@ -76,8 +75,6 @@ class R2Config(BaseModel):
     @classmethod
     def _hidden(cls, v: Any) -> Any:
         if isinstance(v, (int, str)):
-            from routecraft.routers.mlp import parse_hidden
-
             return parse_hidden(v)
         return v
 
@@ -184,8 +181,8 @@ class R2Router(ReasoningDecisions, Router):
                 extra_budgets: list[int] | None = None) -> Prediction:
         """Predicted quality, cost (USD) and output tokens of every candidate, plus candidates at
         ``extra_budgets`` (default: the ``extra_budgets`` setting) interpolated between the anchors."""
-        _fitted(self, "quality_")
-        n = len(_query_ids(queries, self.name))
+        check_fitted(self, "quality_")
+        n = len(query_ids(queries, self.name))
         X = check_features(X, n, self.name, self.dim_)
         p = self.params
         C = len(self.candidates)
@@ -238,7 +235,7 @@ class R2Router(ReasoningDecisions, Router):
     def add_candidates(self, new_data: RoutingData, X: np.ndarray | None = None) -> "R2Router":
         """Add ``new_data``'s unknown candidates: R2-Router's predictors are per (model, budget), so a new model
         gets its own quality heads and token predictor fitted on ``new_data`` alone (the others are unchanged)."""
-        _fitted(self, "quality_")
+        check_fitted(self, "quality_")
         known = {c.id for c in self.candidates}
         new = [c for c in new_data.candidates if c.id not in known]
         if not new:

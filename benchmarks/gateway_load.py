@@ -19,6 +19,24 @@ messages a direct call sends) and ``routecraft serve`` as a subprocess, then mea
 
     python benchmarks/gateway_load.py [--requests 200] [--concurrency 8] [--max-tokens 8] [--json out.json]
 
+``--stub`` measures the gateway's own ceiling instead: both pool models point at ``benchmarks/openai_stub.py`` (a
+minimal OpenAI-compatible backend in its own process that answers at once), so every request/s the gateway loses
+against calling the stub directly is the gateway's own CPU. A lean keep-alive HTTP/1.1 load generator (raw asyncio
+streams, on uvloop where installed) sends ``--stub-requests`` requests per round with ``--stub-concurrency``
+connections, in ``--stub-rounds`` rounds that each run the three paths in a rotating order — **direct** (client →
+stub), **routed** (``routecraft/auto``: heuristic router, plain-chat decision on smollm2-b) and **bypass**
+(``smollm2-b`` by name) — so the client, the stub and the gateway share the same cores for each figure and drifting
+background load hits all three. Reported per path: requests/s (all rounds, and the spread over rounds), p50/p99
+latency, errors; the gateway's CPU (all its processes) per request, the stub's and the client's; the machine's load
+average; and that every routed/bypass request has exactly one ledger row. ``--workers N`` sets the gateway's
+``workers``; ``--stub-client openai`` sends the same load with the official openai client instead (what an
+ordinary Python client gets: its own CPU, ~1.4 ms per call, then bounds every path on these shared cores);
+``--profile FILE`` runs the gateway under cProfile (switched on for one extra routed round only) and
+writes where its time goes, by part of the request path and by function.
+
+    python benchmarks/gateway_load.py --stub [--workers 2] [--stub-requests 3000] [--stub-concurrency 32] \
+        [--stub-rounds 3] [--stub-client raw|openai] [--profile prof.txt] [--json out.json]
+
 Every call's text is unique (a counter is appended), so no call profits from llama.cpp's prompt cache of another.
 The machine's load average is printed next to the numbers: other work on the same cores moves them.
 """
@@ -82,15 +100,30 @@ def start_backends(parallel: int, threads: int):
     return servers, models
 
 
-def start_gateway(d: Path, models, concurrency: int):
+# the gateway under cProfile, switched on by SIGUSR1 and off (stats written to argv[1]) by SIGUSR2
+PROFILED_SERVE = """
+import cProfile, signal, sys
+prof, out = cProfile.Profile(), sys.argv.pop(1)
+signal.signal(signal.SIGUSR1, lambda *_: prof.enable())
+signal.signal(signal.SIGUSR2, lambda *_: (prof.disable(), prof.dump_stats(out)))
+from routecraft.serve.cli import serve_app
+serve_app()
+"""
+
+
+def start_gateway(d: Path, models, concurrency: int, workers: int | None = None, profile_to: str | None = None):
     cfg = {"port": 0, "ledger": str(d / "usage.sqlite"), "log_level": "error",
            "pool": {"name": "bench", "models": [m.model_dump(exclude_none=True) for m in models]},
            "limits": {"max_concurrency": max(16, 2 * concurrency), "unhealthy_cooldown_s": 30},
            "default_temperature": 0.0}
+    if workers is not None:
+        cfg["workers"] = workers
     (d / "gw.yaml").write_text(yaml.safe_dump(cfg))
     ready = d / "ready.json"
-    proc = subprocess.Popen([sys.executable, "-m", "routecraft.serve", "serve", "--config", str(d / "gw.yaml"),
-                             "--ready-file", str(ready)], stdout=subprocess.DEVNULL, stderr=open(d / "gw.log", "w"),
+    cmd = [sys.executable, "-m", "routecraft.serve"] if profile_to is None else \
+        [sys.executable, "-c", PROFILED_SERVE, profile_to]
+    proc = subprocess.Popen(cmd + ["serve", "--config", str(d / "gw.yaml"), "--ready-file", str(ready)],
+                            stdout=subprocess.DEVNULL, stderr=open(d / "gw.log", "w"),
                             env={**os.environ, "ROUTECRAFT_API_KEYS": ""})
     deadline = time.monotonic() + 120
     while not ready.exists():
@@ -286,6 +319,404 @@ async def decision_only(models, n: int, router: str | None) -> dict:
     return out
 
 
+# ================================================================ --stub: the gateway's own ceiling
+class Conn:
+    """One keep-alive HTTP/1.1 connection (the lean load generator: no HTTP library between the bytes and the
+    clock, so that the client costs a small fraction of what the gateway does)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader = self.writer = None
+
+    async def open(self) -> "Conn":
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        return self
+
+    async def request(self, path: bytes, body: bytes, extra: bytes = b"") -> tuple[int, bytes, bytes]:
+        if self.writer is None:
+            await self.open()
+        self.writer.write(b"POST %s HTTP/1.1\r\nhost: %s:%d\r\ncontent-type: application/json\r\n"
+                          b"content-length: %d\r\n%s\r\n%s" % (path, self.host.encode(), self.port, len(body),
+                                                                  extra, body))
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        low = head.lower()
+        i = low.find(b"\r\ncontent-length:")
+        if i >= 0:
+            j = low.find(b"\r\n", i + 2)
+            data = await self.reader.readexactly(int(low[i + 17:j]))
+        elif b"transfer-encoding: chunked" in low:
+            parts = []
+            while True:
+                n = int((await self.reader.readuntil(b"\r\n")).strip(), 16)
+                parts.append(await self.reader.readexactly(n + 2))
+                if n == 0:
+                    break
+            data = b"".join(p[:-2] for p in parts)
+        else:
+            data = await self.reader.read()
+        if b"connection: close" in low:
+            self.close()
+        return status, head, data
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+def _tree_pids(root: int) -> list[int]:
+    """``root`` and its descendants (Linux /proc)."""
+    kids: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += kids.get(p, [])
+    return out
+
+
+def tree_cpu_s(pids: list[int], system_only: bool = False) -> float:
+    """User + system (or system only) CPU seconds of these processes."""
+    total = 0.0
+    for p in pids:
+        try:
+            f = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        total += (int(f[12]) + (0 if system_only else int(f[11]))) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def load_round(host: str, port: int, path: bytes, model: str, n: int, conc: int, seq0: int,
+                     max_tokens: int, conns: list) -> dict:
+    """``n`` chat requests over ``conc`` keep-alive connections; each text unique."""
+    lat: list[float] = []
+    errors: list[str] = []
+    sample: dict = {}
+    it = iter(range(n))
+
+    async def worker(c: Conn) -> None:
+        for i in it:
+            text = f"{QUESTIONS[i % len(QUESTIONS)]} [{seq0 + i}]"
+            body = json.dumps({"model": model, "messages": [{"role": "user", "content": text}],
+                               "max_tokens": max_tokens, "temperature": 0}).encode()
+            t0 = time.perf_counter()
+            try:
+                status, head, data = await c.request(path, body)
+            except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                c.close()
+                continue
+            dt = time.perf_counter() - t0
+            if status != 200:
+                errors.append(f"HTTP {status}: {data[:200]!r}")
+                continue
+            lat.append(dt)
+            if not sample:
+                sample.update(head=head.decode("latin-1"), body=json.loads(data))
+
+    for c in conns[:conc]:  # fresh connections: a server closes idle keep-alive ones (uvicorn after 5 s)
+        c.close()
+        await c.open()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in conns[:conc]))
+    wall = time.perf_counter() - t0
+    return {"ok": len(lat), "errors": len(errors), "error_examples": sorted(set(errors))[:3], "wall_s": wall,
+            "req_per_s": len(lat) / wall if wall else float("nan"), "latencies": lat, "sample": sample}
+
+
+async def load_round_openai(host: str, port: int, path: bytes, model: str, n: int, conc: int, seq0: int,
+                            max_tokens: int, clients: list) -> dict:
+    """``load_round`` with the official openai client (``--stub-client openai``): what an ordinary Python client
+    costs on the same cores (about 1.4 ms of CPU per call here), so its figures are the client's as much as the
+    gateway's."""
+    lat: list[float] = []
+    errors: list[str] = []
+    sample: dict = {}
+    it = iter(range(n))
+
+    async def worker(c) -> None:
+        for i in it:
+            text = f"{QUESTIONS[i % len(QUESTIONS)]} [{seq0 + i}]"
+            t0 = time.perf_counter()
+            try:
+                raw = await c.chat.completions.with_raw_response.create(
+                    model=model, messages=[{"role": "user", "content": text}], max_tokens=max_tokens, temperature=0)
+                resp = raw.parse()
+            except Exception as exc:  # noqa: BLE001 - counted
+                errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                continue
+            lat.append(time.perf_counter() - t0)
+            if not sample:
+                sample.update(head="HTTP/1.1 200\r\n" + "\r\n".join(f"{k}: {v}" for k, v in raw.headers.items()),
+                              body=resp.model_dump())
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(clients[0]) for _ in range(conc)))
+    wall = time.perf_counter() - t0
+    return {"ok": len(lat), "errors": len(errors), "error_examples": sorted(set(errors))[:3], "wall_s": wall,
+            "req_per_s": len(lat) / wall if wall else float("nan"), "latencies": lat, "sample": sample}
+
+
+def start_stub(d: Path):
+    ready = d / "stub.json"
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("openai_stub.py")), "--ready-file",
+                             str(ready)], stdout=subprocess.DEVNULL, stderr=open(d / "stub.log", "w"))
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"stub did not start: {(d / 'stub.log').read_text()[-2000:]}")
+        time.sleep(0.05)
+    return proc, json.loads(ready.read_text())["port"]
+
+
+def stub_models(base_url: str):
+    from routecraft.pool.config import PoolModel, load_pool
+
+    ref = load_pool("local").get("smollm2-135m")
+    return [PoolModel(name=name, endpoint=base_url, model_id=name,
+                      price_in_per_m=0.03 if name == "smollm2-b" else ref.price_in_per_m,
+                      price_out_per_m=0.25 if name == "smollm2-b" else ref.price_out_per_m,
+                      description=ref.description, size_b=1.7 if name == "smollm2-b" else 0.135, context=2048)
+            for name in ("smollm2-135m", "smollm2-b")]
+
+
+#: where a function's own time is counted (first match of its file or name; C built-ins by their name)
+PROFILE_PARTS = [
+    ("backend call (ChatClient; before: the openai SDK and httpx)", ("routecraft/pool/", "openai/", "httpx",
+                                                                     "httpcore", "anyio/abc/_sockets.py",
+                                                                     "anyio/_backends", "typing.py")),
+    ("ledger write (sqlite insert + commit)", ("routecraft/serve/ledger.py", "sqlite3.Connection", "sqlite3")),
+    ("routing decision (heuristic router, choose)", ("routecraft/serve/heuristic.py", "routecraft/routers/",
+                                                     "gateway.py:_decide", "gateway.py:_predict",
+                                                     "gateway.py:route", "gateway.py:_apply_health",
+                                                     "conversation.py:routing_text", "numpy", "sweep.py")),
+    ("request validation (pydantic, body parsing)", ("pydantic", "conversation.py", "app.py:parse_body",
+                                                     "app.py:read_json", "app.py:_finite_float", "json/decoder.py",
+                                                     "loads")),
+    ("response building (headers, body, JSON encoding)", ("app.py:info", "app.py:headers", "app.py:ledger_row",
+                                                          "json/encoder.py", "dumps", "responses.py")),
+    ("prometheus metrics", ("prometheus_client",)),
+    ("uvicorn HTTP protocol (httptools/h11)", ("uvicorn/", "httptools", "h11/")),
+    ("starlette/fastapi request handling", ("starlette/", "fastapi/", "anyio/")),
+    ("gateway handler (app.py, gateway.py, the rest)", ("routecraft/serve/",)),
+    ("event loop and sockets (asyncio/uvloop, send/recv)", ("asyncio/", "uvloop", "selectors", "socket",
+                                                            "transport", "'write'", "'send'")),
+]
+
+
+def profile_summary(stats_file: str, n_requests: int, top: int = 25) -> str:
+    """Where the profiled requests spent their time: each function's own time (cProfile's tottime) summed by part of
+    the request path, per request, and the functions with the most own time."""
+    import pstats
+
+    st = pstats.Stats(stats_file)
+    total = 0.0
+    parts: dict[str, float] = {}
+    rows = []
+    for (file, _line, name), (_cc, nc, tt, _ct, _callers) in st.stats.items():
+        total += tt
+        where = f"{file}:{name}" if file != "~" else name
+        rows.append((tt, nc, where.replace(str(Path(sys.prefix)), "").rsplit("site-packages/", 1)[-1]))
+        label = "other"
+        for lab, needles in PROFILE_PARTS:
+            if any(nd in where for nd in needles):
+                label = lab
+                break
+        parts[label] = parts.get(label, 0.0) + tt
+    n = max(1, n_requests)
+    lines = [f"profiled time {total:.2f} s for {n_requests} requests = {1e6 * total / n:.0f} us per request "
+             "(cProfile's own overhead included: read the shares, not the absolute figures)", "",
+             "own time by part of the request path:"]
+    for lab, t in sorted(parts.items(), key=lambda kv: -kv[1]):
+        lines.append(f"  {100 * t / max(total, 1e-9):5.1f}%  {1e6 * t / n:6.0f} us/request  {lab}")
+    lines += ["", f"top {top} functions by own time:"]
+    for tt, nc, where in sorted(rows, reverse=True)[:top]:
+        lines.append(f"  {100 * tt / max(total, 1e-9):5.1f}%  {nc / n:5.1f} calls/request  {where}")
+    return "\n".join(lines)
+
+
+def _round_stats(rounds: list[dict]) -> dict:
+    ok = sum(r["ok"] for r in rounds)
+    wall = sum(r["wall_s"] for r in rounds)
+    lat = [x for r in rounds for x in r["latencies"]]
+    rates = [r["req_per_s"] for r in rounds]
+    return {"ok": ok, "errors": sum(r["errors"] for r in rounds), "wall_s": wall,
+            "req_per_s": ok / wall if wall else float("nan"), "rounds_req_per_s": rates,
+            "min_req_per_s": min(rates), "max_req_per_s": max(rates),
+            "p50_ms": pct(lat, .5) * 1e3, "p99_ms": pct(lat, .99) * 1e3,
+            "error_examples": sorted({e for r in rounds for e in r["error_examples"]})[:3]}
+
+
+async def stub_bench(args, host: str, gw_port: int, stub_port: int, gw_pid: int, stub_pid: int,
+                     ledger: Path) -> dict:
+    n, c, mt = args.stub_requests, args.stub_concurrency, args.max_tokens
+    paths = {"direct": (stub_port, b"/v1/chat/completions", "smollm2-b"),
+             "routed": (gw_port, b"/v1/chat/completions", "routecraft/auto"),
+             "bypass": (gw_port, b"/v1/chat/completions", "smollm2-b")}
+    if args.stub_client == "openai":
+        rnd_fn = load_round_openai
+        conns = {label: [openai.AsyncOpenAI(base_url=f"http://{host}:{port}/v1", api_key="none", max_retries=0,
+                                            timeout=120)] for label, (port, _, _) in paths.items()}
+    else:
+        rnd_fn = load_round
+        conns = {label: [await Conn(host, port).open() for _ in range(c)] for label, (port, _, _) in paths.items()}
+    seq = 0
+    # warm-up: connections, caches, the gateway's first requests
+    warm_ok = 0
+    for label, (port, path, model) in paths.items():
+        w = await rnd_fn(host, port, path, model, max(200, n // 10), c, 10**8 + seq, mt, conns[label])
+        seq += max(200, n // 10)
+        warm_ok += w["ok"] if label != "direct" else 0
+    gw_pids = _tree_pids(gw_pid)
+    rounds: dict[str, list] = {k: [] for k in paths}
+    cpu = {k: {"gateway": 0.0, "gateway_system": 0.0, "stub": 0.0, "client": 0.0} for k in paths}
+    load = [os.getloadavg()[0]]
+    order = list(paths)
+    for rnd in range(args.stub_rounds):
+        for label in order[rnd % 3:] + order[:rnd % 3]:  # rotate which path goes first
+            port, path, model = paths[label]
+            g0, s0, c0 = tree_cpu_s(gw_pids), proc_cpu_s(stub_pid), time.process_time()
+            k0 = tree_cpu_s(gw_pids, system_only=True)
+            r = await rnd_fn(host, port, path, model, n, c, seq, mt, conns[label])
+            seq += n
+            cpu[label]["gateway"] += tree_cpu_s(gw_pids) - g0
+            cpu[label]["gateway_system"] += tree_cpu_s(gw_pids, system_only=True) - k0
+            cpu[label]["stub"] += proc_cpu_s(stub_pid) - s0
+            cpu[label]["client"] += time.process_time() - c0
+            rounds[label].append(r)
+        load.append(os.getloadavg()[0])
+    out: dict = {"load_avg": load, "gateway_processes": len(gw_pids)}
+    for label, rs in rounds.items():
+        st = _round_stats(rs)
+        for k, v in cpu[label].items():
+            st[f"{k}_cpu_ms_per_request"] = 1e3 * v / max(1, st["ok"])
+        s = rs[0]["sample"]
+        if s:
+            hdr = {ln.split(":", 1)[0].lower(): ln.split(":", 1)[1].strip()
+                   for ln in s["head"].split("\r\n")[1:] if ":" in ln}
+            st["sample"] = {"model": s["body"].get("model"), "strategy": hdr.get("x-routecraft-strategy"),
+                            "router": hdr.get("x-routecraft-router"),
+                            "overhead_ms": _f(hdr.get("x-routecraft-overhead-ms")),
+                            "content": s["body"]["choices"][0]["message"]["content"]}
+        out[label] = st
+    # every request through the gateway is in the ledger exactly once
+    from routecraft.serve.ledger import read_rows
+
+    rows = read_rows(ledger, "status = 'ok'")
+    ids = [r["request_id"] for r in rows]
+    sent_ok = sum(r["ok"] for k in ("routed", "bypass") for r in rounds[k])
+    out["ledger"] = {"rows_ok": len(rows), "unique_ids": len(set(ids)), "answered_via_gateway_incl_warmup":
+                     sent_ok + warm_ok}
+    if args.profile and args.stub_client == "raw":
+        out["profile"] = await profile_round(args, host, gw_port, gw_pid, conns["routed"], seq)
+    for cs in conns.values():
+        for cn in cs:
+            if isinstance(cn, Conn):
+                cn.close()
+            else:
+                await cn.close()
+    return out
+
+
+async def profile_round(args, host: str, gw_port: int, gw_pid: int, conns: list, seq: int) -> dict:
+    """One more routed round with the gateway's cProfile switched on (single-process gateways only)."""
+    out = Path(args.profile).with_suffix(".pstats")
+    n = args.stub_requests
+    os.kill(gw_pid, signal.SIGUSR1)
+    await asyncio.sleep(0.2)
+    r = await load_round(host, gw_port, b"/v1/chat/completions", "routecraft/auto", n, args.stub_concurrency, seq,
+                         args.max_tokens, conns)
+    os.kill(gw_pid, signal.SIGUSR2)
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if out.exists() and out.stat().st_size > 0:
+            break
+    await asyncio.sleep(0.3)
+    if not out.exists():
+        return {"error": "the gateway wrote no profile"}
+    text = profile_summary(str(out), r["ok"])
+    Path(args.profile).write_text(f"one routed round of {n} requests ({r['ok']} ok) under cProfile "
+                                  f"({r['req_per_s']:.0f} req/s while profiled; load avg {os.getloadavg()[0]:.2f})"
+                                  f"\n\n{text}\n")
+    return {"file": args.profile, "pstats": str(out), "req_per_s_profiled": r["req_per_s"]}
+
+
+def stub_main(args) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        stub, stub_port = start_stub(d)
+        proc = None
+        try:
+            models = stub_models(f"http://127.0.0.1:{stub_port}/v1")
+            prof = str(Path(args.profile).resolve().with_suffix(".pstats")) if args.profile else None
+            proc, info, _ = start_gateway(d, models, args.stub_concurrency, workers=args.workers, profile_to=prof)
+            res = run_client(stub_bench(args, "127.0.0.1", info["port"], stub_port, info["pid"], stub.pid,
+                                        d / "usage.sqlite"))
+        finally:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            stub.terminate()
+            stub.wait(10)
+    res["args"] = vars(args)
+    res["cores"] = os.cpu_count()
+    res["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+    return res
+
+
+def run_client(coro):
+    """The load generator's event loop: uvloop where installed (a cheaper client leaves more CPU to the gateway)."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def stub_report(r: dict) -> None:
+    a = r["args"]
+    print(f"\n## gateway ceiling against an instant stub backend (loopback, {r['cores']} cores, "
+          f"{r['gateway_processes']} gateway process(es), workers={a['workers'] or 'config default'}, "
+          f"{a['stub_rounds']} rounds x {a['stub_requests']} requests per path, {a['stub_concurrency']} concurrent "
+          f"({a['stub_client']} client); load avg {', '.join(f'{x:.2f}' for x in r['load_avg'])})")
+    for label in ("direct", "routed", "bypass"):
+        s = r[label]
+        rounds = ", ".join(f"{x:.0f}" for x in s["rounds_req_per_s"])
+        print(f"  {label:7s} {s['req_per_s']:7.1f} req/s (rounds {rounds})"
+              f"  p50 {s['p50_ms']:.2f} ms  p99 {s['p99_ms']:.2f} ms  ok {s['ok']} errors {s['errors']}  CPU per "
+              f"request: gateway {s['gateway_cpu_ms_per_request']:.2f} ms (system "
+              f"{s['gateway_system_cpu_ms_per_request']:.2f}), stub {s['stub_cpu_ms_per_request']:.2f} "
+              f"ms, client {s['client_cpu_ms_per_request']:.2f} ms")
+        if s["errors"]:
+            print(f"          errors: {s['error_examples']}")
+        if s.get("sample") and label != "direct":
+            print(f"          sample: model {s['sample']['model']}, router {s['sample']['router']}, strategy "
+                  f"{s['sample']['strategy']}, overhead {s['sample']['overhead_ms']} ms")
+    L = r["ledger"]
+    print(f"  ledger: {L['rows_ok']} ok rows, {L['unique_ids']} unique ids, {L['answered_via_gateway_incl_warmup']} "
+          f"answered through the gateway (warm-up included)")
+    routed = r["routed"]["req_per_s"]
+    print(f"target: >= 300 req/s routed: {'PASS' if routed >= 300 else 'FAIL'} ({routed:.1f}; direct "
+          f"{r['direct']['req_per_s']:.1f} in the same run)")
+    if "profile" in r:
+        p = r["profile"]
+        print(f"profile: {p.get('file') or p.get('error')}")
+        if p.get("file"):
+            print(Path(p["file"]).read_text())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=200)
@@ -298,7 +729,28 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1, help="llama.cpp threads per backend")
     ap.add_argument("--time-limit", type=float, default=900, help="stop sending new requests after this (s)")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--workers", type=int, default=None, help="the gateway's `workers` (default: the config's)")
+    ap.add_argument("--stub", action="store_true", help="measure the gateway's ceiling against an instant stub "
+                    "backend instead of the SmolLM2 servers")
+    ap.add_argument("--stub-requests", type=int, default=3000, help="--stub: requests per path per round")
+    ap.add_argument("--stub-concurrency", type=int, default=32, help="--stub: keep-alive connections per path")
+    ap.add_argument("--stub-rounds", type=int, default=3, help="--stub: rounds (each runs all three paths)")
+    ap.add_argument("--stub-client", choices=("raw", "openai"), default="raw",
+                    help="--stub: the load generator: raw keep-alive HTTP/1.1 (default) or the official openai "
+                         "client (as an ordinary client would call; it costs far more CPU than the gateway now does)")
+    ap.add_argument("--profile", default=None, help="--stub: profile the gateway (cProfile) in one extra routed round "
+                    "and write where its time goes here (the raw stats beside it, .pstats)")
     args = ap.parse_args()
+    if args.stub:
+        print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f} stub mode: {args.stub_rounds} rounds x "
+              f"{args.stub_requests} requests x 3 paths, {args.stub_concurrency} connections", file=sys.stderr)
+        res = stub_main(args)
+        stub_report(res)
+        if args.json:
+            for label in ("direct", "routed", "bypass"):
+                res[label].pop("latencies", None)
+            Path(args.json).write_text(json.dumps(res, indent=2, default=str))
+        return 0
     print(f"cores={os.cpu_count()} load={os.getloadavg()[0]:.2f} requests={args.requests} "
           f"concurrency={args.concurrency} max_tokens={args.max_tokens}", file=sys.stderr)
     servers, models = start_backends(args.parallel, args.threads)
@@ -306,7 +758,7 @@ def main() -> int:
     try:
         with tempfile.TemporaryDirectory() as d:
             d = Path(d)
-            proc, info, _ = start_gateway(d, models, args.concurrency)
+            proc, info, _ = start_gateway(d, models, args.concurrency, workers=args.workers)
             res = asyncio.run(bench(args, info["url"], servers["smollm2-b"].base_url, servers, d / "usage.sqlite",
                                     models, info["pid"]))
             res["args"] = vars(args)

@@ -1,30 +1,38 @@
 """One async client for any OpenAI-compatible endpoint (llama.cpp server, vLLM, Ollama, OpenAI, ...).
 
-Uses the official ``openai`` package (AsyncOpenAI with a base_url). Retries with exponential backoff on transient
-errors only (connection errors and timeouts, HTTP 408/409/429, 5xx); anything else, and a transient error that
-outlives the retries, raises ``BackendError`` naming the model and the endpoint. Token counts come from the
-response's ``usage``; cost from the pool's price table (``PoolModel.cost``).
+Speaks the OpenAI HTTP API itself (JSON POSTs to ``{base_url}/chat/completions`` and ``/completions``, server-sent
+events for streams) over ``routecraft.pool.http``: a lean keep-alive HTTP/1.1 transport for plain-http endpoints
+without a proxy, httpx for https and proxies. The requests, results and errors are those the official ``openai``
+SDK gave (it was used here before, and cost 20-40 times more CPU per call): the body holds the call's fields and
+every extra one (llama.cpp's top_k, min_p, ...), ``Authorization: Bearer <key>`` ("none" for keyless servers), and
+an error status is ``Error code: <status> - <the body's error.message>``.
+
+Retries with exponential backoff on transient errors only (connection errors and timeouts, HTTP 408/409/429, 5xx);
+anything else, and a transient error that outlives the retries, raises ``BackendError`` naming the model and the
+endpoint. Token counts come from the response's ``usage``; cost from the pool's price table (``PoolModel.cost``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Optional, Sequence
 
-import openai
-
 from routecraft.pool.config import PoolModel
+from routecraft.pool.http import (
+    TransportConnectError,
+    TransportError,
+    TransportStatusError,
+    TransportTimeout,
+    make_transport,
+)
 
 TRANSIENT_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
-# Parameters AsyncOpenAI accepts by name; everything else goes in extra_body (llama.cpp: top_k, min_p, ...).
-_CHAT_KW = frozenset({"top_p", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs",
-                      "response_format", "user", "tools", "tool_choice", "max_completion_tokens"})
-_COMPLETION_KW = frozenset({"top_p", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs", "echo",
-                            "best_of", "suffix", "user"})
+_USER_AGENT = "routecraft"
 
 
 class BackendError(RuntimeError):
@@ -71,25 +79,74 @@ class StreamChunk:
     raw: Optional[dict] = field(default=None, repr=False)
 
 
+class StreamError(TransportError):
+    """An ``error`` object sent inside a stream (after a 200): not transient, no status."""
+
+    def __init__(self, message: str, body: Any = None) -> None:
+        super().__init__(message)
+        self.message, self.body = message, body
+
+
+class MalformedResponse(TransportError):
+    """A 2xx answer that is not the JSON the API promises: not transient, no status."""
+
+
 def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, (openai.APIConnectionError, openai.APITimeoutError)):
+    if isinstance(exc, (TransportConnectError, TransportTimeout)):
         return True
-    if isinstance(exc, openai.APIStatusError):
+    if isinstance(exc, TransportStatusError):
         return exc.status_code in TRANSIENT_STATUS or exc.status_code >= 500
     return False
 
 
+def _error_body(exc: TransportStatusError) -> Any:
+    """The error body as the openai SDK kept it: the JSON's ``error`` object (or the JSON, or the text)."""
+    text = exc.text.strip()
+    try:
+        body = json.loads(text)
+    except ValueError:
+        return text
+    return body.get("error", body) if isinstance(body, dict) else body
+
+
+def _status_message(exc: TransportStatusError) -> str:
+    """``Error code: <status>`` plus `` - <error.message>`` when the body has one (the openai SDK's wording)."""
+    msg = f"Error code: {exc.status_code}"
+    try:
+        body = json.loads(exc.text.strip())
+    except ValueError:
+        return msg
+    err = body.get("error", body) if isinstance(body, dict) else None
+    m = err.get("message") if isinstance(err, dict) else None
+    return f"{msg} - {m}" if isinstance(m, str) and m else msg
+
+
 def _detail(exc: BaseException) -> str:
-    """The backend's error message without the SDK's framing (for a client-facing error)."""
-    if isinstance(exc, openai.APIStatusError):
-        body = exc.body
+    """The backend's error message without the framing (for a client-facing error)."""
+    if isinstance(exc, TransportStatusError):
+        body = _error_body(exc)
         if isinstance(body, dict):
             err = body.get("error", body)
             msg = err.get("message") if isinstance(err, dict) else err
             if isinstance(msg, str) and msg:
                 return msg[:1000]
-        return (exc.message or "")[:1000]
+        return _status_message(exc)[:1000]
     return (str(exc) or type(exc).__name__)[:1000]
+
+
+def _loads(data: bytes) -> dict:
+    try:
+        obj = json.loads(data)
+    except ValueError as exc:
+        raise MalformedResponse(f"the backend's answer is not JSON ({exc}): {data[:200]!r}") from None
+    if not isinstance(obj, dict):
+        raise MalformedResponse(f"the backend's answer is not a JSON object: {data[:200]!r}")
+    return obj
+
+
+def _encode(body: dict) -> bytes:
+    # what httpx sends for json=: compact, UTF-8 (a lone surrogate raises UnicodeEncodeError, a client error)
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
 def _estimate_tokens(text: str) -> int:
@@ -109,7 +166,7 @@ class ChatClient:
 
     def __init__(self, model: PoolModel, base_url: Optional[str] = None, *, timeout: float = 120.0,
                  max_retries: int = 3, backoff_s: float = 0.5, max_backoff_s: float = 8.0,
-                 api_key: Optional[str] = None, native_n: bool = False):
+                 api_key: Optional[str] = None, native_n: bool = False, transport: str = "auto"):
         self.model = model
         self.base_url = (base_url or model.endpoint or "").rstrip("/")
         if not self.base_url:
@@ -121,32 +178,38 @@ class ChatClient:
         self.max_backoff_s = max_backoff_s
         self._api_key = api_key
         self.native_n = native_n
-        self._client: Optional[openai.AsyncOpenAI] = None
+        self.transport_kind = transport
+        self._transport = None
+        if transport not in ("auto", "lean", "httpx"):
+            raise ValueError(f"transport must be 'auto', 'lean' or 'httpx', got {transport!r}")
 
     # ---- plumbing ----
     @property
-    def client(self) -> openai.AsyncOpenAI:
-        if self._client is None:
-            self._client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key or self.model.api_key(),
-                                              timeout=self.timeout, max_retries=0)
-        return self._client
+    def transport(self):
+        """The HTTP transport (``routecraft.pool.http``), made on first use (the API key is read then)."""
+        if self._transport is None:
+            headers = {"Authorization": f"Bearer {self._api_key or self.model.api_key()}",
+                       "User-Agent": _USER_AGENT}
+            self._transport = make_transport(self.base_url, self.timeout, headers, self.transport_kind)
+        return self._transport
 
     async def rebind(self, base_url: str) -> None:
-        """Point this client at another base_url (a backend restarted on a new port); the old connection is closed."""
+        """Point this client at another base_url (a backend restarted on a new port); the old connections are
+        closed."""
         base_url = base_url.rstrip("/")
         if base_url == self.base_url:
             return
-        old, self._client, self.base_url = self._client, None, base_url
+        old, self._transport, self.base_url = self._transport, None, base_url
         if old is not None:
             try:
-                await old.close()
+                await old.aclose()
             except Exception:  # noqa: BLE001 - closing best effort
                 pass
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        if self._transport is not None:
+            old, self._transport = self._transport, None
+            await old.aclose()
 
     async def __aenter__(self) -> "ChatClient":
         return self
@@ -158,13 +221,15 @@ class ChatClient:
         status = getattr(exc, "status_code", None)
         transient = _is_transient(exc)
         detail = str(exc) or type(exc).__name__
-        if isinstance(exc, openai.APIStatusError):
-            msg = f"HTTP {status}: {detail}"
-        elif isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, TransportStatusError):
+            msg = f"HTTP {status}: {_status_message(exc)}"
+        elif isinstance(exc, TransportTimeout):
             msg = f"timed out after {self.timeout:.0f}s"
-        elif isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc.__context__
-            msg = f"connection failed ({type(cause).__name__ if cause else 'error'}: {cause or detail})"
+        elif isinstance(exc, TransportConnectError):
+            cause = exc.cause
+            msg = f"connection failed ({type(cause).__name__}: {cause or detail})"
+        elif isinstance(exc, StreamError):
+            msg = f"error in the stream: {detail}"
         else:
             msg = f"{type(exc).__name__}: {detail}"
         if transient and attempts > 1:
@@ -181,22 +246,16 @@ class ChatClient:
         while True:
             try:
                 return await make_call(), attempt + 1
-            except openai.OpenAIError as exc:
+            except TransportError as exc:
                 if not _is_transient(exc) or attempt >= self.max_retries:
                     raise self._error(exc, attempt + 1) from exc
             await self._sleep_backoff(attempt)
             attempt += 1
 
-    @staticmethod
-    def _split_extra(extra: dict, known: frozenset) -> tuple[dict, dict]:
-        named = {k: v for k, v in extra.items() if k in known}
-        body = {k: v for k, v in extra.items() if k not in known}
-        return named, body
-
     def _result(self, usage: Any, raw: dict, texts: list[str], finish: Optional[str], latency: float,
                 attempts: int, prompt_chars: int) -> ChatResult:
-        in_tok = getattr(usage, "prompt_tokens", None) if usage is not None else None
-        out_tok = getattr(usage, "completion_tokens", None) if usage is not None else None
+        in_tok = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        out_tok = usage.get("completion_tokens") if isinstance(usage, dict) else None
         estimated = in_tok is None or out_tok is None
         if in_tok is None:
             in_tok = max(1, prompt_chars // 4)
@@ -226,25 +285,29 @@ class ChatClient:
         kwargs.update({k: v for k, v in optional.items() if v is not None})
 
     # ---- public API ----
+    def _body(self, first: dict, max_tokens: Optional[int], stop: Any, seed: Optional[int], extra: dict) -> bytes:
+        body = first
+        self._add_optional(body, max_tokens=max_tokens, stop=stop, seed=seed)
+        body.update(extra)  # every other field goes in the body as given (llama.cpp: top_k, min_p, ...)
+        return _encode(body)
+
     async def chat(self, messages: Sequence[dict], max_tokens: Optional[int] = None, temperature: float = 0.0,
                    stop: Optional[str | list[str]] = None, seed: Optional[int] = None, n: int = 1,
                    **extra: Any) -> ChatResult:
-        """One chat completion. ``extra`` keys the openai client does not know go in the request body."""
+        """One chat completion. ``extra`` fields (top_p, llama.cpp's top_k, ...) go in the request body."""
         if n > 1 and not self.native_n:
             return await self._fan_out(self.chat, n, seed, messages, max_tokens=max_tokens,
                                        temperature=temperature, stop=stop, **extra)
-        named, body = self._split_extra(extra, _CHAT_KW)
-        kwargs: dict[str, Any] = dict(model=self.model.api_model_id, messages=list(messages),
-                                      temperature=temperature, n=n, **named)
-        self._add_optional(kwargs, max_tokens=max_tokens, stop=stop, seed=seed, extra_body=body or None)
+        body = self._body({"model": self.model.api_model_id, "messages": list(messages), "temperature": temperature,
+                           "n": n}, max_tokens, stop, seed, extra)
         t0 = time.perf_counter()
-        resp, attempts = await self._with_retries(lambda: self.client.chat.completions.create(**kwargs))
+        resp, attempts = await self._with_retries(lambda: self._post("/chat/completions", body))
         latency = time.perf_counter() - t0
-        choices = resp.choices or []
-        texts = [(c.message.content or "") if c.message else "" for c in choices]
-        finish = choices[0].finish_reason if choices else None
+        choices = _choices(resp)
+        texts = [_text((c.get("message") or {}).get("content")) for c in choices]
+        finish = choices[0].get("finish_reason") if choices else None
         chars = sum(len(str(m.get("content", ""))) for m in messages)
-        return self._result(resp.usage, resp.model_dump(), texts, finish, latency, attempts, chars)
+        return self._result(resp.get("usage"), resp, texts, finish, latency, attempts, chars)
 
     async def complete(self, prompt: str, max_tokens: Optional[int] = None, temperature: float = 0.0,
                        stop: Optional[str | list[str]] = None, seed: Optional[int] = None, n: int = 1,
@@ -253,17 +316,19 @@ class ChatClient:
         if n > 1 and not self.native_n:
             return await self._fan_out(self.complete, n, seed, prompt, max_tokens=max_tokens,
                                        temperature=temperature, stop=stop, **extra)
-        named, body = self._split_extra(extra, _COMPLETION_KW)
-        kwargs: dict[str, Any] = dict(model=self.model.api_model_id, prompt=prompt, temperature=temperature, n=n,
-                                      **named)
-        self._add_optional(kwargs, max_tokens=max_tokens, stop=stop, seed=seed, extra_body=body or None)
+        body = self._body({"model": self.model.api_model_id, "prompt": prompt, "temperature": temperature, "n": n},
+                          max_tokens, stop, seed, extra)
         t0 = time.perf_counter()
-        resp, attempts = await self._with_retries(lambda: self.client.completions.create(**kwargs))
+        resp, attempts = await self._with_retries(lambda: self._post("/completions", body))
         latency = time.perf_counter() - t0
-        choices = resp.choices or []
-        texts = [c.text or "" for c in choices]
-        finish = choices[0].finish_reason if choices else None
-        return self._result(resp.usage, resp.model_dump(), texts, finish, latency, attempts, len(prompt))
+        choices = _choices(resp)
+        texts = [_text(c.get("text")) for c in choices]
+        finish = choices[0].get("finish_reason") if choices else None
+        return self._result(resp.get("usage"), resp, texts, finish, latency, attempts, len(prompt))
+
+    async def _post(self, path: str, body: bytes) -> dict:
+        _, data = await self.transport.post(path, body)
+        return _loads(data)
 
     async def stream(self, messages: Sequence[dict], max_tokens: Optional[int] = None, temperature: float = 0.0,
                      stop: Optional[str | list[str]] = None, seed: Optional[int] = None,
@@ -272,34 +337,86 @@ class ChatClient:
 
         Connecting is retried like ``chat``; an error after the first chunk raises BackendError at once.
         """
-        named, body = self._split_extra(extra, _CHAT_KW)
-        kwargs: dict[str, Any] = dict(model=self.model.api_model_id, messages=list(messages),
-                                      temperature=temperature, stream=True,
-                                      stream_options={"include_usage": True}, **named)
-        self._add_optional(kwargs, max_tokens=max_tokens, stop=stop, seed=seed, extra_body=body or None)
+        body = self._body({"model": self.model.api_model_id, "messages": list(messages), "temperature": temperature,
+                           "stream": True, "stream_options": {"include_usage": True}}, max_tokens, stop, seed, extra)
         t0 = time.perf_counter()
-        stream, attempts = await self._with_retries(lambda: self.client.chat.completions.create(**kwargs))
+        resp, attempts = await self._with_retries(lambda: self.transport.stream("/chat/completions", body))
         parts: list[str] = []
         finish: Optional[str] = None
         usage = None
         last = None
+        complete = False
         try:
-            async for chunk in stream:
-                last = chunk
-                if getattr(chunk, "usage", None) is not None:
-                    usage = chunk.usage
-                for c in chunk.choices or []:
-                    delta = (c.delta.content or "") if c.delta else ""
-                    if c.finish_reason:
-                        finish = c.finish_reason
-                    if delta or c.finish_reason:
-                        parts.append(delta)
-                        yield StreamChunk(text=delta, finish_reason=c.finish_reason, raw=chunk.model_dump())
-        except openai.OpenAIError as exc:
-            raise self._error(exc, attempts) from exc
-        latency = time.perf_counter() - t0
-        text = "".join(parts)
-        chars = sum(len(str(m.get("content", ""))) for m in messages)
-        raw = last.model_dump() if last is not None else {}
-        result = self._result(usage, raw, [text], finish, latency, attempts, chars)
-        yield StreamChunk(text="", finish_reason=finish, done=True, result=result)
+            try:
+                async for chunk in _sse(resp.lines()):
+                    if chunk is None:  # data: [DONE]
+                        complete = True
+                        break
+                    last = chunk
+                    if chunk.get("usage") is not None:
+                        usage = chunk["usage"]
+                    for c in _choices(chunk):
+                        delta = _text((c.get("delta") or {}).get("content"))
+                        fr = c.get("finish_reason")
+                        if fr:
+                            finish = fr
+                        if delta or fr:
+                            parts.append(delta)
+                            yield StreamChunk(text=delta, finish_reason=fr, raw=chunk)
+            except TransportError as exc:
+                raise self._error(exc, attempts) from exc
+            latency = time.perf_counter() - t0
+            text = "".join(parts)
+            chars = sum(len(str(m.get("content", ""))) for m in messages)
+            result = self._result(usage, last if last is not None else {}, [text], finish, latency, attempts, chars)
+            yield StreamChunk(text="", finish_reason=finish, done=True, result=result)
+        finally:
+            await resp.aclose(drain=complete)
+
+
+def _choices(obj: dict) -> list[dict]:
+    ch = obj.get("choices")
+    return [c for c in ch if isinstance(c, dict)] if isinstance(ch, list) else []
+
+
+def _text(v: Any) -> str:
+    return v if isinstance(v, str) else ("" if v is None else str(v))
+
+
+async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[Optional[dict]]:
+    """The JSON objects of a server-sent-events body (None for ``data: [DONE]``, the end); an object with an
+    ``error`` raises StreamError, data that is not JSON MalformedResponse."""
+    data: list[str] = []
+    async for line in lines:
+        if line:
+            if line[0] == ":":
+                continue
+            name, _, value = line.partition(":")
+            if name == "data":
+                data.append(value[1:] if value[:1] == " " else value)
+            continue
+        if not data:
+            continue
+        text, data = "\n".join(data), []
+        obj = _event(text)
+        yield obj
+        if obj is None:
+            return
+    if data:
+        yield _event("\n".join(data))
+
+
+def _event(text: str) -> Optional[dict]:
+    if text.startswith("[DONE]"):
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        raise MalformedResponse(f"a stream event is not JSON ({exc}): {text[:200]!r}") from None
+    if isinstance(obj, dict) and obj.get("error"):
+        err = obj["error"]
+        msg = err.get("message") if isinstance(err, dict) else None
+        raise StreamError(msg if isinstance(msg, str) and msg else "An error occurred during streaming", err)
+    if not isinstance(obj, dict):
+        raise MalformedResponse(f"a stream event is not a JSON object: {text[:200]!r}")
+    return obj

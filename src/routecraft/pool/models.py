@@ -102,8 +102,9 @@ REGISTRY: dict[str, LocalModel] = {m.name: m for m in [
         size=491_400_064,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         params_b=0.494, instruct=True, quant="Q4_K_M", family="Qwen2.5-Coder",
-        description="Qwen2.5-Coder-0.5B-Instruct (494M parameters, AWQ checkpoint in Q4_K_M): small code-specialised chat model. Writes "
-                    "short Python functions and explains code; some arithmetic; limited general knowledge.",
+        description=("Qwen2.5-Coder-0.5B-Instruct (494M parameters, AWQ checkpoint in Q4_K_M): small code-specialised "
+                     "chat model. Writes short Python functions and explains code; some arithmetic; limited general "
+                     "knowledge."),
     ),
     LocalModel(
         name="qwen2.5-coder-1.5b",
@@ -122,7 +123,8 @@ REGISTRY: dict[str, LocalModel] = {m.name: m for m in [
 
 
 def models_dir(dest: str | os.PathLike | None = None) -> Path:
-    """The folder holding assembled GGUF files: ``dest``, else ``$ROUTECRAFT_MODELS``, else ~/.cache/routecraft/models."""
+    """The folder holding assembled GGUF files: ``dest``, else ``$ROUTECRAFT_MODELS``, else
+    ~/.cache/routecraft/models."""
     if dest is not None:
         return Path(dest).expanduser()
     env = os.environ.get(ENV_MODELS_DIR)

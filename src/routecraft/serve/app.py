@@ -26,10 +26,11 @@ Streaming (``"stream": true``) sends ``chat.completion.chunk`` events then ``dat
 * every other strategy (cot, cod, pal, sc, …) is executed whole first (with fallback), then streamed as one
   ``reasoning_content`` chunk (only when reasoning is requested) and **one content chunk with the final answer**.
 
-The decision goes into response headers (``x-routecraft-model``, ``-strategy``, ``-budget``, ``-predicted-score``,
-``-predicted-cost``, ``-cost``, ``-input-tokens``, ``-output-tokens``, ``-router``, ``-request-id``, ``-decision-ms``, ``-backend-ms``, ``-overhead-ms``,
-``-fallbacks``, ``-task``, ``-tradeoff``) and into the body's extra ``routecraft`` field (streams: on the last chunks, since tokens and
-cost are known only at the end; a stream's headers have no ``-cost``, token counts, ``-backend-ms`` or ``-overhead-ms``).
+The decision goes into response headers (``x-routecraft-model``, ``-strategy``, ``-budget``,
+``-predicted-score``, ``-predicted-cost``, ``-cost``, ``-input-tokens``, ``-output-tokens``, ``-router``,
+``-request-id``, ``-decision-ms``, ``-backend-ms``, ``-overhead-ms``, ``-fallbacks``, ``-task``, ``-tradeoff``) and
+into the body's extra ``routecraft`` field (streams: on the last chunks, since tokens and cost are known only at the
+end; a stream's headers have no ``-cost``, token counts, ``-backend-ms`` or ``-overhead-ms``).
 """
 
 from __future__ import annotations
@@ -46,8 +47,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
-from routecraft.serve.conversation import (ChatRequest, RequestError, check_conversation, conversation_tokens,
-                                           find_unencodable)
+from routecraft.serve.conversation import (
+    ChatRequest,
+    RequestError,
+    check_conversation,
+    conversation_tokens,
+    find_unencodable,
+)
 from routecraft.serve.gateway import AllCandidatesFailed, CandidateRefused, Gateway, Outcome, Plan, Target
 
 log = logging.getLogger("routecraft.serve")
@@ -562,7 +568,9 @@ def create_app(gateway: Gateway) -> FastAPI:
                 status, http, err = "failed", 502, describe_failure(exc)
                 if failure_kind(exc) == "backend":
                     gw.mark_failed(cand.model, err)
-                yield f"data: {json.dumps({'error': {'message': f'backend failed mid-stream: {err}', 'type': 'backend_error', 'param': None, 'code': 'backend_failed_mid_stream'}})}\n\n"
+                event = {"error": {"message": f"backend failed mid-stream: {err}", "type": "backend_error",
+                                   "param": None, "code": "backend_failed_mid_stream"}}
+                yield f"data: {json.dumps(event)}\n\n"
             finally:
                 if status != "ok":
                     err = f"{err} (after {guard.delivered} content chunks delivered)"

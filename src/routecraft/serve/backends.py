@@ -13,7 +13,9 @@ One ``Backend`` per served model, of one of three sources:
 
 A backend is ``up`` after a successful probe or call, ``down`` after a failed one (a connection failure, time-out or
 5xx — never because of a request's own error), ``unknown`` before either. ``Supervisor.run`` is the loop; the
-gateway starts it as a task and cancels it on close.
+gateway starts it as a task and cancels it on close. With several gateway workers (``workers``), the parent process
+supervises the private servers (restarting them on their old port only, ``keep_port``, so the workers' URLs stay
+valid) and the workers only probe them.
 """
 
 from __future__ import annotations
@@ -79,8 +81,10 @@ class Supervisor:
 
     def __init__(self, backends: dict[str, Backend], *, interval_s: float, probe_timeout_s: float,
                  backoff_s: float, max_backoff_s: float, start_timeout_s: float,
-                 rebind: Callable[[str, str], Awaitable[None]], api_keys: Optional[dict[str, str]] = None) -> None:
+                 rebind: Callable[[str, str], Awaitable[None]], api_keys: Optional[dict[str, str]] = None,
+                 keep_port: bool = False) -> None:
         self.backends = backends
+        self.keep_port = keep_port  # restart private servers on their old port only (other processes use the URL)
         self.interval_s, self.probe_timeout_s = interval_s, probe_timeout_s
         self.backoff_s, self.max_backoff_s, self.start_timeout_s = backoff_s, max_backoff_s, start_timeout_s
         self.rebind = rebind
@@ -200,7 +204,7 @@ class Supervisor:
             srv.launch()
             srv.wait_ready(self.start_timeout_s)
         except ServerError:
-            if not port:
+            if not port or self.keep_port:
                 raise
             # the old port is taken (or the server failed on it): any free port
             srv.port, srv.listen_port, srv.started_at = None, 0, None

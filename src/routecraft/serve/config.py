@@ -133,6 +133,8 @@ class HeuristicConfig(_Strict):
 class ServeConfig(_Strict):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="Gateway processes sharing the listening socket (one ledger; "
+                         "rate limits, stickiness, the queue bound and failed-auth throttling are per worker).")
     allow_open: bool = Field(False, description="Serve without API keys on a non-loopback address.")
     pool: Union[str, dict] = Field("local", description="Built-in pool name, pool YAML path, or an inline pool.")
     models: Optional[list[str]] = Field(None, description="Pool models to serve (default: the instruct models).")

@@ -54,8 +54,15 @@ from routecraft.serve.admission import AuthThrottle, Slots
 from routecraft.serve.auth import KeyStore
 from routecraft.serve.backends import DOWN, UP, Backend, Supervisor
 from routecraft.serve.config import HEURISTIC, PREFIX, ServeConfig, ServeConfigError, Tradeoff, env_keys
-from routecraft.serve.conversation import (ChatRequest, RequestError, conversation_chars, conversation_tokens,
-                                           routing_text, single_question, strategy_messages)
+from routecraft.serve.conversation import (
+    ChatRequest,
+    RequestError,
+    conversation_chars,
+    conversation_tokens,
+    routing_text,
+    single_question,
+    strategy_messages,
+)
 from routecraft.serve.heuristic import HeuristicRouter, query_kind
 from routecraft.serve.ledger import LedgerError, open_ledger
 from routecraft.serve.metrics import Metrics

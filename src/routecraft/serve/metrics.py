@@ -1,6 +1,14 @@
-"""Prometheus metrics of one gateway (its own registry, so several gateways can live in one process)."""
+"""Prometheus metrics of one gateway (its own registry, so several gateways can live in one process).
+
+With several gateway workers (``workers`` > 1) each worker process is started with ``PROMETHEUS_MULTIPROC_DIR``
+set: prometheus_client then keeps every value in a per-process file of that folder, and ``render`` (any worker's
+``GET /metrics``) sums them over the workers — counters and histograms over every worker that ever ran, the
+in-flight and queued gauges over the live ones (each worker refreshes its own every second).
+"""
 
 from __future__ import annotations
+
+import os
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -33,8 +41,16 @@ class Metrics:
                                 registry=r)
         self.ledger_errors = Counter("routecraft_ledger_errors", "Ledger rows that could not be written",
                                      registry=r)
-        self.inflight = Gauge("routecraft_inflight_requests", "Requests executing on backends", registry=r)
-        self.queued = Gauge("routecraft_queued_requests", "Requests waiting for an execution slot", registry=r)
+        self.inflight = Gauge("routecraft_inflight_requests", "Requests executing on backends", registry=r,
+                              multiprocess_mode="livesum")
+        self.queued = Gauge("routecraft_queued_requests", "Requests waiting for an execution slot", registry=r,
+                            multiprocess_mode="livesum")
 
     def render(self) -> bytes:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # one of several workers: the sum over all of them
+            from prometheus_client import multiprocess
+
+            shared = CollectorRegistry()
+            multiprocess.MultiProcessCollector(shared)
+            return generate_latest(shared)
         return generate_latest(self.registry)

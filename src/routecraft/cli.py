@@ -41,7 +41,8 @@ def _csv(value: str | None) -> list[str] | None:
 def bench(
     data: str = typer.Option("zeroeval-gsm8k", help="Built-in dataset name or a routecraft data folder."),
     routers: Optional[str] = typer.Option(None, help="Comma-separated router specs, e.g. 'knn:k=20,mlp,oracle'. "
-                                          "Default: random,cheapest,best-single,knn,mlp,mf,linear,ensemble,oracle."),
+                                          "Default: random,cheapest,best-single,knn,mlp,mf,linear,ensemble,oracle, and "
+                                          "cascade,sequential where the data has extracted answers."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated split seeds (mean ± std over them)."),
     out: Path = typer.Option(Path("runs/bench"), help="Output folder (summary.json, table.md, tradeoff.png)."),
     encoder: Optional[str] = typer.Option(None, help="sentence-transformers encoder (default all-MiniLM-L6-v2)."),
@@ -53,13 +54,13 @@ def bench(
 
     from routecraft.data.resolve import resolve_data
     from routecraft.data.schema import DataValidationError
-    from routecraft.evaluate.bench import DEFAULT_ROUTERS, markdown_table, run_bench, write_report
+    from routecraft.evaluate.bench import default_routers, markdown_table, run_bench, write_report
 
     try:
         name, rd = resolve_data(data)
         if candidates:
             rd = rd.filter_candidates(_csv(candidates))
-        router_list = _csv(routers) or DEFAULT_ROUTERS
+        router_list = _csv(routers) or default_routers(rd)
         seed_list = [int(s) for s in _csv(seeds)]
     except (DataValidationError, ValueError, KeyError) as exc:
         _fail(str(exc))

@@ -2,7 +2,16 @@
 metrics, over several seeds.
 
 Evaluation replays logged outcomes: the score and cost of a decision are the logged score and cost of the chosen
-(query, candidate) cell. No model is called.
+(query, candidate) cell. No model is called. Routers that observe answers before they decide (``cascade``,
+``sequential``) are replayed the same way with the logged answers: the cost of a decision is the sum over every
+consulted candidate, its score that of the answer returned; their rows also report consultations per query, the
+escalation rate and the latency (each stage's slowest call, summed over stages), at the cheapest operating point that
+reaches the train-best single's accuracy (else at their peak).
+
+Two best-single references: ``best`` is the best candidate *on the test split* (a peek that favours the reference);
+``train_best`` is the candidate a deployment without a router would run — the best *on the training split* — scored
+on the test split. ``cost_to_best``/``saving_vs_best`` use the first, ``cost_to_train_best``/``saving_vs_train_best``
+the second.
 """
 
 from __future__ import annotations
@@ -25,6 +34,18 @@ from routecraft.evaluate.plots import plot_tradeoff
 from routecraft.routers import Prediction, Router, get_router_class, make_router
 
 DEFAULT_ROUTERS = ["random", "cheapest", "best-single", "knn", "mlp", "mf", "linear", "ensemble", "oracle"]
+#: added to the defaults where the outcomes carry extracted answers (they observe them)
+OBSERVING_DEFAULTS = ["cascade", "sequential"]
+
+
+def default_routers(data: RoutingData) -> list[str]:
+    """The default router list for ``data``: the up-front routers, plus the observing ones where there are answers."""
+    o = data.outcomes
+    has_answers = "prediction" in o.columns and bool(o["prediction"].notna().any())
+    out = list(DEFAULT_ROUTERS)
+    if has_answers:
+        out[out.index("oracle"):out.index("oracle")] = OBSERVING_DEFAULTS
+    return out
 
 
 def parse_router_spec(spec: str) -> tuple[str, str, dict]:
@@ -66,10 +87,11 @@ class BenchResult:
 
 
 METRIC_COLUMNS = ["peak", "aiq", "apgr", "cpt50", "cpt80", "audc", "qnc", "cost_to_best", "saving_vs_best",
-                  "gap_closed", "fit_s"]
+                  "cost_to_train_best", "saving_vs_train_best", "gap_closed", "consultations", "escalation_rate",
+                  "latency_s", "fit_s"]
 
 
-def _reference(test: OutcomeMatrices) -> dict:
+def _reference(test: OutcomeMatrices, train: OutcomeMatrices | None = None) -> dict:
     mean_s, mean_c = test.score.mean(0), test.cost.mean(0)
     # best single: highest mean test score, ties -> cheaper
     order = np.lexsort((mean_c, -mean_s))
@@ -79,7 +101,20 @@ def _reference(test: OutcomeMatrices) -> dict:
     return {"best": test.candidates[best].id, "best_score": float(mean_s[best]), "best_cost": float(mean_c[best]),
             "cheapest": test.candidates[cheap].id, "cheapest_score": float(mean_s[cheap]),
             "cheapest_cost": float(mean_c[cheap]), "oracle_score": oracle_s,
-            "max_cost": float(mean_c.max()), "min_cost": float(mean_c.min())}
+            "max_cost": float(mean_c.max()), "min_cost": float(mean_c.min()),
+            **_train_best(test, train)}
+
+
+def _train_best(test: OutcomeMatrices, train: OutcomeMatrices | None) -> dict:
+    """The candidate with the best mean score on the training split (ties: cheaper), scored on the test split."""
+    if train is None:
+        return {}
+    col = {c.id: j for j, c in enumerate(test.candidates)}
+    tr_s, tr_c = train.score.mean(0), train.cost.mean(0)
+    j_tr = int(np.lexsort((tr_c, -tr_s))[0])
+    j = col[train.candidates[j_tr].id]
+    return {"train_best": test.candidates[j].id, "train_best_score": float(test.score[:, j].mean()),
+            "train_best_cost": float(test.cost[:, j].mean())}
 
 
 def _curve_metrics(cost: np.ndarray, score: np.ndarray, ref: dict) -> dict:
@@ -98,6 +133,10 @@ def _curve_metrics(cost: np.ndarray, score: np.ndarray, ref: dict) -> dict:
     out["cost_to_best"] = c_reach
     out["saving_vs_best"] = (M.saving(cost, score, ref["best_cost"], ref["best_score"]) if ref["best_cost"] > 0
                              else float("nan"))
+    if "train_best_score" in ref:
+        out["cost_to_train_best"] = M.cost_to_reach(cost, score, ref["train_best_score"])
+        out["saving_vs_train_best"] = (M.saving(cost, score, ref["train_best_cost"], ref["train_best_score"])
+                                       if ref["train_best_cost"] > 0 else float("nan"))
     gap = ref["oracle_score"] - ref["best_score"]
     out["gap_closed"] = (M.gap_closed_at_cost(cost, score, ref["best_cost"], ref["best_score"], ref["oracle_score"])
                          if gap > 0 else float("nan"))
@@ -110,7 +149,7 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
               progress: Callable[[str], None] | None = None, qnc_rate: float = 1.0,
               min_coverage: float = 0.9) -> BenchResult:
     """Run every router on every seed. ``features`` must align with ``data.queries`` rows (computed if None)."""
-    routers = list(routers or DEFAULT_ROUTERS)
+    routers = list(routers or default_routers(data))
     specs = [parse_router_spec(s) for s in routers]
     seeds = list(seeds)
     data, dropped = data.drop_sparse_candidates(min_coverage)
@@ -138,7 +177,7 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
                             pd.concat([sp.train.outcomes, sp.val.outcomes], ignore_index=True), data.meta)
         test = sp.test
         truth = test.matrices()
-        ref = _reference(truth)
+        ref = _reference(truth, train.matrices(candidates=truth.candidates))
         ref["seed"] = seed
         result.reference.setdefault("per_seed", []).append(ref)
         lambdas = lambda_grid(train.matrices().cost.mean(0), n_lambdas)
@@ -162,14 +201,19 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
             if not params and not router.is_oracle:
                 fitted[name] = router
             t0 = time.perf_counter()
-            pred = router.predict(test.queries, feats(test))
-            pred = align_prediction(pred, truth.candidates)
+            if getattr(router, "observes", False):
+                sw = replay_sweep(router, test, feats(test), lambdas)
+                cands = [c.id for c in router.candidates]
+            else:
+                pred = router.predict(test.queries, feats(test))
+                pred = align_prediction(pred, truth.candidates)
+                sw = sweep(pred, truth, lambdas)
+                cands = [c.id for c in pred.candidates]
             predict_s = time.perf_counter() - t0
-            sw = sweep(pred, truth, lambdas)
             curves[label] = sw
             result.per_seed.append({"seed": seed, "router": label, "fit_s": fit_s, "predict_s": predict_s,
                                     "curve": {k: np.asarray(v).tolist() for k, v in sw.items()},
-                                    "candidates": [c.id for c in pred.candidates]})
+                                    "candidates": cands})
         # R2-Router's AUDC/QNC normalise cost with the global min/max over all methods' curves (per seed)
         all_c = np.concatenate([c["cost"] for c in curves.values()])
         g_lo, g_hi = float(all_c.min()), float(all_c.max())
@@ -178,6 +222,7 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
                 continue
             sw = curves[rec["router"]]
             m = _curve_metrics(sw["cost"], sw["score"], ref)
+            m.update(_observing_stats(sw, ref))
             nc = (sw["cost"] - g_lo) / (g_hi - g_lo) if g_hi > g_lo else np.zeros_like(sw["cost"])
             m["audc"] = M.audc(nc, sw["score"])
             m["qnc"] = M.qnc(nc, sw["score"], ref["best_score"] * qnc_rate)
@@ -193,10 +238,39 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
     result.summary = summarise(result)
     refs = result.reference["per_seed"]
     result.reference.update({k: float(np.mean([r[k] for r in refs])) for k in
-                             ("best_score", "best_cost", "cheapest_score", "cheapest_cost", "oracle_score")})
+                             ("best_score", "best_cost", "cheapest_score", "cheapest_cost", "oracle_score",
+                              "train_best_score", "train_best_cost") if all(k in r for r in refs)})
+    if all("train_best" in r for r in refs):
+        result.reference["train_best"] = max(set(r["train_best"] for r in refs),
+                                             key=[r["train_best"] for r in refs].count)
     result.reference["best"] = max(set(r["best"] for r in refs), key=[r["best"] for r in refs].count)
     result.reference["cheapest"] = max(set(r["cheapest"] for r in refs), key=[r["cheapest"] for r in refs].count)
     return result
+
+
+def replay_sweep(router: Router, test: RoutingData, X: np.ndarray | None, lambdas: Iterable[float]) -> dict:
+    """An observing router's curve: each λ's plan replayed on the logged answers of the test split."""
+    pts = []
+    for lam in lambdas:
+        r = router.replay(test, X, float(lam))
+        pts.append((float(lam), float(r.cost.mean()), float(r.score.mean()), float(r.calls.mean()),
+                    float(r.escalated.mean()),
+                    float(np.nanmean(r.latency)) if np.isfinite(r.latency).any() else float("nan")))
+    a = np.array(pts)
+    return {"lambda": a[:, 0], "cost": a[:, 1], "score": a[:, 2], "consultations": a[:, 3],
+            "escalation_rate": a[:, 4], "latency_s": a[:, 5]}
+
+
+def _observing_stats(sw: dict, ref: dict) -> dict:
+    """Consultations, escalation rate and latency at the cheapest point that reaches the train-best single's score
+    (else at the best-scoring point)."""
+    if "consultations" not in sw:
+        return {}
+    cost, score = np.asarray(sw["cost"]), np.asarray(sw["score"])
+    target = ref.get("train_best_score", ref["best_score"])
+    ok = np.flatnonzero(score >= target - M.ATOL)
+    i = int(ok[np.argmin(cost[ok])]) if ok.size else int(np.lexsort((cost, -score))[0])
+    return {k: float(np.asarray(sw[k])[i]) for k in ("consultations", "escalation_rate", "latency_s")}
 
 
 def align_prediction(pred: Prediction, cands: list[Candidate]) -> Prediction:
@@ -248,7 +322,10 @@ def mean_curve(result: BenchResult, label: str) -> tuple[np.ndarray, np.ndarray]
 _FMT = {"peak": ("Peak", "{:.3f}"), "aiq": ("AIQ", "{:.3f}"), "apgr": ("APGR", "{:.3f}"),
         "cpt50": ("CPT(50%)", "{:.3f}"), "cpt80": ("CPT(80%)", "{:.3f}"), "audc": ("AUDC", "{:.3f}"),
         "qnc": ("QNC", "{:.3f}"), "cost_to_best": ("$/q to best", "{:.3g}"),
-        "saving_vs_best": ("saving vs best", "{:.1%}"), "gap_closed": ("gap closed", "{:.1%}"),
+        "saving_vs_best": ("saving vs best", "{:.1%}"), "cost_to_train_best": ("$/q to train-best", "{:.3g}"),
+        "saving_vs_train_best": ("saving vs train-best", "{:.1%}"), "gap_closed": ("gap closed", "{:.1%}"),
+        "consultations": ("calls/q", "{:.2f}"), "escalation_rate": ("escalated", "{:.1%}"),
+        "latency_s": ("latency s", "{:.2f}"),
         "fit_s": ("fit s", "{:.2f}")}
 
 
@@ -260,7 +337,7 @@ def format_cell(row: pd.Series, col: str) -> str:
         return "—"
     f = _FMT[col][1]
     k, n = int(row.get(col + "_n", row["n_seeds"])), int(row["n_seeds"])
-    if col in ("saving_vs_best", "gap_closed"):
+    if col in ("saving_vs_best", "saving_vs_train_best", "gap_closed", "escalation_rate"):
         txt = f"{v:.1%} ± {sd:.1%}" if k > 1 else f"{v:.1%}"
     else:
         txt = f"{f.format(v)} ± {f.format(sd)}" if k > 1 else f.format(v)
@@ -279,7 +356,12 @@ def markdown_table(result: BenchResult) -> str:
               "", f"Reference (test split, mean over seeds {result.seeds}): best single **{ref['best']}** "
                   f"score {ref['best_score']:.3f} at ${ref['best_cost']:.3g}/query; cheapest **{ref['cheapest']}** "
                   f"score {ref['cheapest_score']:.3f} at ${ref['cheapest_cost']:.3g}/query; oracle score "
-                  f"{ref['oracle_score']:.3f}."]
+                  f"{ref['oracle_score']:.3f}."
+              + (f" Train-best single (chosen on the training split, what a deployment without a router runs): "
+                 f"**{ref['train_best']}**, test score {ref['train_best_score']:.3f} at "
+                 f"${ref['train_best_cost']:.3g}/query." if "train_best" in ref else ""),
+              "calls/q and escalated: observing routers only, at their cheapest point reaching the train-best's "
+              "score (else their peak)."]
     return "\n".join(lines)
 
 

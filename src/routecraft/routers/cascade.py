@@ -171,7 +171,10 @@ class CascadeRouter(ObservingRouter):
 
     def replay(self, data: RoutingData, X: np.ndarray | None = None, lam: float = 0.0,
                max_cost: float | None = None) -> Replay:
-        return self.cascade.replay(self.observations(data), lam, max_cost)
+        key = tuple(data.queries["query_id"])
+        if getattr(self, "_obs_cache", (None,))[0] != key:  # one observation table per data set (a λ sweep)
+            self._obs_cache = (key, self.observations(data))
+        return self.cascade.replay(self._obs_cache[1], lam, max_cost)
 
     def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
                max_cost: float | None = None) -> list[Decision]:

@@ -142,6 +142,14 @@ class SequentialPolicy:
 
     # ---- fit -----------------------------------------------------------------------------------------------------
     def fit(self, obs: Observations, X: np.ndarray | None, cascade: Cascade) -> "SequentialPolicy":
+        from threadpoolctl import threadpool_limits
+
+        # one thread: gradient boosting's OpenMP threads on a shared CPU cost far more than they gain
+        # (a 4 s fit took minutes beside other work)
+        with threadpool_limits(1):
+            return self._fit(obs, X, cascade)
+
+    def _fit(self, obs: Observations, X: np.ndarray | None, cascade: Cascade) -> "SequentialPolicy":
         self.seq = choose_sequence(cascade, obs, self.max_len)
         self.step_cost = obs.cost[:, self.seq].mean(0)
         if X is not None and self.n_components > 0:
@@ -172,6 +180,12 @@ class SequentialPolicy:
         return _model(self.model, self.seed).fit(x, y)
 
     def predict_steps(self, obs: Observations, X: np.ndarray | None) -> list[np.ndarray]:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(1):
+            return self._predict_steps(obs, X)
+
+    def _predict_steps(self, obs: Observations, X: np.ndarray | None) -> list[np.ndarray]:
         return [np.clip(np.column_stack([m["now"].predict(st), m["next"].predict(st), m["strong"].predict(st)]),
                         0.0, 1.0) for m, st in zip(self.models, self.states(obs, X))]
 
@@ -316,11 +330,15 @@ class SequentialRouter(ObservingRouter):
 
     def replay(self, data: RoutingData, X: np.ndarray | None = None, lam: float = 0.0,
                max_cost: float | None = None) -> Replay:
-        obs = self.observations(data)
+        key = (tuple(data.queries["query_id"]), id(X))
+        if getattr(self, "_replay_cache", (None,))[0] != key:  # one observation table and prediction per data set
+            obs = self.observations(data)
+            Xq = X if self.params["use_features"] else None
+            self._replay_cache = (key, obs, self.policy.predict_steps(obs, Xq), X)  # X kept: its id stays unique
+        _, obs, preds, _ = self._replay_cache
         if self.mode(lam, max_cost) == "cascade":
             return self.cascade.replay(obs, lam, max_cost)
-        Xq = X if self.params["use_features"] else None
-        return self.policy.replay(obs, self.policy.predict_steps(obs, Xq), lam, max_cost)
+        return self.policy.replay(obs, preds, lam, max_cost)
 
     def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
                max_cost: float | None = None) -> list[Decision]:

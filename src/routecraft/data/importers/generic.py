@@ -46,6 +46,11 @@ class GenericImportConfig(BaseModel):
     budget: str | None = None
     latency: str | None = None
     response: str | None = None
+    prediction: str | None = None
+    """long format: the extracted answer of each call (what observing routers compare)."""
+    extract_prediction: bool = False
+    """long format, no ``prediction`` column: derive each call's answer from ``response`` with the extractor of the
+    query's task (numeric for gsm8k, a letter for multiple choice, ...)."""
     # wide format
     model_columns: list[str] | dict[str, str] | None = None
     # measures (long: columns; wide: columns or '{model}' templates)
@@ -69,6 +74,12 @@ class GenericImportConfig(BaseModel):
             raise ValueError("pricing from 'prices' needs both 'input_tokens' and 'output_tokens' columns")
         if self.format == "long" and self.model_columns is not None:
             raise ValueError("'model_columns' is for format: wide")
+        if (self.prediction or self.extract_prediction) and self.format != "long":
+            raise ValueError("'prediction' / 'extract_prediction' are for format: long (one row per call)")
+        if self.extract_prediction and not self.response:
+            raise ValueError("'extract_prediction' derives answers from the 'response' column: name it")
+        if self.extract_prediction and self.prediction:
+            raise ValueError("give either a 'prediction' column or 'extract_prediction', not both")
         return self
 
     @classmethod
@@ -90,6 +101,22 @@ class GenericImportConfig(BaseModel):
         if cfg.prices not in (None, "builtin") and not Path(cfg.prices).is_absolute():
             cfg = cfg.model_copy(update={"prices": str((path.parent / cfg.prices).resolve())})
         return cfg
+
+
+def extract_predictions(responses: pd.Series, tasks: pd.Series) -> pd.Series:
+    """Each response's answer by the extractor of its task (``strategies.answers.extract_answer``); NA where none."""
+    from routecraft.strategies.answers import extract_answer
+
+    out = []
+    for text, task in zip(responses.tolist(), tasks.tolist()):
+        if text is None or text is pd.NA or (isinstance(text, float) and np.isnan(text)):
+            out.append(None)
+            continue
+        try:
+            out.append(extract_answer(str(text), str(task))[0])
+        except ValueError:  # a task without an extractor of its own: open answers
+            out.append(extract_answer(str(text), "qa")[0])
+    return pd.Series(out, index=responses.index, dtype="string")
 
 
 def _read_table(path: Path) -> pd.DataFrame:
@@ -204,8 +231,8 @@ def _import_generic(path: Path, config: GenericImportConfig | dict | str | Path)
         return v
 
     if cfg.format == "long":
-        for c in (cfg.model, cfg.score, cfg.strategy, cfg.budget, cfg.latency, cfg.response, cfg.input_tokens,
-                  cfg.output_tokens, cfg.cost):
+        for c in (cfg.model, cfg.score, cfg.strategy, cfg.budget, cfg.latency, cfg.response, cfg.prediction,
+                  cfg.input_tokens, cfg.output_tokens, cfg.cost):
             need(c)
         rows = np.arange(len(df))
         # one queries row per query id; text/task/gold must agree across its outcome rows
@@ -231,6 +258,11 @@ def _import_generic(path: Path, config: GenericImportConfig | dict | str | Path)
             o["latency_s"] = _numeric(df, cfg.latency, file, allow_na=True)
         if cfg.response:
             o["response"] = df[cfg.response].astype("string")
+        if cfg.prediction:
+            o["prediction"] = df[cfg.prediction].astype("string").replace("", pd.NA)
+        elif cfg.extract_prediction:
+            o["prediction"] = extract_predictions(o["response"], qframe["task"] if "task" in qframe.columns
+                                                  else pd.Series(cfg.task_value, index=o.index))
         for fld, col in (("input_tokens", cfg.input_tokens), ("output_tokens", cfg.output_tokens)):
             if col:
                 o[fld] = _numeric(df, col, file, allow_na=cfg.cost is not None, integer=True)

@@ -27,6 +27,8 @@ from routecraft.data.importers.common import (
 )
 from routecraft.data.prices import OnMissing, PriceTable
 from routecraft.data.schema import DataValidationError, RoutingData
+from routecraft.strategies.answers import extract_numeric
+from routecraft.strategies.graders import gsm8k_match
 
 ROUTELLM = {"repository": "lm-sys/RouteLLM", "commit": "0b64fdaf", "licence": "Apache-2.0"}
 ROUTELLM_STRONG = "gpt-4-1106-preview"
@@ -140,14 +142,24 @@ def _routellm_gsm8k(src: Path):
         frames.append(pd.DataFrame({"query_id": qids, "model": m,
                                     "score": _bool_col(r[m], rf, m).iloc[idx].to_numpy(),
                                     "input_tokens": in_tok, "output_tokens": estimate_tokens(resp),
-                                    "response": resp}))
+                                    "response": resp, "prediction": [extract_numeric(x)[0] for x in resp]}))
+    outcomes = pd.concat(frames, ignore_index=True)
+    gold = dict(zip(queries["query_id"], queries["gold"]))
+    ours = np.array([gsm8k_match(p, gold[q]) for p, q in zip(outcomes["prediction"], outcomes["query_id"])])
+    agree = {m: float((ours[outcomes["model"].to_numpy() == m] ==
+                       outcomes.loc[outcomes["model"] == m, "score"].to_numpy()).mean()) for m in ROUTELLM_MODELS}
     extra = {"score": "correct (0/1) as published by RouteLLM (last number in the response == gold)",
+             "prediction": "the answer extracted from the published response by routecraft's numeric extractor "
+                           "(strategies.answers.extract_numeric); graded with the GSM8K grader it agrees with "
+                           "RouteLLM's labels on this share of the responses: "
+                           + ", ".join(f"{m} {v:.1%}" for m, v in agree.items()),
+             "prediction_agreement": agree,
              "contaminated_dropped": int((~keep).sum()),
              "tokens": {"estimated": True, "rule": TOKEN_RULE,
                         "input": f"ceil(len(prompt) / 4) of RouteLLM's exact {GSM8K_NSHOT}-shot prompt (first "
                                  f"{GSM8K_NSHOT} GSM8K train examples + the question); chat template not counted",
                         "output": "ceil(len(response) / 4) of the published response"}}
-    return queries, pd.concat(frames, ignore_index=True), extra
+    return queries, outcomes, extra
 
 
 def _routellm_mmlu(src: Path):

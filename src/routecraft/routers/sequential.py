@@ -298,12 +298,14 @@ class SequentialRouter(ObservingRouter):
     uses_features = True
 
     def __init__(self, model: str = "gbm", max_len: int = 4, n_components: int = 8, folds: int = 3, seed: int = 0,
-                 pool: int = 8, finals: int = 3, use_features: bool = True) -> None:
+                 pool: int = 8, finals: int = 3, use_features: bool = True, upfront: str | None = "mf") -> None:
         super().__init__(model=model, max_len=max_len, n_components=n_components, folds=folds, seed=seed, pool=pool,
-                         finals=finals, use_features=use_features)
+                         finals=finals, use_features=use_features, upfront=upfront)
         _model(model, seed)
         self.cascade: Cascade | None = None
         self.policy: SequentialPolicy | None = None
+        self.upfront = None          # a learned up-front router (query features only): the zero-step decision
+        self.upfront_train: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "SequentialRouter":
         p = self.params
@@ -313,20 +315,62 @@ class SequentialRouter(ObservingRouter):
         Xq = X if p["use_features"] else None
         self.policy = SequentialPolicy(p["model"], p["max_len"], p["n_components"], p["folds"], p["seed"]).fit(
             obs, Xq, self.cascade)
+        if p.get("upfront") and X is not None:
+            self._fit_upfront(data, np.asarray(X), obs)
         return self
 
+    def _fit_upfront(self, data: RoutingData, X: np.ndarray, obs: Observations) -> None:
+        """The learned up-front router on all training queries, and its cross-fitted predictions on them (so its
+        training utility is judged on queries it did not see, like the policy's)."""
+        from routecraft.routers.registry import make_router
+
+        name, k = self.params["upfront"], max(2, self.params["folds"])
+        qids = data.queries["query_id"].to_numpy()
+        fold = np.random.default_rng(self.params["seed"]).permutation(len(qids)) % k
+        pos = {q: i for i, q in enumerate(obs.query_ids)}
+        rows = np.array([pos[q] for q in qids])
+        ids = [c.id for c in self.candidates]
+        score, cost = np.zeros_like(obs.score), np.zeros_like(obs.cost)
+        for f in range(k):
+            tr, te = fold != f, fold == f
+            part = make_router(name).fit(data.subset(qids[tr]), X[tr])
+            pr = part.predict(data.queries.iloc[np.flatnonzero(te)], X[te])
+            cols = [ids.index(c.id) for c in pr.candidates]
+            score[np.ix_(rows[te], cols)], cost[np.ix_(rows[te], cols)] = pr.score, pr.cost
+        self.upfront = make_router(name).fit(data, X)
+        self.upfront_train = (score, cost, obs.score, obs.cost)
+
+    def _upfront_pick(self, score: np.ndarray, cost: np.ndarray, lam: float, max_cost: float | None) -> np.ndarray:
+        from routecraft.routers.base import Prediction, choose
+
+        return choose(Prediction(list(self.candidates), score, cost), lam=lam, max_cost=max_cost)
+
+    def _upfront_utility(self, lam: float, max_cost: float | None) -> tuple[float, float] | None:
+        if self.upfront_train is None:
+            return None
+        ps, pc, ts, tc = self.upfront_train
+        i = self._upfront_pick(ps, pc, lam, max_cost)
+        r = np.arange(len(i))
+        return float(ts[r, i].mean()), float(tc[r, i].mean())
+
     def mode(self, lam: float = 0.0, max_cost: float | None = None) -> str:
-        """"policy" or "cascade" (fixed plans, including every single candidate up front): the better on the
-        training split for this trade-off (the policy judged on cross-fitted predictions)."""
-        ps, pc = self.policy.train_utility(lam, max_cost)
+        """"policy", "cascade" (fixed plans, including every single candidate up front) or "upfront" (the learned
+        up-front router): the best on the training split for this trade-off (the policy and the up-front router
+        judged on cross-fitted predictions). Ties go to the earlier of cascade, upfront, policy."""
         i = self.cascade.choose(lam, max_cost)
-        cs, cc = self.cascade.train_score[i], self.cascade.train_cost[i]
+        options = [("cascade", float(self.cascade.train_score[i]), float(self.cascade.train_cost[i])),
+                   ("upfront", *(self._upfront_utility(lam, max_cost) or (-np.inf, np.inf))),
+                   ("policy", *self.policy.train_utility(lam, max_cost))]
         if max_cost is not None:
-            pol_ok, cas_ok = pc <= max_cost, cc <= max_cost
-            if pol_ok != cas_ok:
-                return "policy" if pol_ok else "cascade"
-            return "policy" if (ps, -pc) > (cs, -cc) else "cascade"
-        return "policy" if ps - lam * pc > cs - lam * cc + 1e-12 else "cascade"
+            fits = [o for o in options if o[2] <= max_cost]
+            if fits:
+                return max(fits, key=lambda o: (o[1], -o[2]))[0]
+            return min(options, key=lambda o: o[2])[0]
+        best = options[0]
+        for o in options[1:]:
+            if o[1] - lam * o[2] > best[1] - lam * best[2] + 1e-12:
+                best = o
+        return best[0]
 
     def replay(self, data: RoutingData, X: np.ndarray | None = None, lam: float = 0.0,
                max_cost: float | None = None) -> Replay:
@@ -336,13 +380,35 @@ class SequentialRouter(ObservingRouter):
             Xq = X if self.params["use_features"] else None
             self._replay_cache = (key, obs, self.policy.predict_steps(obs, Xq), X)  # X kept: its id stays unique
         _, obs, preds, _ = self._replay_cache
-        if self.mode(lam, max_cost) == "cascade":
+        mode = self.mode(lam, max_cost)
+        if mode == "cascade":
             return self.cascade.replay(obs, lam, max_cost)
+        if mode == "upfront":
+            return self._replay_upfront(data, X, obs, lam, max_cost)
         return self.policy.replay(obs, preds, lam, max_cost)
+
+    def _replay_upfront(self, data: RoutingData, X, obs: Observations, lam: float, max_cost) -> Replay:
+        key = tuple(data.queries["query_id"])
+        if getattr(self, "_up_cache", (None,))[0] != key:
+            pr = self.upfront.predict(data.queries, X)
+            ids = [c.id for c in self.candidates]
+            cols = [ids.index(c.id) for c in pr.candidates]
+            sc, co = np.full(obs.score.shape, -np.inf), np.full(obs.cost.shape, np.inf)
+            pos = {q: i for i, q in enumerate(obs.query_ids)}
+            rows = np.array([pos[q] for q in data.queries["query_id"]])
+            sc[np.ix_(rows, cols)], co[np.ix_(rows, cols)] = pr.score, pr.cost
+            self._up_cache = (key, sc, co)
+        _, sc, co = self._up_cache
+        i = self._upfront_pick(sc, co, lam, max_cost)
+        r = np.arange(obs.n)
+        return Replay(obs.score[r, i], obs.cost[r, i], np.ones(obs.n), np.zeros(obs.n, dtype=bool),
+                      obs.latency[r, i])
 
     def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
                max_cost: float | None = None) -> list[Decision]:
         mode = self.mode(lam, max_cost)
+        if mode == "upfront":
+            return self.upfront.decide(queries, X, lam=lam, max_cost=max_cost)
         if mode == "cascade":
             i = self.cascade.choose(lam, max_cost)
             p = self.cascade.plans[i]
@@ -357,7 +423,11 @@ class SequentialRouter(ObservingRouter):
         return [Decision(first, s, c, [], plan) for _ in range(len(queries))]
 
     def state(self) -> dict:
-        return {"cascade": self.cascade.state(), "policy": self.policy.state()}
+        up = None
+        if self.upfront is not None:
+            up = {"name": self.upfront.name, "params": self.upfront.params, "state": self.upfront.state(),
+                  "train": self.upfront_train}
+        return {"cascade": self.cascade.state(), "policy": self.policy.state(), "upfront": up}
 
     def set_state(self, state: dict) -> None:
         self.cascade = Cascade(pool=self.params["pool"], finals=self.params["finals"])
@@ -367,3 +437,11 @@ class SequentialRouter(ObservingRouter):
         self.policy = SequentialPolicy(**st["params"])
         for k in ("seq", "step_cost", "models", "pca_mean", "pca_axes", "train_preds", "train_obs"):
             setattr(self.policy, k, st[k])
+        up = state.get("upfront")
+        if up is not None:
+            from routecraft.routers.registry import make_router
+
+            self.upfront = make_router(up["name"], **up["params"])
+            self.upfront.candidates, self.upfront.encoder = list(self.candidates), self.encoder
+            self.upfront.set_state(up["state"])
+            self.upfront_train = up["train"]

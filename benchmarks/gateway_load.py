@@ -225,8 +225,8 @@ async def bench(args, gw_url: str, direct_url: str, servers, ledger: Path, model
     for rnd in range(rounds):
         for label, client, model in (paths if rnd % 2 == 0 else paths[::-1]):  # alternate which goes first
             t0, cpu0 = time.perf_counter(), proc_cpu_s(gw_pid)
-            res = await run_pool([lambda q=q: one(client, model, q, mt) for q in qs[rnd * per:(rnd + 1) * per]], c,
-                                 deadline)
+            res = await run_pool([lambda q=q, client=client, model=model: one(client, model, q, mt)
+                                  for q in qs[rnd * per:(rnd + 1) * per]], c, deadline)
             wall = time.perf_counter() - t0
             ok = sum(1 for r in res if r and "error" not in r)
             tp[label]["wall_s"] += wall
@@ -495,14 +495,14 @@ PROFILE_PARTS = [
                                                                      "httpcore", "anyio/abc/_sockets.py",
                                                                      "anyio/_backends", "typing.py")),
     ("ledger write (sqlite insert + commit)", ("routecraft/serve/ledger.py", "sqlite3.Connection", "sqlite3")),
-    ("routing decision (heuristic router, choose)", ("routecraft/serve/heuristic.py", "routecraft/routers/",
-                                                     "gateway.py:_decide", "gateway.py:_predict",
+    ("routing decision (heuristic router, choose)", ("routecraft/routers/", "gateway.py:_decide",
                                                      "gateway.py:route", "gateway.py:_apply_health",
                                                      "conversation.py:routing_text", "numpy", "sweep.py")),
     ("request validation (pydantic, body parsing)", ("pydantic", "conversation.py", "app.py:parse_body",
                                                      "app.py:read_json", "app.py:_finite_float", "json/decoder.py",
                                                      "loads")),
-    ("response building (headers, body, JSON encoding)", ("app.py:info", "app.py:headers", "app.py:ledger_row",
+    ("response building (headers, body, JSON encoding)", ("session.py:info", "session.py:headers",
+                                                          "session.py:ledger_row", "session.py:completion",
                                                           "json/encoder.py", "dumps", "responses.py")),
     ("prometheus metrics", ("prometheus_client",)),
     ("uvicorn HTTP protocol (httptools/h11)", ("uvicorn/", "httptools", "h11/")),

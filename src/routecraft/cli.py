@@ -9,11 +9,79 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+
+class _Commands(TyperGroup):
+    """The top-level group: an exception escaping any subcommand (a missing price, a bad file, a bad router spec, a
+    missing artifact, ...) becomes one line on stderr and exit code 2; ``--debug`` prints the traceback first."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.exceptions.TyperException):
+            raise  # typer's own: usage errors, --help, _fail's Exit(2), Ctrl-C
+        except Exception as exc:  # noqa: BLE001 - the point: one clear line instead of a traceback
+            debug = bool(ctx.params.get("debug")) or _env_debug()
+            if debug:
+                import traceback
+
+                traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+            _error_line(_describe(exc) + ("" if debug else " (--debug shows the traceback)"))
+            raise typer.Exit(2) from None
+
+
+def _env_debug() -> bool:
+    import os
+
+    return os.environ.get("ROUTECRAFT_DEBUG", "").lower() not in ("", "0", "false", "no")
+
+
+def _describe(exc: BaseException) -> str:
+    """The message of an exception, in one line; the type is named where the message alone would not be clear."""
+    from routecraft.data.prices import MissingPriceError
+
+    if isinstance(exc, MissingPriceError):
+        return exc.message("pass --on-missing-price zero to import them at cost 0 (listed in meta.json)")
+    msg = " ".join((exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 and isinstance(exc.args[0], str)
+                    else str(exc)).split())
+    if type(exc).__name__ == "ValidationError" and hasattr(exc, "errors"):  # pydantic: its messages, one line
+        try:
+            return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'input'}: {e['msg']}" for e in exc.errors())
+        except Exception:  # noqa: BLE001
+            pass
+    known = (ValueError, LookupError, OSError, RuntimeError)
+    if not msg:
+        return type(exc).__name__
+    if isinstance(exc, known) and type(exc).__module__.startswith(("routecraft", "builtins", "pydantic")):
+        return msg
+    return f"{type(exc).__name__}: {msg}"
+
+
+def _error_line(msg: str) -> None:
+    from rich.text import Text
+
+    console.print(Text.assemble(("error:", "bold red"), " ", msg), soft_wrap=True)
+
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, cls=_Commands, pretty_exceptions_enable=False,
                   help="routecraft: LLM routing that reasons (model × strategy × length budget), for the least cost.")
+
+
+@app.callback()
+def _global_options(debug: bool = typer.Option(False, "--debug", help="On an error, print the Python traceback "
+                                               "too (also: ROUTECRAFT_DEBUG=1).")) -> None:
+    """routecraft: LLM routing that reasons (model × strategy × length budget), for the least cost."""
+    _DEBUG[0] = debug or _env_debug()
+
+
+_DEBUG = [False]  # set by --debug for the command being run (read by _fail)
+
+
 data_app = typer.Typer(no_args_is_help=True, help="Built-in datasets and importers.")
 app.add_typer(data_app, name="data")
+features_app = typer.Typer(no_args_is_help=True, help="Query encoders: build the static one.")
+app.add_typer(features_app, name="features")
 
 from routecraft.pool.cli import pool_app  # noqa: E402  (a light module: its commands import lazily)
 
@@ -28,8 +96,24 @@ out_console = Console()
 
 
 def _fail(msg: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    msg = str(msg)
+    if len(msg) > 1 and msg[0] == msg[-1] and msg[0] in "'\"":  # str() of a KeyError quotes its message
+        import ast
+
+        try:
+            msg = str(ast.literal_eval(msg))
+        except (ValueError, SyntaxError):
+            pass
+    if _DEBUG[0] and sys.exc_info()[0] is not None:  # --debug: the exception being handled, in full
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+    _error_line(" ".join(msg.split()))
     raise typer.Exit(code)
+
+
+_ENCODER_HELP = ("Query encoder: all-MiniLM-L6-v2 (default), static (MiniLM distilled to a static 256-d model: "
+                 "~0.2 ms a query; static:minilm-<dim>, static:<folder>), or any sentence-transformers model.")
 
 
 def _csv(value: str | None) -> list[str] | None:
@@ -45,7 +129,7 @@ def bench(
                                           "cascade,sequential where the data has extracted answers."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated split seeds (mean ± std over them)."),
     out: Path = typer.Option(Path("runs/bench"), help="Output folder (summary.json, table.md, tradeoff.png)."),
-    encoder: Optional[str] = typer.Option(None, help="sentence-transformers encoder (default all-MiniLM-L6-v2)."),
+    encoder: Optional[str] = typer.Option(None, help=_ENCODER_HELP),
     n_lambdas: int = typer.Option(60, help="Number of λ values in the sweep."),
     candidates: Optional[str] = typer.Option(None, help="Restrict to these candidates (comma-separated ids)."),
 ) -> None:
@@ -54,13 +138,16 @@ def bench(
 
     from routecraft.data.resolve import resolve_data
     from routecraft.data.schema import DataValidationError
-    from routecraft.evaluate.bench import default_routers, markdown_table, run_bench, write_report
+    from routecraft.evaluate.bench import default_routers, markdown_table, parse_router_spec, run_bench, write_report
+    from routecraft.routers import get_router_class
 
     try:
         name, rd = resolve_data(data)
         if candidates:
             rd = rd.filter_candidates(_csv(candidates))
         router_list = _csv(routers) or default_routers(rd)
+        for spec in router_list:  # a bad spec is an error before any work (and before the progress bar)
+            get_router_class(parse_router_spec(spec)[1])
         seed_list = [int(s) for s in _csv(seeds)]
     except (DataValidationError, ValueError, KeyError) as exc:
         _fail(str(exc))
@@ -141,7 +228,13 @@ def data_import(
     cost_col: Optional[str] = typer.Option(None, help="Generic: cost column (wide: may use {model})."),
     input_tokens_col: Optional[str] = typer.Option(None, help="Generic: input tokens column (wide: {model})."),
     output_tokens_col: Optional[str] = typer.Option(None, help="Generic: output tokens column (wide: {model})."),
-    prices: Optional[str] = typer.Option(None, help="Generic: price table YAML, or 'builtin', to price tokens."),
+    prices: Optional[List[str]] = typer.Option(
+        None, help="Price table YAML(s) to price tokens ('builtin' = the packaged table): several comma-separated or "
+        "repeated, later files overriding earlier ones for the same model. Generic files and the built-in "
+        "zeroeval/routellm logs (default: the packaged table)."),
+    on_missing_price: Optional[str] = typer.Option(
+        None, help="A model without a price: 'error' (default: one line naming it and the file) or 'zero' (import "
+        "it at cost 0; meta.json lists it under 'unpriced')."),
 ) -> None:
     """Import published logs or your own CSV/Parquet into a routecraft data folder.
 
@@ -149,18 +242,33 @@ def data_import(
     from pydantic import ValidationError
 
     from routecraft.data.importers import BUILTIN, GenericImportConfig, import_generic, load_builtin
+    from routecraft.data.prices import MissingPriceError, price_sources
     from routecraft.data.schema import DataValidationError
 
+    if on_missing_price not in (None, "error", "zero"):
+        _fail(f"--on-missing-price must be 'error' or 'zero', got {on_missing_price!r}")
+    price_list = price_sources(prices) if prices else None
+    price_arg = None if not price_list else price_list[0] if len(price_list) == 1 else price_list
     try:
         if source in BUILTIN:
-            rd = load_builtin(source)
+            kw = {}
+            if source.startswith(("zeroeval", "routellm")):
+                kw = {"prices": price_arg, "on_missing": on_missing_price or "error"}
+            elif price_arg is not None or on_missing_price is not None:
+                _fail(f"{source} is priced from its own published candidate file; --prices and --on-missing-price "
+                      "apply to the zeroeval and routellm logs and to your own files")
+            rd = load_builtin(source, **kw)
         else:
             if config is not None:
                 cfg = GenericImportConfig.from_yaml(config)
+                update = {k: v for k, v in (("prices", price_arg), ("on_missing_price", on_missing_price))
+                          if v is not None}
+                if update:  # the command line overrides the config file
+                    cfg = GenericImportConfig.model_validate({**cfg.model_dump(), **update})
             elif fmt is not None:
                 raw = {"format": fmt, "text": text_col, "query_id": id_col, "task": task_col, "gold": gold_col,
                        "cost": cost_col, "input_tokens": input_tokens_col, "output_tokens": output_tokens_col,
-                       "prices": prices}
+                       "prices": price_arg, "on_missing_price": on_missing_price or "error"}
                 if fmt == "long":
                     raw.update(model=model_col, score=score_col)
                 elif model_columns:
@@ -170,11 +278,41 @@ def data_import(
                 _fail(f"{source!r} is not a built-in dataset ({', '.join(sorted(BUILTIN))}); for your own file give "
                       "--config (YAML column mapping) or --format wide|long with the column flags")
             rd = import_generic(source, cfg)
-    except (DataValidationError, ValueError, FileNotFoundError, ValidationError) as exc:
-        _fail(str(exc))
+    except (DataValidationError, ValueError, FileNotFoundError, ValidationError, MissingPriceError) as exc:
+        _fail(_describe(exc))
     rd.save(out)
     console.print(f"wrote {out}: {len(rd.queries)} queries, {len(rd.candidates)} candidates, "
                   f"{len(rd.outcomes)} outcomes")
+    unpriced = (rd.meta.get("unpriced") or {}).get("models")
+    if unpriced:
+        console.print(f"note: no price for {', '.join(unpriced)}: imported at cost 0 (--on-missing-price zero; "
+                      "listed under 'unpriced' in meta.json)", soft_wrap=True, markup=False)
+
+
+# ---- features -------------------------------------------------------------------------------------------------
+@features_app.command("build-static")
+def features_build_static(
+    dim: int = typer.Option(256, help="Dimensions of the static model (PCA of MiniLM's 384)."),
+    out: Optional[Path] = typer.Option(None, help="Model folder (default: the cache folder where "
+                                       "static:minilm-<dim> is looked up, under ~/.cache/routecraft/static)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if it is built."),
+    vocab_size: Optional[int] = typer.Option(None, help="Keep only MiniLM's N most frequent words (a small, fast "
+                                             "build, e.g. for tests); default: the whole vocabulary."),
+) -> None:
+    """Distil the shipped all-MiniLM-L6-v2 into a static encoder (model2vec), offline; about a minute on 2 cores.
+
+    Use it with --encoder static (256-d) or static:minilm-<dim>; an --out folder with --encoder static:<folder>."""
+    from routecraft.data.static_encoder import StaticEncoderError, build_static, read_manifest
+
+    try:
+        folder = build_static(dim, out, vocab_size=vocab_size, force=force,
+                              log=lambda msg: console.print(msg, soft_wrap=True, markup=False))
+    except StaticEncoderError as exc:
+        _fail(str(exc))
+    m = read_manifest(folder) or {}
+    name = f"static:minilm-{dim}" if out is None and vocab_size is None else f"static:{folder}"
+    out_console.print_json(json.dumps({"encoder": name, "path": str(folder), "dim": m.get("dim"),
+                                       "vocab_size": m.get("vocab_size"), "checksum": m.get("checksum")}))
 
 
 # ---- calibrate / train / route --------------------------------------------------------------------------------
@@ -226,34 +364,36 @@ def train(
     router: str = typer.Option(..., help="Router spec, e.g. 'knn:k=20', 'rtr', 'r2', 'joint', 'router-r1'."),
     data: Optional[str] = typer.Option(None, help="Built-in dataset name or data folder (routers fit on outcomes)."),
     out: Path = typer.Option(..., help="Artifact folder to write."),
-    encoder: Optional[str] = typer.Option(None, help="sentence-transformers encoder."),
+    encoder: Optional[str] = typer.Option(None, help=_ENCODER_HELP),
     config: Optional[Path] = typer.Option(None, help="Config YAML of a multi-step router (router-r1, r2-reasoner)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a multi-step router's config field: "
                                              "section.field=value (repeatable)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Multi-step routers: start over instead of resuming."),
 ) -> None:
     """Fit a router on a dataset (or train a multi-step router on the pool) and save a versioned artifact."""
-    from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache
+    from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache, canonical_encoder
     from routecraft.data.resolve import resolve_data
     from routecraft.data.schema import DataValidationError
     from routecraft.evaluate.bench import parse_router_spec
-    from routecraft.routers import get_router_class, make_router
+    from routecraft.routers import MultiStepRouter, ObservingRouter, TabularRouter, get_router_class, make_router
 
     try:
         _, rname, params = parse_router_spec(router)
         cls = get_router_class(rname)
     except (ValueError, KeyError) as exc:
         _fail(str(exc))
-    if cls.trains_itself:
+    if issubclass(cls, MultiStepRouter):  # trained from its own config on the pool
         from routecraft.routers.multistep import parse_sets
 
         try:
-            path = cls.train_cli(str(config) if config else None, out, overrides=parse_sets(set_ or []),
-                                 resume=not no_resume)
+            path = cls.train_from_config(str(config) if config else None, out, overrides=parse_sets(set_ or []),
+                                         resume=not no_resume)
         except (ValueError, FileNotFoundError, SystemExit) as exc:
             _fail(str(exc))
         console.print(f"trained {rname}: artifact {path}")
         return
+    if not issubclass(cls, (TabularRouter, ObservingRouter)):
+        _fail(f"{rname} is not trained: it is built from the pool when the gateway starts (routecraft serve)")
     if config is not None or set_:
         _fail(f"--config/--set are for multi-step routers; {rname} takes its parameters in the spec "
               f"(e.g. '{rname}:name=value')")
@@ -266,7 +406,7 @@ def train(
         X = None
         if r.uses_features:
             X = EmbeddingCache(encoder or DEFAULT_ENCODER).embed(rd.queries["text"].tolist())
-            r.encoder = encoder or DEFAULT_ENCODER
+            r.encoder = canonical_encoder(encoder or DEFAULT_ENCODER)
         r.fit(rd, X)
     except (DataValidationError, ValueError, KeyError) as exc:
         _fail(str(exc))
@@ -284,12 +424,12 @@ def route(
     task: str = typer.Option("general", help="Task name for the query."),
     top: int = typer.Option(10, help="Rows of the candidate table to print."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    encoder: Optional[str] = typer.Option(None, help="The query encoder; default: the one the artifact records "
+                                          "(naming a different one is an error: its features would not match)."),
 ) -> None:
     """Print a trained router's decision and every candidate's predicted score and cost."""
-    import pandas as pd
-
-    from routecraft.data.features import EmbeddingCache
-    from routecraft.routers import get_router_class, load_router
+    from routecraft.data.features import EmbeddingCache, canonical_encoder, is_static_encoder, load_encoder
+    from routecraft.routers import MultiStepRouter, get_router_class, load_router
 
     try:
         meta = json.loads((Path(router) / "router.json").read_text())
@@ -298,9 +438,14 @@ def route(
         _fail(f"{router} is not a router artifact (no router.json)")
     except (ValueError, KeyError) as exc:
         _fail(f"{router}/router.json: {exc}")
-    if cls.trains_itself:
+    if issubclass(cls, MultiStepRouter):  # routing runs it on the pool: show what ran
         try:
-            summary, text = cls.route_cli(router, question)
+            ms = cls.from_artifact(router)
+            try:
+                summary = ms.summary(ms.run(question))
+            finally:
+                ms.close()
+            text = ms.format(summary)
         except (FileNotFoundError, ValueError) as exc:
             _fail(str(exc))
         if as_json:
@@ -312,9 +457,21 @@ def route(
         r = load_router(router)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(str(exc))
-    q = pd.DataFrame({"query_id": ["q0"], "text": [question], "task": [task], "gold": [None]})
-    X = EmbeddingCache(r.encoder).embed([question]) if r.uses_features and r.encoder else None
-    d = r.decide(q, X, lam=lam, max_cost=max_cost)[0]
+    enc = r.encoder
+    if encoder is not None:
+        if enc and canonical_encoder(encoder) != canonical_encoder(enc):
+            _fail(f"{router} was trained on {enc} features; --encoder {encoder} would give features it was not "
+                  f"trained on (leave --encoder out, or train with --encoder {encoder})")
+        enc = enc or canonical_encoder(encoder)
+    if r.uses_features and not enc:
+        _fail(f"{router} records no encoder: name the one it was trained with (--encoder)")
+    X = None
+    if r.uses_features:
+        if is_static_encoder(enc):  # sub-millisecond: encoding beats reading (and rewriting) the disk cache
+            X = load_encoder(enc).encode([question], normalize_embeddings=True)
+        else:
+            X = EmbeddingCache(enc).embed([question])
+    d = r.decide_one(question, X, lam=lam, max_cost=max_cost, task=task)
     if as_json:
         out_console.print_json(json.dumps(d.to_dict(), default=str))
         return

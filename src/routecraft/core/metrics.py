@@ -220,7 +220,7 @@ def apgr(cost, score, c_weak: float, s_weak: float, c_strong: float, s_strong: f
     ``APGR = ∫_0^1 PGR(x) dx`` with ``x`` the normalised cost of :func:`pgr_curve`: 0 at the weak reference's cost
     (usually the cheapest single model), 1 at the strong reference's (usually the best single model). RouteLLM's x
     is the share of calls sent to the strong model; with two models whose per-query costs are constant the mean
-    cost is ``c_weak + share·(c_strong - c_weak)``, so the two x-axes coincide (tests/test_metrics.py checks this
+    cost is ``c_weak + share·(c_strong - c_weak)``, so the two x-axes coincide (tests/core/test_metrics.py checks this
     against RouteLLM's formula ``(AUC - AUC_weak)/(AUC_strong - AUC_weak)``). The integral is exact (piecewise
     linear). Costs outside [c_weak, c_strong] are ignored; below the router's cheapest point PGR = ``below``.
     ``hull=False`` integrates the raw curve instead of its hull, as RouteLLM's code does.

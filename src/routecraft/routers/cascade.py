@@ -16,13 +16,13 @@ cheap candidate when the first ones disagree, before escalating.
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from routecraft.data.schema import Candidate, RoutingData
-from routecraft.routers.base import Decision, Prediction, Router
+from routecraft.routers.base import Decision, ObservingRouter
 from routecraft.routers.observations import CascadePlan, Observations, Replay, Stage, replay_plan
 
 
@@ -132,32 +132,12 @@ def fit_cascade(data: RoutingData, **params: Any) -> tuple[Cascade, Observations
 
 
 # ---- the router ----------------------------------------------------------------------------------------------------
-class ObservingRouter(Router):
-    """A router that consults candidates and looks at their answers before it decides (``cascade``, ``sequential``).
-
-    It predicts no per-candidate score table up front: its decision for a query is a *plan* of consultations.
-    Offline, ``replay(data, X, lam, max_cost)`` runs the plan on logged answers (the bench's evaluation); online the
-    gateway executes the same plan (``Decision.plan``)."""
-
-    observes: ClassVar[bool] = True
-
-    def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
-        raise NotImplementedError(f"{self.name} decides after observing answers: use replay() offline or decide() "
-                                  f"for the plan")
-
-    def replay(self, data: RoutingData, X: np.ndarray | None = None, lam: float = 0.0,
-               max_cost: float | None = None) -> Replay:
-        raise NotImplementedError
-
-    def observations(self, data: RoutingData) -> Observations:
-        return Observations.from_data(data, self.candidates, router=self.name)
-
-
 class CascadeRouter(ObservingRouter):
     """``cascade``: the plan search of ``Cascade`` behind the router interface (no query features)."""
 
     name = "cascade"
     uses_features = False
+    light = True
 
     def __init__(self, pool: int = 8, finals: int = 3, max_members: int = 3, two_stage: bool = True) -> None:
         super().__init__(pool=pool, finals=finals, max_members=max_members, two_stage=two_stage)
@@ -178,13 +158,21 @@ class CascadeRouter(ObservingRouter):
 
     def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
                max_cost: float | None = None) -> list[Decision]:
+        return [self.plan_decision(lam, max_cost) for _ in range(len(queries))]
+
+    def decide_one(self, text: str, features: np.ndarray | None = None, *, lam: float = 0.0,
+                   max_cost: float | None = None, **context: Any) -> Decision:
+        return self.plan_decision(lam, max_cost)
+
+    def plan_decision(self, lam: float = 0.0, max_cost: float | None = None) -> Decision:
+        """The plan for a trade-off (the same for every query), as a decision: its first candidate, the plan's
+        training score and cost, and the plan (``kind`` "cascade": stages to consult, then the final candidate)."""
         i = self.cascade.choose(lam, max_cost)
         p = self.cascade.plans[i]
         first = self.candidates[p.stages[0].members[0]] if p.stages else self.candidates[p.final]
         plan = {"kind": "cascade", **p.to_dict(self.candidates), "describe": p.describe(self.candidates),
                 "train_score": float(self.cascade.train_score[i]), "train_cost": float(self.cascade.train_cost[i])}
-        return [Decision(first, float(self.cascade.train_score[i]), float(self.cascade.train_cost[i]), [], plan)
-                for _ in range(len(queries))]
+        return Decision(first, float(self.cascade.train_score[i]), float(self.cascade.train_cost[i]), [], plan)
 
     def state(self) -> dict:
         return {"cascade": self.cascade.state()}

@@ -7,18 +7,17 @@ matrix factorisation, logistic regressions, nearest neighbours) lowers that nois
 
 from __future__ import annotations
 
-import inspect
 import re
 
 import numpy as np
 import pandas as pd
 
 from routecraft.data.schema import RoutingData
-from routecraft.routers.base import Prediction, Router
+from routecraft.routers.base import Prediction, TabularRouter
 from routecraft.routers.registry import get_router_class
 
 
-class EnsembleRouter(Router):
+class EnsembleRouter(TabularRouter):
     name = "ensemble"
 
     def __init__(self, members: str | list[str] = "mlp,mf,linear", weights: str | list[float] | None = None,
@@ -37,10 +36,14 @@ class EnsembleRouter(Router):
                 raise ValueError(f"ensemble weights {w} must be {len(self.members_spec)} non-negative numbers")
             self.weights = np.asarray(w) / sum(w)
         self.seed = seed
-        self.members: list[Router] = []
+        self.members: list[TabularRouter] = []
         #: member name -> a router of that name already fitted (default parameters, same seed) on the very data
-        #: this ensemble is fit on; the bench sets it so members are not fitted twice. Cleared after fit.
-        self.reuse: dict[str, Router] = {}
+        #: this ensemble is fit on (``use_fitted``; the bench passes them so members are not fitted twice). Cleared
+        #: after fit.
+        self.reuse: dict[str, TabularRouter] = {}
+
+    def use_fitted(self, fitted: dict[str, TabularRouter]) -> None:
+        self.reuse = dict(fitted)
 
     def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "EnsembleRouter":
         self.members = []
@@ -48,7 +51,7 @@ class EnsembleRouter(Router):
             cls = get_router_class(name)
             if cls.is_oracle:
                 raise ValueError("the oracle cannot be an ensemble member")
-            kw = {"seed": self.seed} if "seed" in inspect.signature(cls.__init__).parameters else {}
+            kw = {"seed": self.seed} if cls.takes_seed else {}
             done = self.reuse.get(name)
             if done is not None and done.params.get("seed", kw.get("seed")) == kw.get("seed") and done.candidates:
                 self.members.append(done)

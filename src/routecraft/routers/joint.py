@@ -12,9 +12,9 @@ so a strategy is one entity whatever its budget, and the budget is a number the 
 not in the data can be predicted and chosen (``extra_budgets``). With ``budget_grid=True`` (default) the encoding
 also holds the budget's linear-interpolation weights over the training data's budgets (one-hot at those budgets,
 (1−α, α) between two of them): with (log b) alone the network fits a smooth curve in log b and misses sharp
-thresholds between budgets (tests/test_joint.py: a question that needs 50 tokens, predicted 0.31 at budget 64 for a
-model right 70% of the time there); with the weights it can place a step at any data budget and still interpolates
-between them, like R2-Router's anchors.
+thresholds between budgets (tests/routers/test_joint.py: a question that needs 50 tokens, predicted 0.31 at budget 64
+for a model right 70% of the time there); with the weights it can place a step at any data budget and still
+interpolates between them, like R2-Router's anchors.
 
 Ensemble (``ensemble="auto"``, default): the joint network, RTR and R2-Router are each fitted on the training
 queries minus a held-out ``select_fraction``; on the held-out queries every blend in :data:`BLENDS` (the members
@@ -54,7 +54,7 @@ BLENDS: list[tuple[float, float, float]] = [
 
 class JointConfig(RTRConfig):
     # early stopping on the validation loss, not RTR's accuracy: accuracy stops once every cell is on the right side
-    # of 0.5, before P(correct) is calibrated enough to route (tests/test_rtr.py)
+    # of 0.5, before P(correct) is calibrated enough to route (tests/routers/test_rtr.py)
     cls_val_metric: Literal["accuracy", "loss"] = "loss"
     ensemble: Literal["auto", "none", "mean"] = "auto"
     select_fraction: float = Field(0.2, gt=0, lt=1, description="held-out share of queries for choosing the blend")

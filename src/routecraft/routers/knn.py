@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from routecraft.data.schema import RoutingData
-from routecraft.routers.base import Prediction, Router
+from routecraft.routers.base import Prediction, TabularRouter
 from routecraft.routers.cost_model import CostModel, check_cost_model
 from routecraft.routers.torch_utils import one_thread
 from routecraft.routers.validation import check_features, check_fitted, query_ids, training_matrices
@@ -15,7 +15,7 @@ from routecraft.routers.validation import check_features, check_fitted, query_id
 METRICS = ("cosine", "euclidean")
 
 
-class KNNRouter(Router):
+class KNNRouter(TabularRouter):
     """Predicted score = mean training score of the candidate over the ``k`` nearest training queries
     (``weights="distance"`` weights them by 1/distance instead). Predicted cost: ``cost_model="knn"`` (default)
     averages the same neighbours' costs; ``"mean"`` uses the candidate's mean training cost; ``"ridge"`` a ridge

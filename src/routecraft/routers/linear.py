@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from routecraft.data.schema import RoutingData
-from routecraft.routers.base import Prediction, Router
+from routecraft.routers.base import Prediction, TabularRouter
 from routecraft.routers.cost_model import CostModel, check_cost_model
 from routecraft.routers.torch_utils import one_thread, sigmoid
 from routecraft.routers.validation import (
@@ -27,7 +27,7 @@ from routecraft.routers.validation import (
 )
 
 
-class LinearRouter(Router):
+class LinearRouter(TabularRouter):
     """Per-candidate logistic (binary scores) or ridge (fractional scores) regression; see the module docstring."""
 
     name = "linear"

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from routecraft.data.schema import RoutingData
-from routecraft.routers.base import Prediction, Router
+from routecraft.routers.base import Prediction, TabularRouter
 from routecraft.routers.cost_model import CostModel, check_cost_model
 from routecraft.routers.torch_utils import base_logits, one_thread, sigmoid, train_bce
 from routecraft.routers.validation import check_features, check_fitted, check_positive, fit_features, query_ids
 
 
-class MFRouter(Router):
+class MFRouter(TabularRouter):
     """Per-candidate matrix factorisation: σ(w · (normalize(v_c) ⊙ P x) + b_c) (see the module docstring)."""
 
     name = "mf"

@@ -15,13 +15,13 @@ import numpy as np
 import pandas as pd
 
 from routecraft.data.schema import RoutingData
-from routecraft.routers.base import Prediction, Router
+from routecraft.routers.base import Prediction, TabularRouter
 from routecraft.routers.cost_model import CostModel, check_cost_model
 from routecraft.routers.torch_utils import base_logits, one_thread, parse_hidden, sigmoid, train_bce
 from routecraft.routers.validation import check_features, check_fitted, check_positive, fit_features, query_ids
 
 
-class MLPRouter(Router):
+class MLPRouter(TabularRouter):
     """Feed-forward network (ReLU, dropout) from the standardised query features to one logit per candidate;
     predicted score = sigmoid(logit), the candidate's success probability (output biases start at the logit of the
     candidate's mean training score). Trained with BCE on the scores, Adam,

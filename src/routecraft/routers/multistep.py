@@ -1,16 +1,10 @@
-"""What the multi-step routers (Router-R1, R2-Reasoner) share behind routecraft's router interface.
+"""What the multi-step routers (Router-R1, R2-Reasoner) share besides their router kind.
 
-They are not fit on an outcomes table: they train from their own config on the live pool (``train_cli``; the CLI's
-``routecraft train --router NAME``) and decide by *running* on the pool — a trajectory of consultations, or a plan of
-subtasks — so ``decide`` executes, and each ``Decision`` carries the executed plan. Policies and servers are loaded or
-started on the first run (never in the constructor) inside an ``ExitStack`` that ``close()`` unwinds.
-
-Subclasses implement ``_start(stack, base_urls)`` (load policies, start or connect servers; return the runner),
-``run_batch`` and ``decision``; they set ``training_note`` (how they are trained, for the error ``fit`` raises).
-
-The module also holds what both routers' configs, data and evaluation share: config validators and YAML reading
-with ``--set`` overrides (``read_config_mapping``, ``merge``, ``parse_sets``), the GSM8K training and held-out
-questions (``gsm8k_rows``, ``heldout_rows``), and held-out evaluation in batches (``evaluate_in_batches``).
+The kind itself — trained from its own config on the live pool, deciding by running on it — is
+``routecraft.routers.base.MultiStepRouter``. This module holds what both routers' configs, data and evaluation share:
+config validators and YAML reading with ``--set`` overrides (``read_config_mapping``, ``merge``, ``parse_sets``), the
+GSM8K training and held-out questions (``gsm8k_rows``, ``heldout_rows``), and held-out evaluation in batches
+(``evaluate_in_batches``).
 """
 
 from __future__ import annotations
@@ -21,102 +15,13 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
-import numpy as np
-import pandas as pd
 import yaml
 
 from routecraft.data.importers import dataset_root, gsm8k_questions
 from routecraft.data.importers.common import find, read_jsonl
-from routecraft.data.schema import Candidate, RoutingData
 from routecraft.pool.config import load_pool
-from routecraft.routers.base import Decision, Prediction, Router
-
-
-class MultiStepRouter(Router):
-    uses_features = False
-    trains_itself = True
-    #: how the router is trained, completing "NAME is trained by …" in the error ``fit`` raises
-    training_note: ClassVar[str] = "its own training loop on the live pool"
-    #: what ``decide``/``run`` do instead of predicting a score table, for the error ``predict`` raises
-    running_note: ClassVar[str] = "execute the plan on the pool"
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self._runner: Any = None
-        self._stack: Optional[contextlib.ExitStack] = None
-
-    # ---- learning: not tabular ---------------------------------------------------------------------------------
-    def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "MultiStepRouter":
-        raise NotImplementedError(f"{self.name} is trained by {self.training_note}, not fit on an outcomes table: use "
-                                  f"`routecraft train --router {self.name} --config CONFIG --out DIR`")
-
-    def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
-        raise NotImplementedError(f"{self.name} predicts no per-candidate score table; use decide() or run(), which "
-                                  f"{self.running_note}")
-
-    # ---- running -----------------------------------------------------------------------------------------------
-    def _start(self, stack: contextlib.ExitStack, base_urls: Optional[dict[str, str]]) -> Any:
-        """Load what routing needs, registering anything to stop on ``stack``; return the runner."""
-        raise NotImplementedError
-
-    def _ensure(self, base_urls: Optional[dict[str, str]] = None) -> Any:
-        if self._runner is not None:
-            return self._runner
-        stack = contextlib.ExitStack()
-        try:
-            runner = self._start(stack, base_urls)
-        except BaseException:
-            stack.close()
-            raise
-        self._stack, self._runner = stack, runner
-        return runner
-
-    def connect(self, base_urls: dict[str, str]) -> "MultiStepRouter":
-        """Use these servers (model name → base_url) instead of starting or looking up any."""
-        self._ensure(base_urls)
-        return self
-
-    def close(self) -> None:
-        if self._stack is not None:
-            self._stack.close()
-        self._stack = None
-        self._runner = None
-
-    def run_batch(self, questions: Sequence[str]) -> list:
-        raise NotImplementedError
-
-    def decision(self, result: Any, lam: float = 0.0, max_cost: float | None = None) -> Decision:
-        raise NotImplementedError
-
-    def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
-               max_cost: float | None = None) -> list[Decision]:
-        """Run each query on the pool. ``lam``/``max_cost`` are not used — the cost trade-off was fixed in training —
-        and are recorded in each plan."""
-        if "text" not in queries:
-            raise ValueError(f"{self.name} decide: queries need a 'text' column")
-        results = self.run_batch(queries["text"].astype(str).tolist())
-        return [self.decision(r, lam=lam, max_cost=max_cost) for r in results]
-
-    # ---- artifacts: everything is in the params (policy folders, config) -------------------------------------
-    def pool_names(self) -> list[str]:
-        """The pool models this router routes to (its candidates), from its config."""
-        raise NotImplementedError
-
-    def state(self) -> dict:
-        return {}
-
-    def set_state(self, state: dict) -> None:
-        return None
-
-    def save(self, path: str | Path) -> Path:
-        if not self.candidates:
-            try:
-                self.candidates = [Candidate(n) for n in self.pool_names()]
-            except Exception:  # the pool may not be resolvable here; the artifact stays loadable
-                self.candidates = []
-        return super().save(path)
 
 
 # ---- config helpers both routers' configs use --------------------------------------------------------------------

@@ -22,7 +22,7 @@ import pandas as pd
 from pydantic import BaseModel
 
 from routecraft.data.schema import Candidate, RoutingData
-from routecraft.routers.base import Prediction, Router
+from routecraft.routers.base import Prediction, TabularRouter
 from routecraft.routers.token_budget import (
     InputTokenModel,
     LongOutcomes,
@@ -257,7 +257,7 @@ def _loop(torch, params, opts, layout, cfg, t, rows_tr, rows_va, tok_ok, rng, in
 
 
 # ---- the router -----------------------------------------------------------------------------------------------
-class CandidateNetRouter(ReasoningDecisions, Router):
+class CandidateNetRouter(ReasoningDecisions, TabularRouter):
     """A network over candidates described by (model, strategy unit[, budget]); RTR and the joint router."""
 
     budget_dims: int = 0

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from routecraft.data.schema import Candidate, RoutingData, candidate_ids
+from routecraft.strategies.answers import vote_key
 
 
 class MissingAnswers(ValueError):
@@ -90,8 +91,6 @@ class Observations:
 
 def encode_answers(pred: np.ndarray, tasks: list[str]) -> tuple[np.ndarray, list[list[str | None]]]:
     """Per query, equal answers (by the task's vote key) get the same code 0, 1, ...; no answer is -1."""
-    from routecraft.strategies.answers import vote_key
-
     n, c = pred.shape
     keys = np.full((n, c), -1, dtype=np.int64)
     texts: list[list[str | None]] = []

@@ -40,7 +40,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from routecraft.data.schema import Candidate, RoutingData
-from routecraft.routers.base import Prediction, Router
+from routecraft.routers.base import Prediction, TabularRouter
 from routecraft.routers.token_budget import InputTokenModel, PriceModel, ReasoningDecisions, long_outcomes, query_chars
 from routecraft.routers.torch_utils import one_thread, parse_hidden
 from routecraft.routers.validation import check_features, check_fitted, query_ids, validate_config
@@ -121,7 +121,7 @@ def interpolate(budgets: np.ndarray, values: np.ndarray, at: np.ndarray, extrapo
     return values[:, pos] * (1.0 - w)[None, :] + values[:, pos + 1] * w[None, :]
 
 
-class R2Router(ReasoningDecisions, Router):
+class R2Router(ReasoningDecisions, TabularRouter):
     """R2-Router: per (model, strategy) quality heads at anchor budgets + an unbounded token predictor, linear
     interpolation between budgets, decision by (1−λ')Q − λ'C. See the module docstring."""
 

@@ -296,20 +296,8 @@ class ReasoningDecisions:
         carries every candidate's predictions (``table``, incl. predicted tokens) and an execution ``plan``."""
         pred = self.predict(queries, X, **predict_kw)
         idx = choose_any(pred, lam=lam, max_cost=max_cost, max_tokens=max_tokens)
-        out = []
-        lam_sort = 0.0 if math.isinf(lam) else lam
-        for i, j in enumerate(idx):
-            key = pred.score[i] - lam_sort * pred.cost[i] if not math.isinf(lam) else -pred.cost[i]
-            order = np.argsort(-key, kind="stable")
-            table = [{"candidate": pred.candidates[k].id, "model": pred.candidates[k].model,
-                      "strategy": pred.candidates[k].strategy, "budget": pred.candidates[k].budget,
-                      "predicted_score": float(pred.score[i, k]), "predicted_cost": float(pred.cost[i, k]),
-                      **({"predicted_tokens": float(pred.tokens[i, k])} if pred.tokens is not None else {})}
-                     for k in order]
-            cand = pred.candidates[j]
-            out.append(Decision(cand, float(pred.score[i, j]), float(pred.cost[i, j]), table,
-                                plan=self.plan_for(cand)))
-        return out
+        return [Decision.from_prediction(pred, i, lam, max_cost, plan=self.plan_for(pred.candidates[j]), chosen=int(j))
+                for i, j in enumerate(idx)]
 
     def decide_r2(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam_prime: float = 0.0,
                   **kw: Any) -> list[Decision]:

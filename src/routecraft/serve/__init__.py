@@ -3,10 +3,13 @@
 Submodules are imported lazily so that ``import routecraft.serve`` stays cheap:
 
 * ``routecraft.serve.config``    — ServeConfig, load_config(), hash_key(), ServeConfigError
-* ``routecraft.serve.gateway``   — Gateway (routing, execution with fallback, health, stickiness)
-* ``routecraft.serve.app``       — create_app(gateway) -> FastAPI
+* ``routecraft.serve.gateway``   — Gateway (the request path: admission, routing, execution with fallback or a plan
+  of consultations, answers, billing; health, stickiness)
+* ``routecraft.serve.session``   — one request's response, headers, ledger row, metrics and charge (Session, Reply)
+* ``routecraft.serve.consult``   — executing observe-then-decide plans (cascade, sequential)
+* ``routecraft.serve.outcomes``  — Target, Plan, Outcome, the failure kinds
+* ``routecraft.serve.app``       — create_app(gateway) -> FastAPI (the thin HTTP layer)
 * ``routecraft.serve.server``    — run_server(config), pool_endpoints(config)
-* ``routecraft.serve.heuristic`` — HeuristicRouter (the built-in rule router), query_kind()
 * ``routecraft.serve.ledger``    — Ledger, summarise(), read_rows()
 * ``routecraft.serve.cli``       — serve_app (Typer), serve_cmd, usage_cmd
 """
@@ -21,7 +24,6 @@ _EXPORTS = {
     "Gateway": "gateway", "AllCandidatesFailed": "gateway",
     "create_app": "app",
     "run_server": "server", "pool_endpoints": "server",
-    "HeuristicRouter": "heuristic", "query_kind": "heuristic",
     "Ledger": "ledger", "summarise": "ledger", "read_rows": "ledger",
     "serve_app": "cli", "serve_cmd": "cli", "usage_cmd": "cli",
 }

@@ -74,12 +74,35 @@ class Slots:
         self.running -= 1
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self) -> AsyncIterator["Held"]:
+        """``async with slots.slot() as held``: one execution slot (429 when refused), freed on leaving the block or
+        earlier by ``held.release()``; ``held.hand_over()`` passes it to what outlives the block (a stream)."""
         await self.acquire()
+        held = Held(self)
         try:
-            yield
+            yield held
         finally:
-            self.release()
+            held.release()
+
+
+class Held:
+    """One execution slot held by a request: ``release()`` frees it once (later calls do nothing)."""
+
+    def __init__(self, slots: Slots) -> None:
+        self._slots = slots
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self._slots.release()
+
+    def hand_over(self) -> "Held":
+        """A new holder of this slot (this one no longer frees it)."""
+        if not self.held:
+            raise RuntimeError("hand_over of a slot already released")
+        self.held = False
+        return Held(self._slots)
 
 
 class AuthThrottle:

@@ -28,6 +28,8 @@ from typing import Any, Awaitable, Callable, Optional
 
 import httpx
 
+from routecraft.pool.server import ServerError, running
+
 log = logging.getLogger("routecraft.serve")
 
 UP, DOWN, UNKNOWN = "up", "down", "unknown"
@@ -147,8 +149,6 @@ class Supervisor:
             log.warning("%s: backend down (%s)", b.model, err)
 
     async def _follow_pool_state(self) -> None:
-        from routecraft.pool.server import running
-
         try:
             current = await asyncio.to_thread(running)
         except Exception as exc:  # noqa: BLE001 - an unreadable state file: keep the URLs we have
@@ -194,8 +194,6 @@ class Supervisor:
             b.restarting = False
 
     def _relaunch(self, srv: Any, port: Optional[int]) -> None:
-        from routecraft.pool.server import ServerError
-
         srv.stop(grace_s=1)
         srv.pid = srv.pgid = None
         srv.port, srv.listen_port = None, port or 0

@@ -23,6 +23,9 @@ from typing import Any, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from routecraft.serve.ledger import parse_ledger_url
+from routecraft.strategies import get_strategy, task_kind
+
 HEURISTIC = "heuristic"
 PREFIX = "routecraft/"
 
@@ -120,8 +123,6 @@ class HeuristicConfig(_Strict):
     @field_validator("strategies")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        from routecraft.strategies import get_strategy
-
         if not v:
             raise ValueError("give at least one strategy")
         for s in v:
@@ -181,16 +182,12 @@ class ServeConfig(_Strict):
     @classmethod
     def _task(cls, v: str) -> str:
         if v != "auto":
-            from routecraft.strategies import task_kind
-
             task_kind(v)
         return v
 
     @field_validator("ledger")
     @classmethod
     def _ledger(cls, v: str) -> str:
-        from routecraft.serve.ledger import parse_ledger_url
-
         parse_ledger_url(v)  # a LedgerURLError (a ValueError) names the problem, never the password
         return v.strip()
 

@@ -10,10 +10,15 @@ A decision of the ``cascade`` or ``sequential`` router carries a plan (``Decisio
 * a sequential plan consults its sequence one candidate at a time and, after each, asks the router's policy whether
   to stop, consult the next one or jump to the strongest (``SequentialPolicy.online_action``).
 
-A backend that fails during a consultation is an observation ("no answer"), never a lost request: the plan goes on
-without it. Only when the last candidate fails too and nothing consulted answered does the request fail. Every call
-made is billed: the outcome's tokens and cost are the sums over all consultations, and ``consultations`` lists each
-(candidate, answer, tokens, cost, latency, error).
+A backend that fails during a consultation (or a candidate whose model this gateway does not serve) is an
+observation ("no answer"), never a lost request: the plan goes on without it. When the last candidate fails too, the
+majority answer observed is returned (else the latest answer); only when nothing consulted answered does the request
+fail (502, or 400 when every backend refused the request itself). Every call made is billed: the outcome's tokens and
+cost are the sums over all consultations (failed ones at 0), and ``consultations`` lists each (candidate, answer,
+tokens, cost, latency, error).
+
+``plan_outcome`` turns a ``PlanResult`` into the gateway's ``Outcome`` (the accepted answer, the sums, the
+consultations), which the request path answers, streams, records and bills like any other.
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from typing import Any, Optional
 import numpy as np
 
 from routecraft.data.schema import Candidate
+from routecraft.serve.outcomes import AllCandidatesFailed, Outcome, describe_failure, failure_kind, refusal
+from routecraft.strategies.answers import extract_answer, vote_key
 
 CONSULT_KINDS = ("cascade", "sequential")
 
@@ -37,7 +44,9 @@ class Consultation:
     answer: Optional[str] = None   # the extracted answer
     key: Optional[str] = None      # its vote key
     error: Optional[str] = None
+    kind: Optional[str] = None     # of a failure: "backend", "context" or "client" (see failure_kind)
     stage: int = 0
+    exc: Optional[BaseException] = field(default=None, repr=False)
 
     def to_dict(self) -> dict:
         o = self.outcome
@@ -75,15 +84,16 @@ def is_consult_plan(plan: Any) -> bool:
 
 async def consult(gw: Any, cand: Candidate, messages: list[dict], task: str, req: Any, stage: int) -> Consultation:
     """One consultation; a failure is recorded, never raised (a backend fault still marks the model unhealthy)."""
-    from routecraft.serve.gateway import describe_failure, failure_kind
-    from routecraft.strategies.answers import extract_answer, vote_key
-
     c = Consultation(cand, stage=stage)
+    if cand.model not in gw.clients:
+        c.error, c.kind = f"model {cand.model!r} is not served by this gateway", "backend"
+        return c
     try:
         out = await gw.run_candidate(cand, messages, task, req)
     except Exception as exc:  # noqa: BLE001 - an observation: "no answer"
-        c.error = describe_failure(exc)
-        if failure_kind(exc) == "backend":
+        c.error, c.kind = describe_failure(exc), failure_kind(exc)
+        c.exc = exc
+        if c.kind == "backend":
             gw.mark_failed(cand.model, c.error)
         return c
     gw.mark_ok(cand.model)
@@ -142,16 +152,25 @@ async def _finish(gw, final: Candidate, cons, messages, task, req, stage: int, e
     c = have or await consult(gw, final, messages, task, req, stage)
     if have is None:
         cons.append(c)
-    if c.outcome is not None:
-        return PlanResult(cons, c.outcome.content if c.answer is None else c.answer, c, escalated,
-                          "final candidate")
+    if c.outcome is not None:  # the last candidate's answer, as it is
+        return PlanResult(cons, c.outcome.content, c, escalated, "final candidate")
     top, n = majority(cons)  # the last candidate failed: the best answer observed, if any
     if top is not None:
         return PlanResult(cons, top.answer, top, escalated, f"final candidate failed; majority of {n}")
-    from routecraft.serve.gateway import AllCandidatesFailed
+    answered = [x for x in cons if x.outcome is not None]
+    if answered:  # answers without a vote key (nothing extracted): the latest one
+        x = answered[-1]
+        return PlanResult(cons, x.outcome.content, x, escalated, "final candidate failed; latest answer")
+    failures = failures_of(cons)
+    if failures and all(f["kind"] in ("context", "client") for f in failures):
+        raise refusal(failures, next((x.exc for x in reversed(cons) if x.exc is not None), None))
+    raise AllCandidatesFailed(failures)
 
-    raise AllCandidatesFailed([{"candidate": x.candidate.id, "model": x.candidate.model, "error": x.error or
-                                "no answer", "kind": "backend"} for x in cons])
+
+def failures_of(cons: list[Consultation]) -> list[dict]:
+    """The failed consultations, as the gateway lists failed attempts."""
+    return [{"candidate": x.candidate.id, "model": x.candidate.model, "error": x.error, "kind": x.kind or "backend"}
+            for x in cons if x.outcome is None]
 
 
 async def _run_sequential(gw, router, plan, by_id, messages, task, req, features) -> PlanResult:
@@ -194,5 +213,19 @@ def plan_info(res: PlanResult, plan: dict) -> dict:
             "answered_by": res.chosen.candidate.id if res.chosen else None}
 
 
-def elapsed_ms(t0: float) -> float:
-    return (time.perf_counter() - t0) * 1e3
+def plan_outcome(res: PlanResult, plan: dict, backend_s: float) -> Outcome:
+    """The request's outcome: the accepted answer (as the answering consultation's, with its text and finish
+    reason), the sums of every consultation's tokens and cost, and the consultations; ``backend_s``: the plan's
+    wall time."""
+    chosen = res.chosen.outcome
+    return Outcome(res.chosen.candidate, chosen.text, res.answer, chosen.method, res.input_tokens,
+                   res.output_tokens, res.cost_usd, chosen.finish_reason, backend_s, dict(chosen.details),
+                   consulted=plan_info(res, plan))
+
+
+async def execute_plan(gw: Any, router: Any, plan: dict, messages: list[dict], task: str, req: Any,
+                       features: Optional[np.ndarray] = None) -> tuple[Outcome, list[dict]]:
+    """Run a plan of consultations: (the request's outcome, the failed consultations)."""
+    t0 = time.perf_counter()
+    res = await run_plan(gw, router, plan, messages, task, req, features)
+    return plan_outcome(res, plan, time.perf_counter() - t0), failures_of(res.consultations)

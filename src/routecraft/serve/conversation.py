@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    field_validator,
+)
 
 Number = Union[StrictInt, StrictFloat]
 
@@ -132,6 +142,43 @@ class RequestError(ValueError):
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _loc(loc: tuple) -> str:
+    out = ""
+    for x in loc:
+        if isinstance(x, int):
+            out += f"[{x}]"
+        elif x in ("str", "list[TextPart]", "int", "float", "bool", "none", "function-after[_stop(), union]"):
+            continue  # union branch names
+        else:
+            out += ("." if out else "") + str(x)
+    return out
+
+
+def validation_error(exc: ValidationError) -> RequestError:
+    """A 400 naming the (first three) fields pydantic refused and why."""
+    errs = exc.errors()
+    first = errs[0]
+    param = _loc(tuple(first["loc"]))
+    merged: dict[str, list[str]] = {}
+    for e in errs:  # a union (e.g. content: string or list of parts) reports one error per branch: merge them
+        where = _loc(tuple(e["loc"])) or "body"
+        msg = e["msg"].removeprefix("Value error, ")
+        if msg not in merged.setdefault(where, []):
+            merged[where].append(msg)
+    items = list(merged.items())
+    msgs = [f"{where}: {' or '.join(m)}" for where, m in items[:3]]
+    more = f" (and {len(items) - 3} more)" if len(items) > 3 else ""
+    return RequestError(400, "invalid request: " + "; ".join(msgs) + more, param=param or None)
+
+
+def parse_chat(data: dict) -> ChatRequest:
+    """The validated chat request of a JSON body, or a 400 naming what is wrong."""
+    try:
+        return ChatRequest.model_validate(data)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
 
 
 def check_conversation(messages: list[dict], max_messages: int) -> None:

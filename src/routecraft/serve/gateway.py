@@ -1,8 +1,16 @@
 """The gateway engine: resolves the requested model, routes a conversation, executes the decision on the pool with
-fallback, and keeps the per-model health, stickiness, keys, ledger and metrics.
+fallback (or runs its plan of consultations), answers, bills, and keeps the per-model health, stickiness, keys,
+ledger and metrics.
 
 The HTTP layer is ``routecraft.serve.app``; this module has no FastAPI in it. Construction stores settings only;
 ``await Gateway.start()`` loads the pool, the routers (and their encoders), opens the ledger and the clients.
+
+The request path, once per chat request (``chat``): the app authenticates the key (``admit_key``: throttling, key,
+rate) and reads the body; the gateway validates it and resolves the model (``parse``), checks the key's budget, takes
+an execution slot (``async with self.slots.slot()``), decides (``route``: every router is asked the same way,
+``decide_one``; the candidates the pool cannot run for this request are dropped from the decision's table), executes
+(``execute`` or ``start_stream``) and answers (a ``Reply`` the app sends), writing the ledger row, the metrics and the
+key's charge (``routecraft.serve.session``).
 
 Executing a candidate (model, strategy, budget):
 
@@ -28,6 +36,12 @@ already failed in this request. What a failure means depends on whose fault it i
 Neither of the last two marks a backend unhealthy: a client cannot take a model down for others. When every
 candidate fails for backend reasons, ``AllCandidatesFailed`` carries the reasons (the app answers 502).
 
+Plans of consultations: a decision of an observing router (``cascade``, ``sequential``) carries a plan instead of one
+candidate to run; it is executed by ``routecraft.serve.consult`` in place of the fallback loop (a failing backend is an
+observation there, never a lost request). The answer is the accepted one, every consultation is billed, and the
+response lists them (``routecraft.consultations``, ``-escalated``, ``-answered_by``; header
+``x-routecraft-consultations``); a stream sends the answer as one content chunk once decided.
+
 Backends are watched by ``routecraft.serve.backends.Supervisor`` (probes, restarts of private servers, pool-state
 changes); admission (execution slots, queue bound) and failed-authentication throttling are
 ``routecraft.serve.admission``.
@@ -36,36 +50,60 @@ changes); admission (execution slots, queue bound) and failed-authentication thr
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import time
 import uuid
+import weakref
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator, Optional
 
 import numpy as np
 
+from routecraft.data.features import load_encoder
 from routecraft.data.schema import DEFAULT, Candidate
-from routecraft.routers.base import Decision, Prediction, Router, choose
-from routecraft.serve.admission import AuthThrottle, Slots
+from routecraft.pool.client import ChatClient
+from routecraft.pool.config import Pool, PoolConfigError, load_pool
+from routecraft.routers.base import Decision, Router
+from routecraft.routers.heuristic import query_kind
+from routecraft.routers.registry import load_router, make_router
+from routecraft.serve.admission import AuthThrottle, Held, Slots
 from routecraft.serve.auth import KeyStore
 from routecraft.serve.backends import DOWN, UP, Backend, Supervisor
-from routecraft.serve.config import HEURISTIC, PREFIX, ServeConfig, ServeConfigError, Tradeoff, env_keys
+from routecraft.serve.config import HEURISTIC, PREFIX, ServeConfig, ServeConfigError, env_keys
+from routecraft.serve.consult import execute_plan, is_consult_plan
 from routecraft.serve.conversation import (
     ChatRequest,
     RequestError,
+    check_conversation,
     conversation_chars,
     conversation_tokens,
+    parse_chat,
     routing_text,
     single_question,
     strategy_messages,
 )
-from routecraft.serve.heuristic import HeuristicRouter, query_kind
 from routecraft.serve.ledger import LedgerError, open_ledger
 from routecraft.serve.metrics import Metrics
+from routecraft.serve.outcomes import (
+    AllCandidatesFailed,
+    CandidateRefused,
+    Outcome,
+    Plan,
+    RouterEntry,
+    Target,
+    describe_failure,
+    ex_details,
+    failure_kind,
+    refusal,
+)
+from routecraft.serve.session import Reply, Session, StreamGuard, consultations_of
+from routecraft.strategies import SelfConsistency, get_strategy, task_kind
+from routecraft.strategies.sandbox import allow_weak_isolation, strong_isolation_available
 
 log = logging.getLogger("routecraft.serve")
 
@@ -73,105 +111,8 @@ log = logging.getLogger("routecraft.serve")
 PASSTHROUGH = {DEFAULT, "direct"}
 
 
-@dataclass
-class RouterEntry:
-    """One router on offer (``routecraft/<name>``)."""
-
-    name: str
-    spec: str                     # "heuristic" or the artifact folder
-    router: Router
-    candidates: list[Candidate]   # the router's candidates whose model is served
-    skipped: list[str]            # candidates dropped because their model is not served
-    encoder: Optional[str] = None
-
-    @property
-    def kind(self) -> str:
-        return HEURISTIC if isinstance(self.router, HeuristicRouter) else self.router.name
-
-
-@dataclass
-class Target:
-    """What the ``model`` field names: a router with a trade-off, or one pool model (bypass)."""
-
-    requested: str
-    router: Optional[RouterEntry] = None
-    tradeoff_name: Optional[str] = None
-    tradeoff: Optional[Tradeoff] = None
-    model: Optional[str] = None
-
-    @property
-    def label(self) -> str:
-        return self.router.name if self.router is not None else "bypass"
-
-
-@dataclass
-class Plan:
-    """A routing outcome: the decision and the order in which candidates are tried."""
-
-    order: list[Candidate]
-    decision: Optional[Decision]
-    task: str
-    lam: Optional[float]
-    max_cost: Optional[float]
-    decision_ms: float = 0.0
-    sticky: bool = False
-    skipped: list[dict] = field(default_factory=list)  # candidates moved back (unhealthy model) or filtered
-
-
-@dataclass
-class Outcome:
-    """What one candidate produced."""
-
-    candidate: Candidate
-    text: str
-    answer: Optional[str]
-    method: str
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    finish_reason: Optional[str]
-    backend_s: float
-    details: dict = field(default_factory=dict)
-
-    @property
-    def content(self) -> str:
-        return self.answer if self.answer is not None else self.text
-
-
-class AllCandidatesFailed(RuntimeError):
-    def __init__(self, failures: list[dict]):
-        self.failures = failures
-        reasons = "; ".join(f"{f['candidate']}: {f['error']}" for f in failures) or "no candidate to try"
-        super().__init__(f"every candidate failed: {reasons}")
-
-
-class CandidateRefused(RequestError):
-    """The backends refused the request itself (context too long, or another 4xx): a 400 for the client, with the
-    attempts made (they reached a backend, so the ledger records them)."""
-
-    def __init__(self, message: str, failures: list[dict], *, code: str):
-        super().__init__(400, message, param="messages", code=code)
-        self.failures = failures
-
-
-#: phrases with which OpenAI-compatible servers say that a prompt does not fit the context
-CONTEXT_PHRASES = ("context size", "context length", "context_length", "maximum context", "context window",
-                   "exceed_context", "too many tokens", "prompt is too long", "input is too long")
-
-
-def failure_kind(exc: BaseException) -> str:
-    """Whose fault a failed call was: "context", "client" (the request) or "backend" (see the module docstring)."""
-    from routecraft.pool.client import BackendError
-
-    if isinstance(exc, BackendError):
-        st = exc.status
-        if st in (400, 413, 422):
-            text = f"{exc.detail} {exc}".lower()
-            return "context" if any(p in text for p in CONTEXT_PHRASES) else "client"
-        return "backend"
-    if isinstance(exc, UnicodeError):  # text the backend protocol cannot carry (refused at intake; a safety net)
-        return "client"
-    return "backend"
+__all__ = ["AllCandidatesFailed", "CandidateRefused", "Gateway", "Outcome", "Plan", "RouterEntry", "StreamStart",
+           "Target", "describe_failure", "failure_kind"]
 
 
 def _num(x: Any) -> Optional[float]:
@@ -201,9 +142,6 @@ class Gateway:
 
     # ================================================================ lifecycle
     async def start(self) -> "Gateway":
-        from routecraft.pool.client import ChatClient
-        from routecraft.pool.config import PoolConfigError
-
         cfg = self.config
         self.preflight(self._environ)
         self.t0 = time.time()
@@ -288,8 +226,6 @@ class Gateway:
         pal = sorted({c.strategy for e in self.routers.values() for c in e.candidates if "pal" in c.strategy})
         if not pal:
             return None
-        from routecraft.strategies.sandbox import allow_weak_isolation, strong_isolation_available
-
         ok, why = strong_isolation_available()
         if ok:
             log.warning("PAL sandbox: strict isolation in force (%s)", why)
@@ -338,8 +274,6 @@ class Gateway:
                                    f"keys (or ${cfg.keys_env}), or set allow_open: true")
         heuristic_pal = [x for x in cfg.heuristic.strategies if "pal" in x]
         if heuristic_pal and HEURISTIC in cfg.routers.values() and not cfg.sandbox.allow_weak:
-            from routecraft.strategies.sandbox import strong_isolation_available
-
             ok, why = strong_isolation_available()
             if not ok:  # the same refusal as start() gives, before any backend is started
                 raise ServeConfigError(f"the heuristic router offers {', '.join(heuristic_pal)} but the strong PAL "
@@ -348,8 +282,6 @@ class Gateway:
                                        f"{', '.join(heuristic_pal)} from heuristic.strategies")
 
     def _load_pool(self):
-        from routecraft.pool.config import Pool, PoolConfigError, load_pool
-
         spec = self.config.pool
         try:
             if isinstance(spec, dict):
@@ -378,8 +310,6 @@ class Gateway:
         return {m.name: m for m in chosen}
 
     def _load_routers(self) -> dict[str, RouterEntry]:
-        from routecraft.routers import load_router
-
         loaded: dict[str, RouterEntry] = {}
         by_spec: dict[str, RouterEntry] = {}
         specs = dict(self.config.routers)
@@ -389,8 +319,8 @@ class Gateway:
                 e = by_spec[spec]
                 loaded[name] = RouterEntry(name, spec, e.router, e.candidates, e.skipped, e.encoder)
                 continue
-            if spec == HEURISTIC:
-                r: Router = HeuristicRouter(strategies=self.config.heuristic.strategies).fit_pool(
+            if spec == HEURISTIC:  # the built-in rule router, built from the served pool models
+                r: Router = make_router(HEURISTIC, strategies=self.config.heuristic.strategies).fit_pool(
                     list(self.models.values()))
             else:
                 path = self.config.router_dir(spec, self.base_dir)
@@ -425,6 +355,200 @@ class Gateway:
             by_spec[spec] = e
             loaded[name] = e
         return loaded
+
+    # ================================================================ the request path
+    def admit_key(self, header: Optional[str], addr: Optional[str], rate: bool = True) -> str:
+        """The key named by an ``Authorization`` header, or RequestError 401/429. Failed attempts count against the
+        client's address ``addr``; ``rate``: the key's request rate is checked too (before its body is read)."""
+        self.auth_throttle.check(addr)
+        try:
+            key = self.keys.authenticate(header)
+        except RequestError:
+            if header:  # a guess (no header at all is not one)
+                self.auth_throttle.failed(addr)
+            raise
+        if rate:
+            self.keys.check_rate(key)
+        return key
+
+    def parse(self, data: dict) -> tuple[ChatRequest, Target, list[dict]]:
+        """A chat body, checked: (the request, what its model names, its messages), or RequestError."""
+        req = parse_chat(data)
+        target = self.resolve(req.model)
+        messages = req.plain_messages()
+        check_conversation(messages, self.config.limits.max_messages)
+        cap = req.output_cap
+        if cap is not None and cap > self.config.limits.max_output_tokens:
+            raise RequestError(400, f"max_tokens {cap} is over this gateway's limit of "
+                               f"{self.config.limits.max_output_tokens}", param="max_tokens")
+        return req, target, messages
+
+    def reject(self, exc: RequestError) -> Reply:
+        """The error reply of a refused request (counted)."""
+        self.metrics.rejected.labels(str(exc.status), exc.code or exc.type).inc()
+        return Reply.error(exc)
+
+    async def decide_only(self, key: str, data: dict) -> Reply:
+        """``POST /v1/routecraft/route``: the decision alone (nothing executed or billed)."""
+        try:
+            req, target, messages = self.parse(data)
+            plan = await self.route(target, req, messages, key)
+        except RequestError as exc:
+            return self.reject(exc)
+        d = plan.decision
+        return Reply(200, {"decision": d.to_dict() if d is not None else None, "order": [c.id for c in plan.order],
+                           "task": plan.task, "lam": plan.lam, "max_cost": plan.max_cost,
+                           "decision_ms": plan.decision_ms, "sticky": plan.sticky, "skipped": plan.skipped},
+                     encode=True)
+
+    async def chat(self, key: str, data: dict, client_id: Optional[str], t_start: float) -> Reply:
+        """``POST /v1/chat/completions`` once the key is known and the body read: check the request and the key's
+        budget, take an execution slot, decide, execute (with fallback, or a plan of consultations), answer (JSON or
+        a stream), write the ledger row, count, charge."""
+        try:
+            req, target, messages = self.parse(data)
+            self.keys.check_budget(key)
+            async with self.slots.slot() as slot:
+                s = Session(self, key, req, target, client_id, t_start)
+                s.plan = await self.route(target, req, messages, key)
+                if req.stream:
+                    return await self._stream(s, messages, slot)
+                return await self._complete(s, messages, slot)
+        except RequestError as exc:
+            return self.reject(exc)
+
+    async def _complete(self, s: Session, messages: list[dict], slot: Held) -> Reply:
+        try:
+            out, failures = await self.execute(s.plan, messages, s.req)
+        except AllCandidatesFailed as exc:
+            return await self._failed_reply(s, exc)
+        except CandidateRefused as exc:
+            return await self._refused_reply(s, exc)
+        finally:
+            slot.release()
+        self.remember(s.key, s.req, out.candidate)
+        body = s.completion(out, failures)
+        try:
+            await self.record(s.outcome_row(out, "ok", 200, failures))
+        except Exception:  # noqa: BLE001 - the answer exists and is paid for: log, count, and still deliver it
+            log.exception("could not write the ledger row of %s", s.rid)
+            self.metrics.ledger_errors.inc()
+        s.account(out.candidate, "ok", 200, out.input_tokens, out.output_tokens, out.cost_usd,
+                  time.perf_counter() - s.t_start, out=out)
+        return Reply(200, body, s.completion_headers(out, failures))
+
+    async def _refused_reply(self, s: Session, exc: CandidateRefused) -> Reply:
+        """The backends refused the request itself: recorded (it reached a backend), answered 400, no model blamed."""
+        first = s.plan.order[0] if s.plan and s.plan.order else None
+        await self.record(s.ledger_row(first, "refused", 400, failures=exc.failures, error=exc.message[:2000],
+                                       attempts=len(exc.failures)))
+        s.account(first, "refused", 400, 0, 0, 0.0)
+        self.metrics.rejected.labels("400", exc.code or exc.type).inc()
+        body = exc.body()
+        body["error"]["request_id"] = s.rid
+        return Reply(400, body, {**exc.headers, "x-routecraft-request-id": s.rid})
+
+    async def _failed_reply(self, s: Session, exc: AllCandidatesFailed) -> Reply:
+        first = s.plan.order[0] if s.plan and s.plan.order else None
+        await self.record(s.ledger_row(first, "failed", 502, failures=exc.failures, error=str(exc)[:2000],
+                                       attempts=len(exc.failures)))
+        s.account(first, "failed", 502, 0, 0, 0.0)
+        return Reply(502, {"error": {"message": str(exc), "type": "backend_error", "param": None,
+                                     "code": "all_backends_failed", "failures": exc.failures, "request_id": s.rid}},
+                     {"x-routecraft-request-id": s.rid})
+
+    async def _stream(self, s: Session, messages: list[dict], slot: Held) -> Reply:
+        """A stream: its headers once a candidate answered (or a whole answer was executed); the slot passes to the
+        stream, which frees it, records, counts and charges when it ends (``StreamGuard``)."""
+        try:
+            start, whole, failures = await self.start_stream(s.plan, messages, s.req)
+        except AllCandidatesFailed as exc:
+            slot.release()
+            return await self._failed_reply(s, exc)
+        except CandidateRefused as exc:
+            slot.release()
+            return await self._refused_reply(s, exc)
+        cand = start.candidate if start is not None else whole.candidate
+        headers = s.headers(cand, None, failures, consultations=consultations_of(whole))
+        headers["cache-control"] = "no-cache"
+        guard = StreamGuard(s, cand, failures, slot.hand_over().release, self.models[cand.model], whole)
+        if whole is not None:  # executed and paid for already: billed even if the client never reads a byte
+            guard.set_usage(whole.input_tokens, whole.output_tokens, whole.cost_usd)
+            guard.backend_s = whole.backend_s
+        else:  # billed for what is delivered until the backend's usage arrives
+            guard.prompt_tokens = conversation_tokens(messages)
+        gen = self._events(s, guard, cand, start, whole, failures)
+        weakref.finalize(gen, guard.finish, "cancelled", 499, "client gone before the stream started")
+        return Reply(200, headers=headers, stream=gen)
+
+    async def _events(self, s: Session, guard: StreamGuard, cand: Candidate, start: Optional["StreamStart"],
+                      whole: Optional[Outcome], failures: list[dict]) -> AsyncIterator[str]:
+        """The server-sent events of a stream: the backend's chunks passed through (or a whole answer as one content
+        chunk), the last chunk with the ``routecraft`` info, the usage chunk when asked for, ``[DONE]``."""
+        status, http, err = "ok", 200, None
+        include_usage = bool(s.req.stream_options and s.req.stream_options.include_usage)
+        try:
+            yield s.chunk(cand.model, {"role": "assistant", "content": ""})
+            if whole is not None:
+                if s.show_reasoning:
+                    yield s.chunk(cand.model, {"reasoning_content": whole.text})
+                yield s.chunk(cand.model, {"content": whole.content})
+                tin, tout, _ = guard.usage()
+                info = s.info(cand, whole, failures, whole.backend_s)
+                finish = whole.finish_reason or "stop"
+            else:
+                parts: list[str] = []
+                finish, result = None, None
+                async for ch in start.chunks():
+                    guard.backend_s = time.perf_counter() - start.t0
+                    if ch.done:
+                        result = ch.result
+                        finish = ch.finish_reason or finish
+                        break
+                    if ch.finish_reason:
+                        finish = ch.finish_reason
+                    if ch.text:
+                        parts.append(ch.text)
+                        guard.delivered += 1  # counted as it is handed out: what may have reached the client
+                        yield s.chunk(cand.model, {"content": ch.text})
+                backend_s = guard.backend_s = time.perf_counter() - start.t0
+                if result is not None and not result.tokens_estimated:
+                    guard.set_usage(int(result.input_tokens or 0), int(result.output_tokens or 0),
+                                    float(result.cost_usd or 0.0))
+                tin, tout, cost = guard.usage()
+                out = self.streamed_outcome(cand, "".join(parts), tin, tout, cost, finish, s.plan.task, backend_s)
+                info = s.info(cand, out, failures, backend_s)
+                self.mark_ok(cand.model)
+            self.remember(s.key, s.req, cand)
+            yield s.chunk(cand.model, {}, finish or "stop", routecraft=info)
+            if include_usage:
+                yield s.usage_chunk(cand.model, tin, tout, info)
+            yield "data: [DONE]\n\n"
+        except (asyncio.CancelledError, GeneratorExit):
+            status, http, err = "cancelled", 499, "client disconnected"
+            raise
+        except Exception as exc:  # noqa: BLE001 - the backend broke mid-stream: tell the client in-band
+            status, http, err = "failed", 502, describe_failure(exc)
+            if failure_kind(exc) == "backend":
+                self.mark_failed(cand.model, err)
+            event = {"error": {"message": f"backend failed mid-stream: {err}", "type": "backend_error",
+                               "param": None, "code": "backend_failed_mid_stream"}}
+            yield f"data: {json.dumps(event)}\n\n"
+        finally:
+            if status != "ok":
+                err = f"{err} (after {guard.delivered} content chunks delivered)"
+            guard.finish(status, http, err)
+            if start is not None:
+                await _safe_close(start)
+
+    def streamed_outcome(self, cand: Candidate, text: str, tin: int, tout: int, cost: float,
+                         finish: Optional[str], task: str, backend_s: float) -> Outcome:
+        """What a passed-through stream produced: its text, and (``direct``) the strategy's answer extracted."""
+        answer = method = None
+        if cand.strategy != DEFAULT:
+            ex = get_strategy(cand.strategy).extract(text, task)
+            answer, method = ex.answer, ex.method
+        return Outcome(cand, text, answer, method or "plain", tin, tout, cost, finish, backend_s)
 
     # ================================================================ model names
     def offered(self) -> list[dict]:
@@ -477,8 +601,6 @@ class Gateway:
         if hit is not None:
             self._embed_cache.move_to_end(key)
             return hit
-        from routecraft.data.features import load_encoder
-
         v = load_encoder(encoder).encode([text], convert_to_numpy=True, normalize_embeddings=True)
         v = np.asarray(v, dtype=np.float32)
         self._embed_cache[key] = v
@@ -491,8 +613,6 @@ class Gateway:
         if task is None and self.config.task != "auto":
             task = self.config.task
         if task is not None:
-            from routecraft.strategies import task_kind
-
             try:
                 task_kind(task)
             except ValueError as exc:
@@ -500,34 +620,16 @@ class Gateway:
             return task
         return query_kind(rtext)
 
-    def _predict(self, entry: RouterEntry, rtext: str, task: str, chars: int, cap: Optional[int],
-                 lam: float, max_cost: Optional[float]) -> tuple[Prediction, Optional[Decision]]:
-        r = entry.router
-        if isinstance(r, HeuristicRouter):
-            kind = task if task in ("numeric", "choice", "qa", "math") else None
-            return r.predict_rows([(rtext, chars, cap, kind)]), None
-        import pandas as pd
-
-        q = pd.DataFrame({"query_id": ["q0"], "text": [rtext], "task": [task], "gold": [None],
-                          "input_chars": [chars], "max_tokens": [cap]})
-        X = self._embed(entry.encoder, rtext) if entry.encoder else None
-        d = r.decide(q, X, lam=lam, max_cost=max_cost)[0]
-        cands, score, cost = [], [], []
-        for row in d.table:
-            cands.append(Candidate(row["model"], row.get("strategy") or DEFAULT,
-                                   None if _num(row.get("budget")) is None else int(row["budget"])))
-            score.append(float(row["predicted_score"]))
-            cost.append(float(row["predicted_cost"]))
-        if not cands:  # a router without a table: its one decision
-            cands, score, cost = [d.candidate], [d.predicted_score], [d.predicted_cost]
-        return Prediction(cands, np.array([score]), np.array([cost])), d
-
     def _decide(self, entry: RouterEntry, rtext: str, task: str, chars: int, cap: Optional[int], lam: float,
-                max_cost: Optional[float], tokens: Optional[int] = None) -> tuple[Decision, list[dict]]:
+                max_cost: Optional[float], tokens: Optional[int] = None
+                ) -> tuple[Decision, list[dict], Optional[np.ndarray]]:
         """The router's decision restricted to candidates the pool can run for this request (``tokens``: the
-        conversation's estimated length, default chars/4), and what was dropped."""
+        conversation's estimated length, default chars/4), what was dropped, and the query's feature row."""
         tokens = int(chars / 4) if tokens is None else tokens
-        pred, raw = self._predict(entry, rtext, task, chars, cap, lam, max_cost)
+        X = self._embed(entry.encoder, rtext) if entry.encoder else None
+        d = entry.router.decide_one(rtext, X, lam=lam, max_cost=max_cost, task=task, input_chars=chars,
+                                    max_tokens=cap)
+        pred = d.as_prediction()
         dropped: list[dict] = []
         keep: list[int] = []
         need_in = tokens + 64
@@ -551,23 +653,7 @@ class Gateway:
                                    f"the context of any served model", param="messages",
                                    code="context_length_exceeded")
             keep = budget_only  # only budgets were too large: keep them, every call is capped anyway
-        sub = Prediction([pred.candidates[j] for j in keep], pred.score[:, keep], pred.cost[:, keep],
-                         None if pred.tokens is None else pred.tokens[:, keep])
-        i = int(choose(sub, lam=lam, max_cost=max_cost)[0])
-        s, c = sub.score[0], sub.cost[0]
-        if max_cost is not None:
-            fits = c <= max_cost
-            rest = sorted(range(len(keep)), key=lambda k: (not fits[k], -s[k] if fits[k] else c[k], k))
-        else:
-            rest = sorted(range(len(keep)), key=lambda k: (-(s[k] - lam * c[k]), c[k], k))
-        order = [i] + [k for k in rest if k != i]
-        table = [{"candidate": sub.candidates[k].id, "model": sub.candidates[k].model,
-                  "strategy": sub.candidates[k].strategy, "budget": sub.candidates[k].budget,
-                  "predicted_score": float(s[k]), "predicted_cost": float(c[k]),
-                  **({"predicted_tokens": float(sub.tokens[0, k])} if sub.tokens is not None else {})}
-                 for k in order]
-        plan_obj = raw.plan if raw is not None else None
-        return Decision(sub.candidates[i], float(s[i]), float(c[i]), table, plan_obj), dropped
+        return d.restricted(keep, lam, max_cost), dropped, X
 
     async def route(self, target: Target, req: ChatRequest, messages: list[dict], key: str) -> Plan:
         """Decide for one request (timed), apply stickiness and health to the order of candidates."""
@@ -592,12 +678,12 @@ class Gateway:
         chars = conversation_chars(messages)
         tokens = conversation_tokens(messages)
         entry = target.router
-        if isinstance(entry.router, HeuristicRouter):
-            decision, dropped = self._decide(entry, rtext, task, chars, cap, lam, max_cost, tokens)
+        if entry.router.light:  # microseconds: not worth a thread hop
+            decision, dropped, X = self._decide(entry, rtext, task, chars, cap, lam, max_cost, tokens)
         else:
-            decision, dropped = await asyncio.get_running_loop().run_in_executor(
+            decision, dropped, X = await asyncio.get_running_loop().run_in_executor(
                 self._route_pool, self._decide, entry, rtext, task, chars, cap, lam, max_cost, tokens)
-        order = [Candidate(r["model"], r["strategy"], r["budget"]) for r in decision.table]
+        order = decision.order()
         sticky = False
         conv = req.option("conversation_id")
         if conv and self.config.sticky.enabled:
@@ -608,7 +694,7 @@ class Gateway:
                 order.insert(0, hit[0])
                 sticky = True
         decision_ms = (time.perf_counter() - t0) * 1e3
-        plan = Plan(order, decision, task, lam, max_cost, decision_ms, sticky, dropped)
+        plan = Plan(order, decision, task, lam, max_cost, decision_ms, sticky, dropped, entry.router, X)
         self._apply_health(plan)
         m = self.metrics
         m.decision_latency.labels(entry.name).observe(decision_ms / 1e3)
@@ -663,17 +749,6 @@ class Gateway:
             self.metrics.fallbacks.labels(cand.model).inc()
         return kind
 
-    def _refused(self, failures: list[dict], exc: BaseException) -> CandidateRefused:
-        from routecraft.pool.client import BackendError
-
-        last = failures[-1]
-        detail = exc.detail if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
-        if last["kind"] == "context":
-            return CandidateRefused(f"the request does not fit the context of any served model that can take it "
-                                    f"(last: {last['model']!r}: {detail})", failures, code="context_length_exceeded")
-        return CandidateRefused(f"model {last['model']!r} refused the request: {detail}", failures,
-                                code="invalid_request")
-
     def _skip_small(self, cand: Candidate, floor: Optional[int]) -> bool:
         """After a context failure, only models with a larger context are worth trying."""
         return floor is not None and self.models[cand.model].context <= floor
@@ -700,8 +775,6 @@ class Gateway:
             r = await client.chat(messages, **self._plain_args(req))
             return Outcome(cand, r.text, None, "plain", int(r.input_tokens or 0), int(r.output_tokens or 0),
                            float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0)
-        from routecraft.strategies import get_strategy
-
         strat = get_strategy(cand.strategy)
         cap = req.output_cap
         q = single_question(messages)
@@ -711,8 +784,6 @@ class Gateway:
         return await self._run_wrapped(cand, strat, client, messages, task, cap, t0)
 
     async def _run_wrapped(self, cand, strat, client, messages, task, cap, t0) -> Outcome:
-        from routecraft.strategies import SelfConsistency
-
         msgs = strategy_messages(strat, messages, task, cand.budget)
         max_t = strat.max_tokens(cand.budget)
         if cap is not None:
@@ -739,10 +810,10 @@ class Gateway:
         r = await client.chat(msgs, max_tokens=max_t, temperature=strat.temperature, stop=strat.stop("chat"))
         ex = await asyncio.to_thread(strat.extract, r.text or "", task)
         return Outcome(cand, r.text or "", ex.answer, ex.method, int(r.input_tokens or 0), int(r.output_tokens or 0),
-                       float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0, _ex_details(ex))
+                       float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0, ex_details(ex))
 
     def _outcome(self, cand: Candidate, run: Any, t0: float) -> Outcome:
-        details = _ex_details(run.extraction)
+        details = ex_details(run.extraction)
         if run.samples:
             details["samples"] = [s.text for s in run.samples]
         return Outcome(cand, run.text or "", run.answer, run.extraction.method, int(run.input_tokens or 0),
@@ -750,7 +821,11 @@ class Gateway:
                        time.perf_counter() - t0, details)
 
     async def execute(self, plan: Plan, messages: list[dict], req: ChatRequest) -> tuple[Outcome, list[dict]]:
-        """Run the plan's candidates in order until one answers; (outcome, failures before it)."""
+        """Run the plan's candidates in order until one answers; (outcome, failures before it). A plan of
+        consultations runs instead (``routecraft.serve.consult``): (its outcome, the failed consultations)."""
+        d = plan.decision
+        if d is not None and is_consult_plan(d.plan):
+            return await execute_plan(self, plan.router, d.plan, messages, plan.task, req, plan.features)
         failures: list[dict] = []
         failed_models: set[str] = set()
         floor: Optional[int] = None  # after a context failure: the largest context known to be too small
@@ -765,7 +840,7 @@ class Gateway:
                 failed_models.add(cand.model)
                 last_exc = exc
                 if kind == "client":
-                    raise self._refused(failures, exc) from None
+                    raise refusal(failures, exc) from None
                 if kind == "context":
                     floor = max(floor or 0, self.models[cand.model].context)
                 if plan.decision is None:  # bypass: the client named this model, there is nothing to fall back to
@@ -774,7 +849,7 @@ class Gateway:
             self.mark_ok(cand.model)
             return out, failures
         if failures and all(f["kind"] == "context" for f in failures):
-            raise self._refused(failures, last_exc) from None
+            raise refusal(failures, last_exc) from None
         raise AllCandidatesFailed(failures)
 
     async def start_stream(self, plan: Plan, messages: list[dict], req: ChatRequest
@@ -782,7 +857,12 @@ class Gateway:
         """For a streaming request: try the plan's candidates in order. A passthrough candidate (default/direct
         strategy, or a bypass) answers with its backend stream once the first chunk arrived: (StreamStart, None,
         failures). Any other strategy is executed whole (its answer needs post-processing): (None, Outcome,
-        failures). AllCandidatesFailed when nothing answered."""
+        failures). AllCandidatesFailed when nothing answered. A plan of consultations is executed whole (its answer
+        is decided only at the end)."""
+        d = plan.decision
+        if d is not None and is_consult_plan(d.plan):
+            out, failures = await self.execute(plan, messages, req)
+            return None, out, failures
         failures: list[dict] = []
         failed: set[str] = set()
         floor: Optional[int] = None
@@ -800,8 +880,6 @@ class Gateway:
                 if cand.strategy == DEFAULT:
                     msgs, kw = messages, self._plain_args(req)
                 else:
-                    from routecraft.strategies import get_strategy
-
                     strat = get_strategy(cand.strategy)
                     msgs = strategy_messages(strat, messages, plan.task, cand.budget)
                     max_t = strat.max_tokens(cand.budget)
@@ -818,7 +896,7 @@ class Gateway:
                 if it is not None:
                     await _aclose(it)
                 if kind == "client":
-                    raise self._refused(failures, exc) from None
+                    raise refusal(failures, exc) from None
                 if kind == "context":
                     floor = max(floor or 0, self.models[cand.model].context)
                 if plan.decision is None:
@@ -826,7 +904,7 @@ class Gateway:
                 continue
             return StreamStart(cand, it, first, t0), None, failures
         if failures and all(f["kind"] == "context" for f in failures):
-            raise self._refused(failures, last_exc) from None
+            raise refusal(failures, last_exc) from None
         raise AllCandidatesFailed(failures)
 
     # ================================================================ accounting
@@ -902,27 +980,6 @@ class StreamStart:
         await _aclose(self.it)
 
 
-def _ex_details(ex: Any) -> dict:
-    d: dict = {}
-    if getattr(ex, "code", None):
-        d["code"] = ex.code
-    sb = getattr(ex, "sandbox", None)
-    if sb is not None:
-        d["sandbox"] = {"ok": sb.ok, "value": None if sb.value is None else str(sb.value), "stdout": sb.stdout[-2000:],
-                        "error": sb.error, "timed_out": sb.timed_out}
-    if getattr(ex, "votes", None):
-        d["votes"] = ex.votes
-    return d
-
-
-def describe_failure(exc: BaseException) -> str:
-    from routecraft.pool.client import BackendError
-
-    if isinstance(exc, BackendError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"[:500]
-
-
 async def _aclose(it: Any) -> None:
     close = getattr(it, "aclose", None)
     if close is not None:
@@ -930,3 +987,10 @@ async def _aclose(it: Any) -> None:
             await close()
         except Exception:  # noqa: BLE001
             pass
+
+
+async def _safe_close(start: Any) -> None:
+    try:
+        await asyncio.shield(start.aclose())
+    except BaseException:  # noqa: BLE001 - closing best effort, also during cancellation
+        pass

@@ -258,6 +258,20 @@ class BaseLedger:
         return f"<{type(self).__name__} {self.url}>"
 
 
+def _wal(conn: sqlite3.Connection, timeout_s: float) -> None:
+    """WAL mode, waiting out another process doing the same: on a new file SQLite answers "database is locked" at once
+    (no busy handler) to the second of two processes switching the journal mode together (workers starting)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
 _SQLITE_TRIGGERS = """
 CREATE TRIGGER IF NOT EXISTS requests_key_spend_ins AFTER INSERT ON requests WHEN NEW.key IS NOT NULL BEGIN
   INSERT INTO key_spend(key, spent_usd, requests) VALUES (NEW.key, COALESCE(NEW.cost_usd, 0), 1)
@@ -298,7 +312,7 @@ class Ledger(BaseLedger):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=self.busy_timeout_s,
                                    isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
+            _wal(conn, self.busy_timeout_s)
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("BEGIN IMMEDIATE")  # one process at a time sets the schema up (and backfills key_spend)
             try:

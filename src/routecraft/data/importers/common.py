@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from routecraft.data.prices import OnMissing, PriceEntry, PriceTable
+from routecraft.data.prices import ZERO_PRICE, OnMissing, PriceEntry, PriceTable, describe_prices
 from routecraft.data.schema import DataValidationError
 
 CHARS_PER_TOKEN = 4
@@ -113,14 +113,28 @@ def require_columns(df: pd.DataFrame, cols, file: Path) -> None:
                                       file=str(file), field=c)
 
 
-def prices_for(models, prices, on_missing: OnMissing, where: str) -> tuple[PriceTable, dict[str, PriceEntry]]:
+def prices_for(models, prices, on_missing: OnMissing, dataset: str) -> tuple[PriceTable, dict[str, PriceEntry]]:
+    """The price table (``prices``: None for the packaged one, a path, several paths merged later-wins, or a table)
+    and the entry of every model; a missing one raises MissingPriceError naming the model and the file(s)."""
     table = PriceTable.coerce(prices)
+    where = f"{describe_prices(prices)} (prices for {dataset})"
     return table, table.require(sorted(models), on_missing=on_missing, where=where)
 
 
 def price_meta(entries: dict[str, PriceEntry]) -> dict[str, dict]:
     return {m: {"input_per_1m": e.input_per_1m, "output_per_1m": e.output_per_1m, "source": e.source,
                 "date": e.date, **({"note": e.note} if e.note else {})} for m, e in entries.items()}
+
+
+def unpriced_meta(entries: dict[str, PriceEntry]) -> dict:
+    """``{"unpriced": {...}}`` for the meta of an import where some models had no price and were priced at 0
+    (``on_missing="zero"``); empty where every model had a price."""
+    zero = sorted(m for m, e in entries.items() if e is ZERO_PRICE)
+    if not zero:
+        return {}
+    return {"unpriced": {"models": zero, "cost": 0.0,
+                         "rule": "on_missing_price='zero': these models have no entry in the price table; their "
+                                 "cost_usd is 0, so cost-aware results treat them as free"}}
 
 
 def add_cost(o: pd.DataFrame, entries: dict[str, PriceEntry]) -> pd.DataFrame:

@@ -11,8 +11,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from routecraft.data.importers.common import add_cost, read_csv
-from routecraft.data.prices import PriceTable
+from routecraft.data.importers.common import add_cost, read_csv, unpriced_meta
+from routecraft.data.prices import PriceTable, describe_prices, price_sources
 from routecraft.data.schema import DataValidationError, RoutingData
 
 
@@ -26,7 +26,10 @@ class GenericImportConfig(BaseModel):
       ``input_tokens``, ``output_tokens``, ``cost`` may be templates with ``{model}`` (e.g. ``"{model}_cost"``,
       one column per model) or a plain column shared by all models.
     * Cost: the ``cost`` column if given, else ``tokens x prices`` (``prices``: a price-table YAML path, or
-      ``"builtin"`` for the packaged table) — which needs both token columns.
+      ``"builtin"`` for the packaged table, or several of them — a list or one comma-separated string — merged,
+      later tables overriding earlier ones for the same model) — which needs both token columns. A model without a
+      price is an error naming it and the file(s), unless ``on_missing_price: zero`` (cost 0, listed in the
+      meta's ``unpriced``).
     * ``score_range: [lo, hi]`` rescales scores linearly to [0, 1]; True/False scores read as 1/0.
     """
 
@@ -58,7 +61,7 @@ class GenericImportConfig(BaseModel):
     output_tokens: str | None = None
     cost: str | None = None
     tokens_estimated: bool = False
-    prices: str | None = None
+    prices: str | list[str] | None = None
     on_missing_price: Literal["error", "zero"] = "error"
     score_range: tuple[float, float] | None = None
     extra_query_columns: list[str] = Field(default_factory=list)
@@ -98,8 +101,11 @@ class GenericImportConfig(BaseModel):
         except ValidationError as exc:
             errs = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<config>'}: {e['msg']}" for e in exc.errors())
             raise ValueError(f"import config {path}: {errs}") from None
-        if cfg.prices not in (None, "builtin") and not Path(cfg.prices).is_absolute():
-            cfg = cfg.model_copy(update={"prices": str((path.parent / cfg.prices).resolve())})
+        if cfg.prices is not None:
+            # price files named in the config are relative to the config's folder
+            srcs = [s if s == "builtin" or Path(s).is_absolute() else str((path.parent / s).resolve())
+                    for s in price_sources(cfg.prices)]
+            cfg = cfg.model_copy(update={"prices": srcs[0] if len(srcs) == 1 else srcs})
         return cfg
 
 
@@ -299,12 +305,15 @@ def _import_generic(path: Path, config: GenericImportConfig | dict | str | Path)
     meta = {"name": cfg.name or path.stem, "source": str(path), "format": cfg.format,
             "config": cfg.model_dump(exclude_none=True)}
     if cfg.cost is None:
-        table = PriceTable.default() if cfg.prices == "builtin" else PriceTable.from_yaml(cfg.prices)
-        entries = table.require(sorted(o["model"].unique()), on_missing=cfg.on_missing_price, where=str(cfg.prices))
+        table = PriceTable.coerce(cfg.prices)
+        where = describe_prices(cfg.prices)
+        entries = table.require(sorted(o["model"].unique()), on_missing=cfg.on_missing_price, where=where)
         o = add_cost(o, entries)
-        meta["cost"] = "tokens x prices from " + str(cfg.prices)
+        meta["cost"] = "tokens x prices from " + where + (" (merged; later files override earlier ones)"
+                                                            if len(price_sources(cfg.prices)) > 1 else "")
         meta["prices"] = {m: {"input_per_1m": e.input_per_1m, "output_per_1m": e.output_per_1m,
                               "source": e.source, "date": e.date} for m, e in entries.items()}
+        meta.update(unpriced_meta(entries))
     else:
         meta["cost"] = f"from column {cfg.cost!r}"
     try:

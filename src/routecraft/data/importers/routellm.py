@@ -24,6 +24,7 @@ from routecraft.data.importers.common import (
     read_jsonl,
     require_columns,
     source_root,
+    unpriced_meta,
 )
 from routecraft.data.prices import OnMissing, PriceTable
 from routecraft.data.schema import DataValidationError, RoutingData
@@ -70,7 +71,7 @@ def import_routellm(benchmark: str, root: str | Path | None = None, prices: Pric
     if b not in ROUTELLM_BENCHMARKS:
         raise ValueError(f"unknown RouteLLM benchmark {benchmark!r}; choose one of {', '.join(ROUTELLM_BENCHMARKS)}")
     src = source_root("routellm", root)
-    table, entries = prices_for(ROUTELLM_MODELS, prices, on_missing, f"the price table (routellm-{b})")
+    table, entries = prices_for(ROUTELLM_MODELS, prices, on_missing, f"routellm-{b}")
     if b == "gsm8k":
         queries, o, extra = _routellm_gsm8k(src)
     elif b == "mmlu":
@@ -82,7 +83,8 @@ def import_routellm(benchmark: str, root: str | Path | None = None, prices: Pric
     meta = {"name": f"routellm-{b.replace('-', '')}", "source": f"RouteLLM evals/{b.replace('-', '_')}", **ROUTELLM,
             **extra, "cost": "input_tokens * input_per_1m / 1e6 + output_tokens * output_per_1m / 1e6, prices "
                              "from the routecraft price table",
-            "prices": price_meta(entries), "n_queries": len(queries), "n_models": int(o["model"].nunique())}
+            "prices": price_meta(entries), **unpriced_meta(entries), "n_queries": len(queries),
+            "n_models": int(o["model"].nunique())}
     return RoutingData.from_frames(queries, o, meta, source=str(src / b.replace("-", "_")))
 
 

@@ -19,6 +19,7 @@ from routecraft.data.importers.common import (
     read_json,
     require_columns,
     source_root,
+    unpriced_meta,
 )
 from routecraft.data.prices import OnMissing, PriceTable
 from routecraft.data.schema import DataValidationError, RoutingData
@@ -96,7 +97,7 @@ def import_zeroeval_gsm8k(root: str | Path | None = None, prices: PriceTable | s
         "prediction": m["pred"], "parsed": m["parsed"].astype(int).astype(bool),
         "out_chars": m["out_chars"].astype("int64"), "out_words": m["out_words"].astype("int64"),
     })
-    table, entries = prices_for(o["model"].unique(), prices, on_missing, "the price table (zeroeval-gsm8k)")
+    table, entries = prices_for(o["model"].unique(), prices, on_missing, "zeroeval-gsm8k")
     o = add_cost(o, entries)
 
     counts = o.groupby("model").size()
@@ -111,7 +112,7 @@ def import_zeroeval_gsm8k(root: str | Path | None = None, prices: PriceTable | s
                             "(src/templates/OEQA.py); chat-template tokens not counted"},
         "cost": "input_tokens * input_per_1m / 1e6 + output_tokens * output_per_1m / 1e6, prices from the "
                 "routecraft price table (see 'prices')",
-        "prices": price_meta(entries), "price_reference_date": table.reference_date,
+        "prices": price_meta(entries), **unpriced_meta(entries), "price_reference_date": table.reference_date,
         "n_queries": n_q, "n_models": int(o["model"].nunique()),
         "incomplete_models": {k: int(v) for k, v in counts.items() if v < n_q},
         "gold": "as published in ZeroEval's matrix (thousands separators kept, e.g. '2,125')",

@@ -21,8 +21,8 @@ from typing import Any, Optional, Sequence
 
 from routecraft.data.schema import Candidate
 from routecraft.pool.models import REGISTRY
-from routecraft.routers.base import Decision
-from routecraft.routers.multistep import MultiStepRouter, merge
+from routecraft.routers.base import Decision, MultiStepRouter, candidate_row
+from routecraft.routers.multistep import merge
 from routecraft.routers.r2_reasoner.config import R2ReasonerConfig, load_config, validate
 from routecraft.routers.r2_reasoner.runtime import (
     Pipeline,
@@ -41,14 +41,9 @@ class R2Reasoner(MultiStepRouter):
                      "(routecraft.routers.r2_reasoner.train_r2_reasoner)")
 
     @classmethod
-    def train_cli(cls, config: str | Path | None, out: str | Path, overrides: Optional[dict] = None,
-                  resume: bool = True) -> Path:
+    def train_from_config(cls, config: str | Path | None, out: str | Path, overrides: Optional[dict] = None,
+                          resume: bool = True) -> Path:
         return train_r2_reasoner(config, out, resume=resume, overrides=overrides)
-
-    @classmethod
-    def route_cli(cls, artifact: str | Path, question: str) -> tuple[dict, str]:
-        plan = route_r2_reasoner(artifact, question)
-        return plan, format_plan(plan)
 
     def __init__(self, decomposer: Optional[str] = None, allocator: Optional[str] = None,
                  config: Optional[dict] = None, stages: Optional[dict] = None, cache: Optional[str] = None,
@@ -105,17 +100,14 @@ class R2Reasoner(MultiStepRouter):
     def decision(self, plan: dict, lam: float = 0.0, max_cost: float | None = None) -> Decision:
         plan = {**plan, "router": self.name, "lam": lam, "max_cost": max_cost,
                 "note": "subtasks were executed on the pool during routing; lam/max_cost are fixed by training (β)"}
-        table = []
-        for m in dict.fromkeys(plan["models"]):
-            table.append({"candidate": m, "model": m, "strategy": Candidate(m).strategy, "budget": None,
-                          "subtasks": sum(1 for x in plan["models"] if x == m),
-                          "cost_usd": sum(t["cost_usd"] or 0.0 for t in plan["subtasks"] if t["model"] == m),
-                          "predicted_score": 0.0, "predicted_cost": 0.0})
+        table = [candidate_row(Candidate(m), 0.0, 0.0, subtasks=sum(1 for x in plan["models"] if x == m),
+                               cost_usd=sum(t["cost_usd"] or 0.0 for t in plan["subtasks"] if t["model"] == m))
+                 for m in dict.fromkeys(plan["models"])]
         return Decision(Candidate(plan["final_model"]), float(plan["answer"] is not None), float(plan["cost_usd"]),
                         table, plan)
 
-    def format_plan(self, plan: dict) -> str:
-        return format_plan(plan)
+    def format(self, summary: dict) -> str:
+        return format_plan(summary)
 
     # ---- artifacts ---------------------------------------------------------------------------------------------
     def pool_names(self) -> list[str]:

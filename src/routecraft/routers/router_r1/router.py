@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from routecraft.data.schema import Candidate
-from routecraft.routers.base import Decision
-from routecraft.routers.multistep import MultiStepRouter
+from routecraft.routers.base import Decision, MultiStepRouter, candidate_row
 from routecraft.routers.registry import load_router
 from routecraft.routers.router_r1.backends import serve_backends
 from routecraft.routers.router_r1.config import RouterR1Config, load_config
@@ -34,13 +33,8 @@ class RouterR1(MultiStepRouter):
     running_note = "consult the pool and return the trajectory"
 
     @classmethod
-    def train_cli(cls, config, out, overrides=None, resume=True):
+    def train_from_config(cls, config, out, overrides=None, resume=True) -> Path:
         return train_router_r1(config, out, resume=resume, overrides=overrides)
-
-    @classmethod
-    def route_cli(cls, artifact, question):
-        s = route_router_r1(artifact, question)
-        return s, format_trajectory(s)
 
     def __init__(self, policy: Optional[str] = None, config: Optional[dict] = None) -> None:
         super().__init__(policy=policy, config=config or {})
@@ -84,8 +78,11 @@ class RouterR1(MultiStepRouter):
     def run_batch(self, questions: Sequence[str]) -> list:
         return self._ensure().run(list(questions))
 
-    def run(self, question: str):
-        return self.run_batch([question])[0]
+    def summary(self, result: Any) -> dict:
+        return result.summary()
+
+    def format(self, summary: dict) -> str:
+        return format_trajectory(summary)
 
     def decision(self, tr: Any, lam: float = 0.0, max_cost: float | None = None) -> Decision:
         plan = tr.summary()
@@ -102,10 +99,9 @@ class RouterR1(MultiStepRouter):
             pool = self.config.resolve_pool()
             model = min(pool.models, key=lambda m: m.price_out_per_m).name
             plan["answered_by"] = "policy"
-        table = [{"candidate": m, "model": m, "strategy": Candidate(m).strategy, "budget": None,
-                  "calls": sum(1 for c in called if c == m),
-                  "cost_usd": sum(c.cost_usd for c in tr.calls if c.model == m),
-                  "predicted_score": 0.0, "predicted_cost": 0.0} for m in dict.fromkeys(called)]
+        table = [candidate_row(Candidate(m), 0.0, 0.0, calls=sum(1 for c in called if c == m),
+                               cost_usd=sum(c.cost_usd for c in tr.calls if c.model == m))
+                 for m in dict.fromkeys(called)]
         return Decision(Candidate(model), float(tr.answer is not None), float(tr.cost_usd), table, plan)
 
     # ---- artifacts ---------------------------------------------------------------------------------------------
@@ -130,6 +126,6 @@ def route_router_r1(artifact: str | Path, question: str) -> dict:
     response, tokens and cost; the final answer; totals)."""
     router = RouterR1.from_artifact(artifact)
     try:
-        return router.run(question).summary()
+        return router.summary(router.run(question))
     finally:
         router.close()

@@ -120,7 +120,7 @@ def test_failure_kind_blames_the_request_only_for_its_own_errors(exc, kind):
 # ---- PAL and the sandbox: a weaker isolation is never chosen silently ---------------------------------------------
 def _no_strict_sandbox(monkeypatch):
     """Simulates a kernel without user namespaces (cannot be caused for real on this machine: the probe's cached
-    answer is overridden, as tests/test_sandbox_escapes.py does)."""
+    answer is overridden, as tests/strategies/test_sandbox_escapes.py does)."""
     import sys
 
     from routecraft.strategies import sandbox

@@ -27,7 +27,7 @@ TRANSPORTS = ("lean", "httpx")
 
 
 def _load_stub():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "openai_stub.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "openai_stub.py"
     spec = importlib.util.spec_from_file_location("openai_stub", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

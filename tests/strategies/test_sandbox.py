@@ -105,7 +105,8 @@ def test_socket_connect_to_open_local_port_fails(isolation, hook, sc):
                 f"    s.connect(('127.0.0.1', {port}))\n    return 'connected'\n")
         r = run_python(code, isolation=isolation, audit_hook=hook, seccomp=sc)
         assert not r.ok and r.value is None
-        # the first layer that stops it: the audit hook, else seccomp (socket() refused), else the empty network namespace
+        # the first layer that stops it: the audit hook, else seccomp (socket() refused), else the empty network
+        # namespace
         expected = "network access refused" if hook else ("Operation not permitted" if sc else "Network is unreachable")
         assert expected in r.error, r.error
         with pytest.raises(BlockingIOError):  # nobody reached the server
@@ -153,7 +154,8 @@ def test_processes_and_ctypes_are_refused():
 
 
 def test_sympy_works_inside():
-    r = run_python("import sympy as sp\ndef solution():\n    x = sp.symbols('x')\n    return sp.solve(2*x + 3 - 11, x)[0]",
+    r = run_python("import sympy as sp\ndef solution():\n    x = sp.symbols('x')\n"
+                   "    return sp.solve(2*x + 3 - 11, x)[0]",
                    timeout_s=10, memory_mb=512)
     assert r.ok and r.value == 4, r.error
 

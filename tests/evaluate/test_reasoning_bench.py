@@ -14,7 +14,7 @@ import pytest
 
 from _reasoning_tables import budget_table, strategy_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import textwrap
 import time
 
 import pytest
+
 import pg_fixture
 from pg_fixture import PG_PASSWORD, PG_USER, require_postgres, with_db
 
@@ -22,8 +23,7 @@ except ImportError:  # pragma: no cover - the dev extra installs it
         raise
     pytest.skip("psycopg is not installed (pip install 'routecraft[postgres]')", allow_module_level=True)
 
-from routecraft.serve.ledger import (COLUMNS, LedgerError, PostgresLedger, open_ledger, read_rows, redact_url,
-                                     summarise)
+from routecraft.serve.ledger import COLUMNS, LedgerError, PostgresLedger, open_ledger, read_rows, redact_url, summarise
 
 postgres_server, pg_url = pg_fixture.postgres_server, pg_fixture.pg_url  # the fixtures
 

@@ -24,7 +24,7 @@ from routecraft.data.importers import (
 from routecraft.data.prices import MissingPriceError, PriceEntry, PriceTable
 from routecraft.data.schema import DataValidationError, RoutingData
 
-RAW = Path(__file__).resolve().parents[2] / "shared" / "data"
+RAW = Path(__file__).resolve().parents[3] / "shared" / "data"
 if not RAW.is_dir():
     RAW = Path("/work/shared/data")
 needs_raw = pytest.mark.skipif(not (RAW / "zeroeval").is_dir(), reason="raw data checkout not present")

@@ -1,6 +1,9 @@
-"""The built-in rule router: works with no training data, from the pool's sizes and prices and the query's length.
+"""``heuristic``: the built-in rule router — works with no training data, from the pool's sizes and prices and the
+query's length.
 
-It is a rule of thumb, not a learnt model; the gateway uses it when no trained router artifact is configured.
+It is a rule of thumb, not a learnt model; the gateway uses it when no trained router artifact is configured
+(``routers: {auto: heuristic}``). It is built from the served pool models (``fit_pool``), not fit on an outcomes
+table, and answers ``decide_one`` without a queries table (the gateway's fast path).
 For a query (the routing text of a conversation) and each candidate (every pool model × the configured strategies,
 no length budget):
 
@@ -18,7 +21,7 @@ no length budget):
   200, direct 16, cod 80, cot 220, pal 140, sc k×220) capped by the strategy's budget cap and the request's
   ``max_tokens``.
 
-Then the usual ``choose``: maximise score − λ·cost, or the best score within a cost cap.
+Then the usual decision (``Decision.from_prediction``): maximise score − λ·cost, or the best score within a cost cap.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from routecraft.data.schema import DEFAULT, Candidate, RoutingData
-from routecraft.routers.base import Prediction, Router
+from routecraft.data.schema import DEFAULT, Candidate
+from routecraft.routers.base import Decision, Prediction, Router, decisions
+from routecraft.strategies import get_strategy
 
 TYPICAL_OUT = {"default": 200, "direct": 16, "cod": 80, "cot": 220, "pal": 140}
 MULT = {
@@ -75,6 +79,7 @@ class HeuristicRouter(Router):
 
     name = "heuristic"
     uses_features = False
+    light = True
 
     def __init__(self, strategies: Sequence[str] = ("default", "cot", "pal"), sc_k: int = 5, **params: Any) -> None:
         super().__init__(strategies=list(strategies), sc_k=sc_k, **params)
@@ -85,8 +90,6 @@ class HeuristicRouter(Router):
         """Candidates = every model × strategy; ``pool_models`` are PoolModel objects (name, size_b, prices)."""
         if not pool_models:
             raise ValueError("heuristic router: the pool has no models")
-        from routecraft.strategies import get_strategy
-
         outs = [m.price_out_per_m for m in pool_models]
         order = np.argsort(np.argsort(outs, kind="stable"), kind="stable")
         n = len(pool_models)
@@ -103,8 +106,19 @@ class HeuristicRouter(Router):
                 self._caps.append(None if s == DEFAULT else get_strategy(s).max_tokens(None))
         return self
 
-    def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "HeuristicRouter":
-        raise NotImplementedError("the heuristic router is not trained: call fit_pool(pool.models)")
+    # ---- deciding ----
+    def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
+               max_cost: float | None = None) -> list[Decision]:
+        return decisions(self.predict(queries, X), lam, max_cost)
+
+    def decide_one(self, text: str, features: np.ndarray | None = None, *, lam: float = 0.0,
+                   max_cost: float | None = None, task: str | None = None, input_chars: int | None = None,
+                   max_tokens: int | None = None, **context: Any) -> Decision:
+        """One query without a queries table: ``task`` (a kind the rules know, else inferred from the text),
+        ``input_chars`` (the whole conversation; default: the text), ``max_tokens`` (the request's output cap)."""
+        kind = task if task in MULT else None
+        row = (text, len(text) if input_chars is None else input_chars, max_tokens, kind)
+        return Decision.from_prediction(self.predict_rows([row]), 0, lam, max_cost)
 
     # ---- predicting ----
     def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:

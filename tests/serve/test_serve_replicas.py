@@ -7,12 +7,12 @@ from __future__ import annotations
 import time
 
 import httpx
-import pg_fixture
 import pytest
+from gateway_proc import PRICE, STORY, start_gateway, stop_gateway
 
+import pg_fixture
 from routecraft.serve.config import hash_key
 from routecraft.serve.ledger import read_rows
-from test_serve_attacks import PRICE, STORY, start_gateway, stop_gateway
 
 pytestmark = pytest.mark.slow
 postgres_server, pg_url = pg_fixture.postgres_server, pg_fixture.pg_url  # the fixtures

@@ -24,12 +24,12 @@ import httpx
 import pytest
 import yaml
 
-from routecraft.serve.ledger import read_rows
 from routecraft.serve.http_server import http_impl, json_error_protocol, run_loop
+from routecraft.serve.ledger import read_rows
 
 
 def _load_stub():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "openai_stub.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "openai_stub.py"
     spec = importlib.util.spec_from_file_location("openai_stub", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

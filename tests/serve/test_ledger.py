@@ -13,14 +13,25 @@ import time
 from pathlib import Path
 
 import pytest
+
 import pg_fixture
 from pg_fixture import PG_PASSWORD
-
 from routecraft.serve.auth import KeyStore
 from routecraft.serve.config import KeySpec, ServeConfigError, config_from_dict, hash_key
 from routecraft.serve.conversation import RequestError
-from routecraft.serve.ledger import (COLUMNS, DEFAULT_LEDGER, Ledger, LedgerError, LedgerURLError, PostgresLedger,
-                                     open_ledger, parse_ledger_url, read_rows, redact_url, summarise)
+from routecraft.serve.ledger import (
+    COLUMNS,
+    DEFAULT_LEDGER,
+    Ledger,
+    LedgerError,
+    LedgerURLError,
+    PostgresLedger,
+    open_ledger,
+    parse_ledger_url,
+    read_rows,
+    redact_url,
+    summarise,
+)
 
 postgres_server, pg_url = pg_fixture.postgres_server, pg_fixture.pg_url  # the fixtures
 
@@ -342,3 +353,30 @@ def test_keystore_shared_spend_rules():
     with pytest.raises(ValueError):
         KeyStore([], refresh_s=-1)
     assert KeyStore([]).refresh_s == 0.5
+
+
+def _open_at(path: str, t0: float, q) -> None:
+    while time.time() < t0:
+        pass
+    try:
+        Ledger(path).open().close()
+        q.put("ok")
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        q.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_a_new_ledger_together_all_open_it(tmp_path):
+    """Gateway workers open one new SQLite ledger at the same moment: switching it to WAL, the second used to get
+    "database is locked" at once (SQLite calls no busy handler there), and its worker died."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for i in range(10):
+        q = ctx.Queue()
+        t0 = time.time() + 0.2
+        procs = [ctx.Process(target=_open_at, args=(str(tmp_path / f"u{i}.sqlite"), t0, q)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        assert [q.get(timeout=5) for _ in procs] == ["ok"] * 3

@@ -13,14 +13,11 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
+from gateway_proc import PRICE, STORY, start_gateway, stop_gateway
 
 from routecraft.serve.config import hash_key
 from routecraft.serve.ledger import read_rows
@@ -28,35 +25,6 @@ from routecraft.serve.ledger import read_rows
 pytestmark = pytest.mark.slow
 
 KEY, POOR = "alice-secret", "dave-secret"
-PRICE = {"price_in_per_m": 0.00294, "price_out_per_m": 0.0218}
-STORY = [{"role": "user", "content": "Write a long story about a dragon who learns to bake bread."}]
-
-
-def start_gateway(d: Path, cfg: dict, env: dict | None = None):
-    (d / "gw.yaml").write_text(yaml.safe_dump(cfg))
-    ready = d / "ready.json"
-    ready.unlink(missing_ok=True)
-    env = {**os.environ, "ROUTECRAFT_API_KEYS": "", **(env or {})}
-    proc = subprocess.Popen([sys.executable, "-m", "routecraft.serve", "serve", "--config", str(d / "gw.yaml"),
-                             "--ready-file", str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 180
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read().decode() if proc.poll() is not None else "(still running)"
-            proc.kill()
-            pytest.fail(f"gateway did not start: {out}")
-        time.sleep(0.1)
-    info = json.loads(ready.read_text())
-    return proc, f"http://127.0.0.1:{info['port']}"
-
-
-def stop_gateway(proc) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +201,8 @@ def test_a_burst_on_an_idle_gateway_holds_the_queue_bound(gw):
 def test_health_shows_internals_only_to_key_holders(gw):
     anon = health(gw, key=None)
     assert anon.status_code == 200
-    assert set(anon.json()) == {"status", "models"} and all(set(m) == {"healthy"} for m in anon.json()["models"].values())
+    assert set(anon.json()) == {"status", "models"} and all(set(m) == {"healthy"}
+                                                           for m in anon.json()["models"].values())
     assert "127.0.0.1" not in anon.text
     full = health(gw).json()
     assert full["models"]["small"]["url"].startswith("http://127.0.0.1:") and "inflight" in full

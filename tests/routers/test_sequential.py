@@ -79,7 +79,7 @@ def test_cascade_search_includes_up_front_plans_and_follows_lambda():
     obs = Observations.from_data(_data(rows))
     cas = Cascade(pool=4, finals=2).fit(obs)
     assert any(not p.stages for p in cas.plans)  # deciding up front is in the search
-    best = cas.plan(lam=0.0)
+    cas.plan(lam=0.0)
     assert cas.train_score[cas.choose(0.0)] == 1.0  # s alone, or any plan as good
     cheap = cas.plan(lam=1e6)
     assert cas.train_cost[cas.choose(1e6)] == pytest.approx(0.1)  # a or b alone
@@ -176,7 +176,8 @@ def test_generic_import_takes_a_prediction_column_or_extracts_it_from_responses(
     f = tmp_path / "logs.csv"
     pd.DataFrame({"id": ["a", "a", "b", "b"], "q": ["1+1?", "1+1?", "2+2?", "2+2?"], "m": ["x", "y", "x", "y"],
                   "ok": [1, 0, 1, 1], "usd": [0.1, 0.2, 0.1, 0.2], "pred": ["2", "3", "4", ""],
-                  "resp": ["So 1+1 = 2. The answer is 2.", "The answer is 3", "#### 4", "It is 4."]}).to_csv(f, index=False)
+                  "resp": ["So 1+1 = 2. The answer is 2.", "The answer is 3", "#### 4", "It is 4."]}
+                 ).to_csv(f, index=False)
     base = {"format": "long", "query_id": "id", "text": "q", "model": "m", "score": "ok", "cost": "usd",
             "task_value": "gsm8k", "response": "resp"}
     d = import_generic(f, GenericImportConfig(**base, prediction="pred"))

@@ -1,7 +1,7 @@
 """The Router-R1 rollout engine against a real SmolLM2 llama.cpp server (the ``pool`` fixture), driven by a scripted
 policy that emits fixed text per turn — so every protocol path (valid call, unknown model, invalid search, failed
 backend, no answer, over-long turns and replies) is exercised deterministically. The real (sampling) policy is
-tested in the trainer smoke test (tests/test_train_grpo.py).
+tested in the trainer smoke test (tests/train/test_train_grpo.py).
 
 Also: the loss mask zeroes exactly the inserted ``<information>`` spans (and a forced response prefix), nothing else.
 """

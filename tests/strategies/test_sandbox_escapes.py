@@ -24,8 +24,13 @@ import uuid
 import pytest
 
 from routecraft.strategies import sandbox
-from routecraft.strategies.sandbox import (SandboxUnavailable, allow_weak_isolation, resolve_isolation, run_python,
-                                           strong_isolation_available)
+from routecraft.strategies.sandbox import (
+    SandboxUnavailable,
+    allow_weak_isolation,
+    resolve_isolation,
+    run_python,
+    strong_isolation_available,
+)
 
 STRICT_OK, STRICT_WHY = strong_isolation_available()
 NO_STRICT_OK = os.environ.get("ROUTECRAFT_TEST_ALLOW_NO_STRICT_SANDBOX") == "1"
@@ -239,7 +244,8 @@ def test_fork_is_stopped_by_seccomp_not_by_rlimit_nproc():
     # RLIMIT_NPROC = 0 is set, but the process is kernel uid 0, which Linux exempts: with only the namespaces (no
     # hook, no seccomp) fork() succeeds, so the seccomp filter is what stops it in the kernel layer
     code = ("import os, resource\ndef solution():\n    pid = os.fork()\n    if pid == 0:\n        os._exit(7)\n"
-            "    return [resource.getrlimit(resource.RLIMIT_NPROC)[0], os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]\n")
+            "    return [resource.getrlimit(resource.RLIMIT_NPROC)[0],\n"
+            "            os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])]\n")
     r = run_python(code, isolation="strict", audit_hook=False, seccomp=False)
     assert r.ok and r.value == [0, 7], r
     r = run_python(code, isolation="strict", audit_hook=False)
@@ -301,7 +307,8 @@ def test_socket_to_the_gateway_port_fails(kw, layer):
 def test_writes_outside_the_work_dir_fail(kw, layer, tmp_path):
     tmp_path.chmod(0o777)
     site = next(p for p in sys.path if p.endswith("site-packages"))
-    for target in (tmp_path / f"pwned-{uuid.uuid4().hex}", os.path.join(site, f"routecraft_pwned_{uuid.uuid4().hex}.pth"),
+    for target in (tmp_path / f"pwned-{uuid.uuid4().hex}",
+                   os.path.join(site, f"routecraft_pwned_{uuid.uuid4().hex}.pth"),
                    os.path.join(os.path.dirname(os.__file__), f"pwned_{uuid.uuid4().hex}.py")):
         code = f"def solution():\n    open({str(target)!r}, 'w').write('import os')\n    return 'written'\n"
         try:

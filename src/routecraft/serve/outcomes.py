@@ -1,0 +1,157 @@
+"""What one request resolves to, decides and produces, and how a call fails: the records the gateway's request path
+(``gateway``), its consultation plans (``consult``) and its responses (``session``) share.
+
+* ``RouterEntry`` (a router on offer), ``Target`` (what the ``model`` field names), ``Plan`` (a routing outcome: the
+  decision and the order in which candidates are tried), ``Outcome`` (what a candidate, or a plan of consultations,
+  produced);
+* failures: ``failure_kind`` says whose fault a failed call was — "backend" (the next candidate is tried and the model
+  marked unhealthy), "context" (only models with a larger context are tried) or "client" (the request itself: a 400);
+  ``AllCandidatesFailed`` (a 502) and ``CandidateRefused`` (a 400) end a request.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import numpy as np
+
+from routecraft.data.schema import Candidate
+from routecraft.pool.client import BackendError
+from routecraft.routers.base import Decision, Router
+from routecraft.serve.config import Tradeoff
+from routecraft.serve.conversation import RequestError
+
+
+@dataclass
+class RouterEntry:
+    """One router on offer (``routecraft/<name>``)."""
+
+    name: str
+    spec: str                     # "heuristic" or the artifact folder
+    router: Router
+    candidates: list[Candidate]   # the router's candidates whose model is served
+    skipped: list[str]            # candidates dropped because their model is not served
+    encoder: Optional[str] = None
+
+    @property
+    def kind(self) -> str:
+        return self.router.name
+
+
+@dataclass
+class Target:
+    """What the ``model`` field names: a router with a trade-off, or one pool model (bypass)."""
+
+    requested: str
+    router: Optional[RouterEntry] = None
+    tradeoff_name: Optional[str] = None
+    tradeoff: Optional[Tradeoff] = None
+    model: Optional[str] = None
+
+    @property
+    def label(self) -> str:
+        return self.router.name if self.router is not None else "bypass"
+
+
+@dataclass
+class Plan:
+    """A routing outcome: the decision and the order in which candidates are tried."""
+
+    order: list[Candidate]
+    decision: Optional[Decision]
+    task: str
+    lam: Optional[float]
+    max_cost: Optional[float]
+    decision_ms: float = 0.0
+    sticky: bool = False
+    skipped: list[dict] = field(default_factory=list)  # candidates moved back (unhealthy model) or filtered
+    router: Optional[Router] = None                    # the router that decided (runs a plan of consultations)
+    features: Optional[np.ndarray] = None              # the query's feature row, when the router reads features
+
+
+@dataclass
+class Outcome:
+    """What one candidate produced — or, for a plan of consultations, what the request produced: the accepted answer,
+    the sums of every consultation's tokens and cost, and the consultations (``consulted``)."""
+
+    candidate: Candidate
+    text: str
+    answer: Optional[str]
+    method: str
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    finish_reason: Optional[str]
+    backend_s: float
+    details: dict = field(default_factory=dict)
+    consulted: Optional[dict] = None  # kind, plan, consultations, escalated, how, answered_by
+
+    @property
+    def content(self) -> str:
+        return self.answer if self.answer is not None else self.text
+
+
+class AllCandidatesFailed(RuntimeError):
+    def __init__(self, failures: list[dict]):
+        self.failures = failures
+        reasons = "; ".join(f"{f['candidate']}: {f['error']}" for f in failures) or "no candidate to try"
+        super().__init__(f"every candidate failed: {reasons}")
+
+
+class CandidateRefused(RequestError):
+    """The backends refused the request itself (context too long, or another 4xx): a 400 for the client, with the
+    attempts made (they reached a backend, so the ledger records them)."""
+
+    def __init__(self, message: str, failures: list[dict], *, code: str):
+        super().__init__(400, message, param="messages", code=code)
+        self.failures = failures
+
+
+#: phrases with which OpenAI-compatible servers say that a prompt does not fit the context
+CONTEXT_PHRASES = ("context size", "context length", "context_length", "maximum context", "context window",
+                   "exceed_context", "too many tokens", "prompt is too long", "input is too long")
+
+
+def failure_kind(exc: BaseException) -> str:
+    """Whose fault a failed call was: "context", "client" (the request) or "backend" (see the module docstring)."""
+    if isinstance(exc, BackendError):
+        st = exc.status
+        if st in (400, 413, 422):
+            text = f"{exc.detail} {exc}".lower()
+            return "context" if any(p in text for p in CONTEXT_PHRASES) else "client"
+        return "backend"
+    if isinstance(exc, UnicodeError):  # text the backend protocol cannot carry (refused at intake; a safety net)
+        return "client"
+    return "backend"
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, BackendError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def refusal(failures: list[dict], exc: Optional[BaseException]) -> CandidateRefused:
+    """The 400 for a request the backends refused (the last failure says why)."""
+    last = failures[-1]
+    detail = exc.detail if isinstance(exc, BackendError) else f"{type(exc).__name__}: {exc}"
+    if last["kind"] == "context":
+        return CandidateRefused(f"the request does not fit the context of any served model that can take it "
+                                f"(last: {last['model']!r}: {detail})", failures, code="context_length_exceeded")
+    return CandidateRefused(f"model {last['model']!r} refused the request: {detail}", failures,
+                            code="invalid_request")
+
+
+def ex_details(ex: Any) -> dict:
+    """What an answer extraction shows as reasoning: PAL's program and its sandbox run, the votes."""
+    d: dict = {}
+    if getattr(ex, "code", None):
+        d["code"] = ex.code
+    sb = getattr(ex, "sandbox", None)
+    if sb is not None:
+        d["sandbox"] = {"ok": sb.ok, "value": None if sb.value is None else str(sb.value), "stdout": sb.stdout[-2000:],
+                        "error": sb.error, "timed_out": sb.timed_out}
+    if getattr(ex, "votes", None):
+        d["votes"] = ex.votes
+    return d

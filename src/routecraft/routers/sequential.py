@@ -315,7 +315,7 @@ class SequentialRouter(ObservingRouter):
         Xq = X if p["use_features"] else None
         self.policy = SequentialPolicy(p["model"], p["max_len"], p["n_components"], p["folds"], p["seed"]).fit(
             obs, Xq, self.cascade)
-        if p.get("upfront") and X is not None:
+        if p.get("upfront") not in (None, "", "none", False) and X is not None:
             self._fit_upfront(data, np.asarray(X), obs)
         return self
 

@@ -104,8 +104,8 @@ def candidate_order(score: np.ndarray, cost: np.ndarray, lam: float = 0.0, max_c
     else:
         order = np.lexsort((index, cost, -(score - lam * cost)))
     if chosen is None:
-        chosen = int(order[0]) if math.isinf(lam) and max_cost is None else \
-            int(choose_indices(score[None, :], cost[None, :], lam=lam, max_cost=max_cost)[0])
+        chosen = (int(order[0]) if math.isinf(lam) and max_cost is None
+                  else int(choose_indices(score[None, :], cost[None, :], lam=lam, max_cost=max_cost)[0]))
     return [chosen] + [int(k) for k in order if k != chosen]
 
 

@@ -556,8 +556,8 @@ class Gateway:
         out = []
         created = int(self.t0)
         for name, e in self.routers.items():
-            for tname, t in [(None, self.config.tradeoffs[self.config.default_tradeoff])] + \
-                    list(self.config.tradeoffs.items()):
+            for tname, t in ([(None, self.config.tradeoffs[self.config.default_tradeoff])]
+                             + list(self.config.tradeoffs.items())):
                 mid = f"{PREFIX}{name}" + (f":{tname}" if tname else "")
                 out.append({"id": mid, "object": "model", "created": created, "owned_by": "routecraft",
                             "routecraft": {"kind": "router", "router": name, "router_type": e.kind,

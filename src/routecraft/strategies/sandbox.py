@@ -261,8 +261,8 @@ def _strict_confine(roots):
         check(libc.mount(cp(enc(src)), cp(enc(tgt)), cp(enc(fstype)), ul(flags), cp(enc(data))),
               "mount(%s, %s, %s, %#x)" % (src, tgt, fstype, flags))
 
-    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = \
-        1, 2, 4, 8, 32, 4096, 16384, 1 << 18
+    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+        1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
     MS_NOATIME, MS_NODIRATIME, MS_RELATIME, MS_STRICTATIME = 1024, 2048, 1 << 21, 1 << 24
     ST_NOEXEC, ST_NOATIME, ST_NODIRATIME, ST_RELATIME = 8, 1024, 2048, 4096
 
@@ -459,8 +459,8 @@ def _install_audit(W, read_roots):
 
     def blocked_module(name):
         first, last = name.partition(".")[0], name.rpartition(".")[2]
-        return first in BLOCKED_MODULES or last in BLOCKED_MODULES or first.startswith("_test") or \
-            last.startswith("_test")
+        return (first in BLOCKED_MODULES or last in BLOCKED_MODULES or first.startswith("_test")
+                or last.startswith("_test"))
 
     def as_str(p):
         if _type(p) is _str:
@@ -550,8 +550,8 @@ def _install_audit(W, read_roots):
                 deny("unsupported open mode")
             if _type(flags) is not _int:
                 deny("unsupported open flags")
-            wants_write = (mode is not None and ("w" in mode or "a" in mode or "x" in mode or "+" in mode)) or \
-                (flags & WFLAGS) != 0
+            wants_write = ((mode is not None and ("w" in mode or "a" in mode or "x" in mode or "+" in mode))
+                           or (flags & WFLAGS) != 0)
             if wants_write:
                 if not inside(path):
                     deny("write outside the work dir refused: %r" % (path,))
@@ -769,8 +769,9 @@ res["stdout"] = out[-__MAXOUT__:]
 payload = json.dumps(res, default=repr)
 fd = os.open(os.path.join(W, "result-" + TOKEN + ".json"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
 os.write(fd, payload.encode("utf-8", "replace")); os.close(fd)
-'''.replace("__MAXOUT__", str(MAX_STDOUT_CHARS)).replace("__SYSCALLS__", repr(json.dumps(_SYSCALLS))) \
-    .replace("__DENY__", repr(_DENY_NAMES)).replace("__SETUPRC__", str(SETUP_FAILED_RC))
+'''
+_BOOT = (_BOOT.replace("__MAXOUT__", str(MAX_STDOUT_CHARS)).replace("__SYSCALLS__", repr(json.dumps(_SYSCALLS)))
+         .replace("__DENY__", repr(_DENY_NAMES)).replace("__SETUPRC__", str(SETUP_FAILED_RC)))
 
 # ------------------------------------------------------------------------------------------------- process-wide state
 _state_lock = threading.Lock()
@@ -965,8 +966,8 @@ def _execute(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file
         rc = proc.returncode
         duration = time.perf_counter() - t0
         # a CPU-limit kill is a time-out too
-        if rc is not None and rc < 0 and -rc in (signal.SIGXCPU, signal.SIGKILL) and not timed_out \
-                and duration >= min(cpu, timeout_s) * 0.8:
+        if (rc is not None and rc < 0 and -rc in (signal.SIGXCPU, signal.SIGKILL) and not timed_out
+                and duration >= min(cpu, timeout_s) * 0.8):
             timed_out = True
         res_path = os.path.join(workdir, f"result-{token}.json")
         stdout_tail = _read_tail(out_path, MAX_STDOUT_CHARS)

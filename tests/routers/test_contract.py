@@ -96,3 +96,27 @@ def test_the_bench_refuses_routers_it_cannot_replay():
         check_benchable("heuristic")
     check_benchable("cascade")
     check_benchable("knn")
+
+
+def test_an_artifact_from_another_version_fails_with_a_clear_error(tmp_path):
+    """A state.joblib that names a class this routecraft does not have (as artifacts saved before a module moved
+    do) is refused with a message saying to re-train, not an AttributeError."""
+    import json
+    import pickle
+
+    import pytest
+
+    from routecraft.routers import load_router
+
+    d = tmp_path / "old"
+    d.mkdir()
+    (d / "router.json").write_text(json.dumps({"router": "mlp", "format_version": 1, "params": {},
+                                               "candidates": ["a"], "encoder": None}))
+    # the pickle of an object of a class from a module that no longer exists (the old routers/_reasoning.py)
+    payload = (b"\x80\x04\x95+\x00\x00\x00\x00\x00\x00\x00\x8c\x1droutecraft.routers._reasoning\x94\x8c\x06Layout"
+               b"\x94\x93\x94.")
+    (d / "state.joblib").write_bytes(payload)
+    with pytest.raises(ValueError, match="saved by another routecraft version.*train it again"):
+        load_router(d)
+    with pytest.raises(ModuleNotFoundError):
+        pickle.loads(payload)  # what it would have been without the check

@@ -65,5 +65,11 @@ def load_router(path: str | Path) -> Router:
     router = cls(**meta.get("params", {}))
     router.candidates = [Candidate.parse(c) for c in meta["candidates"]]
     router.encoder = meta.get("encoder")
-    router.set_state(joblib.load(path / "state.joblib"))
+    try:
+        state = joblib.load(path / "state.joblib")
+    except (ModuleNotFoundError, AttributeError, ImportError) as exc:  # classes moved or renamed since it was saved
+        raise ValueError(f"{path}: this {meta['router']!r} artifact was saved by another routecraft version and "
+                         f"refers to code that no longer exists ({type(exc).__name__}: {exc}); train it again with "
+                         f"`routecraft train --router {meta['router']} ... --out {path}`") from None
+    router.set_state(state)
     return router

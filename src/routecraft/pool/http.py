@@ -255,9 +255,9 @@ class LeanTransport:
             data = await r.readexactly(n + 2)
             yield data[:-2]
 
-    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
-        """(status, body) of a 2xx/3xx answer; TransportStatusError for >= 400."""
-        c, head = await self._send(path, body)
+    async def _read_body(self, c, head) -> bytes:
+        """The whole body of the answer on ``c`` (closed on any failure, which is wrapped as the transport's error);
+        the connection goes back to the pool when it may be kept."""
         try:
             data = await _within(self.timeout, self._body(c, head))
         except BaseException as exc:
@@ -267,6 +267,12 @@ class LeanTransport:
                 raise
             raise wrapped from exc
         self._release(c, head.keep_alive)
+        return data
+
+    async def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+        """(status, body) of a 2xx/3xx answer; TransportStatusError for >= 400."""
+        c, head = await self._send(path, body)
+        data = await self._read_body(c, head)
         enc = head.headers.get("content-encoding", "").lower()
         if enc in ("gzip", "deflate"):  # never asked for, but decoded like httpx does when a server sends it
             try:
@@ -281,15 +287,7 @@ class LeanTransport:
         """The open response of a streamed call (its status checked: TransportStatusError for >= 400)."""
         c, head = await self._send(path, body)
         if head.status >= 400:
-            try:
-                data = await _within(self.timeout, self._body(c, head))
-            except BaseException as exc:
-                c.close()
-                wrapped = self._wrap(exc)
-                if wrapped is None:
-                    raise
-                raise wrapped from exc
-            self._release(c, head.keep_alive)
+            data = await self._read_body(c, head)
             raise TransportStatusError(head.status, data.decode("utf-8", "replace"))
         return LeanStream(self, c, head)
 

@@ -22,7 +22,7 @@ import httpx
 import openai
 import pandas as pd
 import pytest
-import yaml
+from gateway_proc import launch_gateway, stop_gateway
 
 from routecraft.serve.config import hash_key
 from routecraft.serve.ledger import read_rows
@@ -95,27 +95,10 @@ def gateway(tmp_path_factory, smollm_server, second_server):
         "default_temperature": 0.0,
     }
     _fixed_router(d / "fixed-pal")
-    (d / "gw.yaml").write_text(yaml.safe_dump(cfg))
-    ready = d / "ready.json"
-    env = {**os.environ, "ROUTECRAFT_API_KEYS": ""}
-    proc = subprocess.Popen([sys.executable, "-m", "routecraft.serve", "serve", "--config", str(d / "gw.yaml"),
-                             "--ready-file", str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    deadline = time.monotonic() + 120
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read().decode() if proc.poll() is not None else "(still running)"
-            proc.kill()
-            pytest.fail(f"gateway did not start: {out}")
-        time.sleep(0.1)
-    info = json.loads(ready.read_text())
+    proc, info = launch_gateway(d, cfg, timeout_s=120)
     gw = GatewayProc(proc, info["url"], info["port"], d / "usage.sqlite", {"b": second_server})
     yield gw
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_gateway(proc)
 
 
 def _headers(raw) -> dict:

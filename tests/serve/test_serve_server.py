@@ -14,15 +14,13 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
+from gateway_proc import launch_gateway, stop_gateway
 
 from routecraft.serve.http_server import http_impl, json_error_protocol, run_loop
 from routecraft.serve.ledger import read_rows
@@ -125,26 +123,9 @@ def workers_gw(tmp_path_factory):
                                                {"name": "slow", "model_id": "slow-1500", "size_b": 0.135,
                                                 **common}]},
            "limits": {"shutdown_grace_s": 30}}
-    (d / "gw.yaml").write_text(yaml.safe_dump(cfg))
-    ready = d / "ready.json"
-    proc = subprocess.Popen([sys.executable, "-m", "routecraft.serve", "serve", "--config", str(d / "gw.yaml"),
-                             "--ready-file", str(ready)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env={**os.environ, "ROUTECRAFT_API_KEYS": ""})
-    deadline = time.monotonic() + 120
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            out = proc.stdout.read().decode() if proc.poll() is not None else "(still running)"
-            proc.kill()
-            pytest.fail(f"gateway did not start: {out}")
-        time.sleep(0.1)
-    info = json.loads(ready.read_text())
+    proc, info = launch_gateway(d, cfg, timeout_s=120)
     yield {"proc": proc, "info": info, "root": f"http://127.0.0.1:{info['port']}", "ledger": d / "usage.sqlite"}
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    stop_gateway(proc, grace_s=60)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
 

@@ -81,8 +81,7 @@ class Cascade:
         # replay on the shortlist's columns only (votes scale with the square of the columns)
         cols = sorted(set(cheap) | set(finals))
         pos = {j: i for i, j in enumerate(cols)}
-        sub = Observations(obs.query_ids, [obs.candidates[j] for j in cols], obs.keys[:, cols], obs.score[:, cols],
-                           obs.cost[:, cols], obs.latency[:, cols], obs.out_tokens[:, cols], obs.truncated[:, cols])
+        sub = obs.columns(cols)
         s, c = np.zeros(len(self.plans)), np.zeros(len(self.plans))
         for i, p in enumerate(self.plans):
             if not p.stages:
@@ -113,6 +112,17 @@ class Cascade:
 
     def replay(self, obs: Observations, lam: float = 0.0, max_cost: float | None = None) -> Replay:
         return replay_plan(self.plan(lam, max_cost), obs)
+
+    def decision(self, candidates: list[Candidate], lam: float = 0.0, max_cost: float | None = None) -> Decision:
+        """The plan for a trade-off as a decision: its first candidate, the plan's training score and cost, and the
+        plan (``kind`` "cascade": stages to consult, then the final candidate)."""
+        i = self.choose(lam, max_cost)
+        p = self.plans[i]
+        first = candidates[p.stages[0].members[0]] if p.stages else candidates[p.final]
+        s, c = float(self.train_score[i]), float(self.train_cost[i])
+        plan = {"kind": "cascade", **p.to_dict(candidates), "describe": p.describe(candidates), "train_score": s,
+                "train_cost": c}
+        return Decision(first, s, c, [], plan)
 
     def state(self) -> dict[str, Any]:
         return {"plans": [{"stages": [[list(st.members), st.min_agree] for st in p.stages], "final": p.final}
@@ -167,12 +177,7 @@ class CascadeRouter(ObservingRouter):
     def plan_decision(self, lam: float = 0.0, max_cost: float | None = None) -> Decision:
         """The plan for a trade-off (the same for every query), as a decision: its first candidate, the plan's
         training score and cost, and the plan (``kind`` "cascade": stages to consult, then the final candidate)."""
-        i = self.cascade.choose(lam, max_cost)
-        p = self.cascade.plans[i]
-        first = self.candidates[p.stages[0].members[0]] if p.stages else self.candidates[p.final]
-        plan = {"kind": "cascade", **p.to_dict(self.candidates), "describe": p.describe(self.candidates),
-                "train_score": float(self.cascade.train_score[i]), "train_cost": float(self.cascade.train_cost[i])}
-        return Decision(first, float(self.cascade.train_score[i]), float(self.cascade.train_cost[i]), [], plan)
+        return self.cascade.decision(self.candidates, lam, max_cost)
 
     def state(self) -> dict:
         return {"cascade": self.cascade.state()}

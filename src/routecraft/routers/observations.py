@@ -48,6 +48,17 @@ class Observations:
     def n(self) -> int:
         return len(self.query_ids)
 
+    def columns(self, cols: list[int]) -> "Observations":
+        """The same queries, only the candidates at ``cols`` (in that order)."""
+        return Observations(self.query_ids, [self.candidates[j] for j in cols], self.keys[:, cols],
+                            self.score[:, cols], self.cost[:, cols], self.latency[:, cols], self.out_tokens[:, cols],
+                            self.truncated[:, cols])
+
+    def rows(self, rows: np.ndarray) -> "Observations":
+        """Only the queries at ``rows``, every candidate."""
+        return Observations([self.query_ids[i] for i in rows], self.candidates, self.keys[rows], self.score[rows],
+                            self.cost[rows], self.latency[rows], self.out_tokens[rows], self.truncated[rows])
+
     @classmethod
     def from_data(cls, data: RoutingData, candidates: list[Candidate] | None = None,
                   router: str = "this router") -> "Observations":
@@ -189,7 +200,7 @@ class Replay:
 def replay_plan(plan: CascadePlan, obs: Observations, rows: np.ndarray | None = None) -> Replay:
     """Replay ``plan`` on the logged answers (``rows``: a subset of queries)."""
     keys = obs.keys if rows is None else obs.keys[rows]
-    sub = obs if rows is None else _rows(obs, rows)
+    sub = obs if rows is None else obs.rows(rows)
     n, c = keys.shape
     consulted = np.zeros((n, c), dtype=bool)
     open_ = np.ones(n, dtype=bool)
@@ -220,7 +231,3 @@ def replay_plan(plan: CascadePlan, obs: Observations, rows: np.ndarray | None = 
     score[open_] = sub.score[open_, f]
     return Replay(score, cost, calls, open_ & bool(plan.stages), latency)
 
-
-def _rows(obs: Observations, rows: np.ndarray) -> Observations:
-    return Observations([obs.query_ids[i] for i in rows], obs.candidates, obs.keys[rows], obs.score[rows],
-                        obs.cost[rows], obs.latency[rows], obs.out_tokens[rows], obs.truncated[rows])

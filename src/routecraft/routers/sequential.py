@@ -127,7 +127,7 @@ class SequentialPolicy:
         n, K = obs.n, len(self.seq)
         keys = obs.keys[:, self.seq]
         strong = obs.score[:, self.seq[-1]]
-        sub = _columns(obs, self.seq)
+        sub = obs.columns(self.seq)
         now = []
         for t in range(1, K + 1):
             mask = np.zeros_like(keys, dtype=bool)
@@ -218,7 +218,7 @@ class SequentialPolicy:
 
     def replay_actions(self, obs: Observations, act: np.ndarray) -> Replay:
         n, K = obs.n, len(self.seq)
-        sub = _columns(obs, self.seq)
+        sub = obs.columns(self.seq)
         keys = sub.keys
         steps = np.abs(act)
         mask = np.arange(K)[None, :] < steps[:, None]
@@ -284,10 +284,6 @@ class _Const:
         return np.full(len(x), self.v)
 
 
-def _columns(obs: Observations, cols: list[int]) -> Observations:
-    return Observations(obs.query_ids, [obs.candidates[j] for j in cols], obs.keys[:, cols], obs.score[:, cols],
-                        obs.cost[:, cols], obs.latency[:, cols], obs.out_tokens[:, cols], obs.truncated[:, cols])
-
 
 # ---- the router ----------------------------------------------------------------------------------------------------
 class SequentialRouter(ObservingRouter):
@@ -308,6 +304,7 @@ class SequentialRouter(ObservingRouter):
         self.upfront_train: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "SequentialRouter":
+        self._modes = {}
         p = self.params
         obs = Observations.from_data(data, router=self.name)
         self.candidates = list(obs.candidates)
@@ -356,7 +353,22 @@ class SequentialRouter(ObservingRouter):
     def mode(self, lam: float = 0.0, max_cost: float | None = None) -> str:
         """"policy", "cascade" (fixed plans, including every single candidate up front) or "upfront" (the learned
         up-front router): the best on the training split for this trade-off (the policy and the up-front router
-        judged on cross-fitted predictions). Ties go to the earlier of cascade, upfront, policy."""
+        judged on cross-fitted predictions). Ties go to the earlier of cascade, upfront, policy. It depends only on
+        the trade-off, so it is worked out once per trade-off (the gateway asks for every request)."""
+        return self._choice(lam, max_cost)[0]
+
+    def _choice(self, lam: float, max_cost: float | None) -> tuple[str, float, float]:
+        """(mode, its training score, its training cost), remembered per trade-off (at most 256: requests may send
+        any λ)."""
+        cache = self.__dict__.setdefault("_modes", {})
+        key = (float(lam), max_cost)
+        if key not in cache:
+            if len(cache) >= 256:
+                cache.clear()
+            cache[key] = self._mode(lam, max_cost)
+        return cache[key]
+
+    def _mode(self, lam: float, max_cost: float | None) -> tuple[str, float, float]:
         i = self.cascade.choose(lam, max_cost)
         options = [("cascade", float(self.cascade.train_score[i]), float(self.cascade.train_cost[i])),
                    ("upfront", *(self._upfront_utility(lam, max_cost) or (-np.inf, np.inf))),
@@ -364,13 +376,13 @@ class SequentialRouter(ObservingRouter):
         if max_cost is not None:
             fits = [o for o in options if o[2] <= max_cost]
             if fits:
-                return max(fits, key=lambda o: (o[1], -o[2]))[0]
-            return min(options, key=lambda o: o[2])[0]
+                return max(fits, key=lambda o: (o[1], -o[2]))
+            return min(options, key=lambda o: o[2])
         best = options[0]
         for o in options[1:]:
             if o[1] - lam * o[2] > best[1] - lam * best[2] + 1e-12:
                 best = o
-        return best[0]
+        return best
 
     def replay(self, data: RoutingData, X: np.ndarray | None = None, lam: float = 0.0,
                max_cost: float | None = None) -> Replay:
@@ -410,16 +422,11 @@ class SequentialRouter(ObservingRouter):
         if mode == "upfront":
             return self.upfront.decide(queries, X, lam=lam, max_cost=max_cost)
         if mode == "cascade":
-            i = self.cascade.choose(lam, max_cost)
-            p = self.cascade.plans[i]
-            first = self.candidates[p.stages[0].members[0]] if p.stages else self.candidates[p.final]
-            plan = {"kind": "cascade", **p.to_dict(self.candidates), "describe": p.describe(self.candidates)}
-            s, c = float(self.cascade.train_score[i]), float(self.cascade.train_cost[i])
-        else:
-            first = self.candidates[self.policy.seq[0]]
-            plan = {"kind": "sequential", "sequence": [self.candidates[j].id for j in self.policy.seq],
-                    "lam": lam, "max_cost": max_cost}
-            s, c = self.policy.train_utility(lam, max_cost)
+            return [self.cascade.decision(self.candidates, lam, max_cost) for _ in range(len(queries))]
+        first = self.candidates[self.policy.seq[0]]
+        plan = {"kind": "sequential", "sequence": [self.candidates[j].id for j in self.policy.seq],
+                "lam": lam, "max_cost": max_cost}
+        _, s, c = self._choice(lam, max_cost)
         return [Decision(first, s, c, [], plan) for _ in range(len(queries))]
 
     def state(self) -> dict:
@@ -430,6 +437,7 @@ class SequentialRouter(ObservingRouter):
         return {"cascade": self.cascade.state(), "policy": self.policy.state(), "upfront": up}
 
     def set_state(self, state: dict) -> None:
+        self._modes = {}
         self.cascade = Cascade(pool=self.params["pool"], finals=self.params["finals"])
         self.cascade.set_state(state["cascade"])
         self.cascade.candidates = list(self.candidates)

@@ -226,15 +226,10 @@ class Gateway:
         pal = sorted({c.strategy for e in self.routers.values() for c in e.candidates if "pal" in c.strategy})
         if not pal:
             return None
-        ok, why = strong_isolation_available()
+        ok, why = self._require_strict_sandbox(pal, "routers offer")
         if ok:
             log.warning("PAL sandbox: strict isolation in force (%s)", why)
             return "strict"
-        if not self.config.sandbox.allow_weak:
-            raise ServeConfigError(f"routers offer program-aided strategies ({', '.join(pal)}) but the strong PAL "
-                                   f"sandbox is unavailable here ({why}); set sandbox.allow_weak: true to run "
-                                   f"model-written programs with the weaker audit-hook isolation (it does not "
-                                   f"stop them reading files), or serve routers without PAL")
         allow_weak_isolation(True)
         log.warning("PAL sandbox: WEAK audit-hook isolation in force (sandbox.allow_weak is set; strong isolation "
                     "unavailable: %s)", why)
@@ -273,13 +268,18 @@ class Gateway:
             raise ServeConfigError(f"host {cfg.host!r} is not a loopback address and no API key is configured: add "
                                    f"keys (or ${cfg.keys_env}), or set allow_open: true")
         heuristic_pal = [x for x in cfg.heuristic.strategies if "pal" in x]
-        if heuristic_pal and HEURISTIC in cfg.routers.values() and not cfg.sandbox.allow_weak:
-            ok, why = strong_isolation_available()
-            if not ok:  # the same refusal as start() gives, before any backend is started
-                raise ServeConfigError(f"the heuristic router offers {', '.join(heuristic_pal)} but the strong PAL "
-                                       f"sandbox is unavailable here ({why}); set sandbox.allow_weak: true to run "
-                                       f"model-written programs with the weaker audit-hook isolation, or drop "
-                                       f"{', '.join(heuristic_pal)} from heuristic.strategies")
+        if heuristic_pal and HEURISTIC in cfg.routers.values():  # start() refuses the same, after loading routers
+            self._require_strict_sandbox(heuristic_pal, "the heuristic router offers")
+
+    def _require_strict_sandbox(self, pal: list[str], offered: str) -> tuple[bool, str]:
+        """(strict sandbox available, why); ServeConfigError when it is not and ``sandbox.allow_weak`` is not set."""
+        ok, why = strong_isolation_available()
+        if not ok and not self.config.sandbox.allow_weak:
+            raise ServeConfigError(f"{offered} program-aided strategies ({', '.join(pal)}) but the strong PAL "
+                                   f"sandbox is unavailable here ({why}); set sandbox.allow_weak: true to run "
+                                   f"model-written programs with the weaker audit-hook isolation (it does not "
+                                   f"stop them reading files), or serve no router that offers them")
+        return ok, why
 
     def _load_pool(self):
         spec = self.config.pool

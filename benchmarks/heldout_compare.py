@@ -12,6 +12,11 @@ query-level routers of the bench, on the same GSM8K test questions.
 * The questions compared are those in every eval file that the collected dataset (``--data``) also has complete
   for every candidate below; numbers are over exactly that set (n is printed).
 * Pool models alone: every (model, strategy) cell of the collected dataset at the default budget, same questions.
+* Observe-then-decide routers (``cascade``, ``sequential``) over the same model × strategy candidates as RTR,
+  cross-fitted the same way; their plans are replayed on the dataset's logged answers (the collected cells are
+  greedy, so a replayed consultation is the call the pool would make), the cost being every consultation's.
+  Router-R1 with ``call.targets: candidates`` consults the same candidates live, through the same executor
+  (``routecraft.routers.consult``).
 * Query-level routers (random, best-single, knn, mlp, mf, linear, oracle over the ``--strategy`` cell of each
   ``--models`` model; rtr over model × strategy): ``--folds``-fold cross-fitting over the compared questions —
   the router that decides a question was fit on every other complete question of the dataset, never on it. They
@@ -44,6 +49,8 @@ from routecraft.routers import choose, make_router
 
 INSTRUCT = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 MODEL_ROUTERS = ["random", "best-single", "knn", "mlp", "mf", "linear", "oracle"]
+#: observe-then-decide routers, over the model × strategy candidates (as RTR), replayed on the logged answers
+OBSERVING_ROUTERS = ["cascade", "sequential"]
 
 
 def _calls(r: dict):
@@ -134,6 +141,39 @@ def cross_fit(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Can
     return s0, c0, sl.mean(1), cl.mean(1)
 
 
+def cross_fit_observing(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Candidate],
+                        router_name: str, folds: int, seed: int, lambdas: np.ndarray):
+    """As ``cross_fit`` for an observing router: per compared question, the replayed plan's score, cost and calls
+    at λ=0; and mean score/cost along ``lambdas``."""
+    sub = data.filter_candidates(cands).complete()
+    all_ids = sub.queries["query_id"].tolist()
+    feats = features_for(data, X)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(qids))
+    fold_of = {qids[i]: k % folds for k, i in enumerate(order)}
+    n = len(qids)
+    s0, c0, k0 = np.zeros(n), np.zeros(n), np.zeros(n)
+    sl, cl = np.zeros((len(lambdas), n)), np.zeros((len(lambdas), n))
+    pos = {q: i for i, q in enumerate(qids)}
+    for k in range(folds):
+        test_ids = [q for q in qids if fold_of[q] == k]
+        if not test_ids:
+            continue
+        test_set = set(test_ids)
+        train = sub.subset([q for q in all_ids if q not in test_set])
+        test = sub.subset(test_ids)
+        router = make_router(router_name, **({"seed": seed} if takes_seed(router_name) else {}))
+        router.fit(train, feats(train))
+        idx = [pos[q] for q in test.queries["query_id"]]
+        Xt = feats(test)
+        r = router.replay(test, Xt, 0.0)
+        s0[idx], c0[idx], k0[idx] = r.score, r.cost, r.calls
+        for li, lam in enumerate(lambdas):
+            r = router.replay(test, Xt, float(lam))
+            sl[li, idx], cl[li, idx] = r.score, r.cost
+    return s0, c0, k0, sl.mean(1), cl.mean(1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", default="data/routecraft-gsm8k")
@@ -209,6 +249,14 @@ def main(argv: list[str] | None = None) -> int:
         curves[label] = {"cost": cl.tolist(), "score": sl.tolist()}
         print(f"{label}: acc {s0.mean():.3f} cost {c0.mean():.3g}", file=sys.stderr)
 
+    for name in OBSERVING_ROUTERS:
+        t0 = time.perf_counter()
+        s0, c0, k0, sl, cl = cross_fit_observing(data, X, qids, rtr_cands, name, args.folds, args.seed, lambdas)
+        label = f"{name} (model x strategy, observes answers)"
+        rows.append(summary_row(label, "observing router", s0, c0, k0) | {"seconds": time.perf_counter() - t0})
+        curves[label] = {"cost": cl.tolist(), "score": sl.tolist()}
+        print(f"{label}: acc {s0.mean():.3f} cost {c0.mean():.3g} calls {k0.mean():.2f}", file=sys.stderr)
+
     lines = [f"{len(qids)} held-out GSM8K test questions (the first {len(qids)} complete ones of {args.data}); "
              "cost = pool bill per question (USD, input + output tokens at the pool's reference prices).", "",
              "| method | kind | accuracy [95% CI] | cost / question (USD) | calls / question |",
@@ -253,7 +301,7 @@ def plot(rows: list[dict], curves: dict, path: Path, n: int) -> None:
         if r["kind"] == "model alone":  # grey, labelled in place
             ax.errorbar([x], [y], yerr=err, fmt="o", color="0.55", ms=5, capsize=2, elinewidth=0.6)
             ax.annotate(r["method"], (x, y), fontsize=6, color="0.3", xytext=(3, 2), textcoords="offset points")
-        elif r["kind"] == "query-level router":
+        elif r["kind"] in ("query-level router", "observing router"):
             ax.errorbar([x], [y], yerr=err, fmt="s", ms=6, capsize=2, elinewidth=0.6, label=r["method"])
         else:
             ax.errorbar([x], [y], yerr=err, fmt="*", ms=13, capsize=3, label=r["method"])

@@ -204,3 +204,62 @@ def test_flatten_masks():
     ids, mask = flatten([([1, 2], True), ([3], False), ([], True), ([4, 5], True), ([6, 7], False)])
     assert ids == [1, 2, 3, 4, 5, 6, 7] and mask == [1, 1, 0, 1, 1, 0, 0]
     assert masked_spans(mask) == [(2, 3), (5, 7)]
+
+
+# ---------------------------------------------------------------------------------------------- candidate targets
+
+def test_candidate_targets_run_through_the_consultation_executor(tok, pool2):
+    """``call.targets: candidates``: the policy names model × strategy; the call runs the strategy on the sub-query
+    through routecraft's consultation executor (real SmolLM2), the reply ends with the extracted answer, and the
+    call records the consultation in the same form as the gateway's plans (``Consultation.to_dict``). A candidate
+    on a dead backend is an observation ("no answer"), never an exception."""
+    from routecraft.data.schema import Candidate
+    from routecraft.routers.router_r1.backends import target_name
+
+    m = pool2.models[0].name
+    targets = [Candidate(m, "cot", 48), Candidate(m, "direct"), Candidate("dead-model", "cot")]
+    caller = PoolCaller(pool2, max_tokens=24, max_retries=0, timeout=60, targets=targets, task="gsm8k")
+    names = caller.names
+    assert names == [target_name(c) for c in targets] == [f"{m}-cot-48", f"{m}-direct", "dead-model-cot"]
+    assert [c.name for c in caller.cards()] == names and "Strategy:" in caller.cards()[0].description
+    script = [
+        [f"<think> ask </think>\n<search> {m}-cot-48: What is 2 + 3? </search>", ANSWER],
+        ["<think> ask </think>\n<search> dead-model-cot: What is 2 + 3? </search>", ANSWER],
+        [f"<think> ask </think>\n<search> {m}: What is 2 + 3? </search>", ANSWER],  # a model, not a candidate
+    ]
+    eng = RolloutEngine(ScriptedPolicy(tok, script), caller,
+                        RolloutSettings(max_turns=2, max_turn_tokens=96, max_obs_tokens=200, max_response_tokens=1200,
+                                        max_context_tokens=4096, prompt="compact"))
+    ok, dead, unknown = eng.run(["q0", "q1", "q2"])
+
+    c = ok.calls[0]
+    assert c.ok and c.model == m and c.candidate == Candidate(m, "cot", 48).id and c.target == f"{m}-cot-48"
+    assert 0 < c.output_tokens <= 48 and c.cost_usd > 0
+    con = c.consultation
+    assert set(con) == {"candidate", "model", "stage", "answer", "input_tokens", "output_tokens", "cost_usd",
+                        "latency_ms", "error"}
+    assert con["candidate"] == c.candidate and con["output_tokens"] == c.output_tokens and con["error"] is None
+    if c.answer is not None:  # the policy reads the extracted answer at the end of the reply
+        assert c.response.endswith(f"Answer: {c.answer}") and con["answer"] == c.answer
+    assert ok.summary()["consultations"] == [con]
+    assert ok.candidates_called() == [c.candidate]
+
+    d = dead.calls[0]
+    assert not d.ok and d.model == "dead-model" and d.consultation["error"] and d.consultation["output_tokens"] == 0
+    assert "<information>None</information>" in dead.response
+
+    u = unknown.calls[0]
+    assert u.model is None and u.consultation is None and "unknown" in (u.error or "")
+
+
+def test_candidate_targets_config_is_validated():
+    from routecraft.routers.router_r1.config import ConfigError, load_config
+
+    cfg = load_config(None, {"call": {"targets": "candidates", "candidates": ["qwen2.5-coder-1.5b/pal",
+                                                                             "smollm2-135m/cot/64"]}})
+    assert [c.id for c in cfg.call_targets()] == ["qwen2.5-coder-1.5b|pal|default", "smollm2-135m|cot|64"]
+    with pytest.raises(ConfigError, match="unknown strategy 'magic'"):
+        load_config(None, {"call": {"targets": "candidates", "candidates": ["smollm2-135m/magic"]}})
+    with pytest.raises(ValueError, match="outside the policy's pool"):
+        load_config(None, {"call": {"targets": "candidates", "candidates": ["gpt-9/cot"]}}).call_targets()
+    assert load_config(None).call_targets() is None  # the paper's model targets stay the default

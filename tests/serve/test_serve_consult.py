@@ -148,6 +148,24 @@ def test_a_cascade_plan_consults_two_candidates_escalates_and_bills_every_call(g
     assert 'routecraft_cost_usd_total{model="smollm2-b"}' in m  # B's call is counted under B's model
 
 
+def test_open_chat_uses_the_upfront_decision_and_says_so(gw):
+    """No task named and none recognised (free text: its answers could never agree): the plan of consultations is
+    not run; the router's up-front decision answers (one call, billed) and the response says which and why."""
+    body = {"model": "routecraft/cascade", "messages": QUESTION, "max_tokens": 24}  # no "task": auto-detected "qa"
+    r = httpx.post(gw["root"] + "/v1/chat/completions", json=body, headers={"x-request-id": "open-1"}, timeout=180)
+    assert r.status_code == 200, r.text
+    rc = r.json()["routecraft"]
+    assert rc["consultations"] == [] and rc["escalated"] is False
+    assert rc["plan"]["kind"] == "upfront" and rc["plan"]["instead_of"] == "cascade"
+    assert "open chat" in rc["plan"]["how"] and rc["candidate"] in rc["plan"]["how"]
+    # the best single candidate of the training table (C: right on every training query)
+    assert (rc["model"], rc["strategy"]) == C and rc["decided"] == "smollm2-135m|direct|default"
+    assert r.headers["x-routecraft-consultations"] == "0" and r.headers["x-routecraft-plan"].startswith("upfront")
+    row = the_row(gw, "open-1")
+    assert row["status"] == "ok" and row["attempts"] == 1 and rc["cost_usd"] > 0
+    assert row["cost_usd"] == pytest.approx(rc["cost_usd"])
+
+
 def test_a_consulted_backend_killed_is_an_observation_not_a_lost_request(gw):
     b = gw["server_b"]
     os.kill(b.pid, signal.SIGKILL)

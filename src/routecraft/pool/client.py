@@ -50,6 +50,32 @@ class BackendError(RuntimeError):
         self.attempts = attempts
 
 
+#: phrases with which OpenAI-compatible servers say that a prompt does not fit the context
+CONTEXT_PHRASES = ("context size", "context length", "context_length", "maximum context", "context window",
+                   "exceed_context", "too many tokens", "prompt is too long", "input is too long")
+
+
+def failure_kind(exc: BaseException) -> str:
+    """Whose fault a failed call was: "context" (the prompt does not fit), "client" (the request itself) or
+    "backend" (the gateway tries the next candidate on "backend", only larger contexts on "context", and answers a
+    400 on "client")."""
+    if isinstance(exc, BackendError):
+        st = exc.status
+        if st in (400, 413, 422):
+            text = f"{exc.detail} {exc}".lower()
+            return "context" if any(p in text for p in CONTEXT_PHRASES) else "client"
+        return "backend"
+    if isinstance(exc, UnicodeError):  # text the backend protocol cannot carry (refused at intake; a safety net)
+        return "client"
+    return "backend"
+
+
+def describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, BackendError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
 @dataclass
 class ChatResult:
     """One completed call."""

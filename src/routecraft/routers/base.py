@@ -274,6 +274,12 @@ class ObservingRouter(Router):
     def observations(self, data: RoutingData) -> Observations:
         return Observations.from_data(data, self.candidates, router=self.name)
 
+    @abstractmethod
+    def upfront_decision(self, text: str, features: np.ndarray | None = None, *, lam: float = 0.0,
+                         max_cost: float | None = None, **context: Any) -> Decision:
+        """The decision without consulting anything (one candidate up front, with a candidate table): what the
+        gateway runs for a conversation whose answers could not be compared (open chat)."""
+
 
 class MultiStepRouter(Router):
     """Trained from its own config on the live pool; decides by running on the pool (Router-R1, R2-Reasoner).

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from routecraft.data.schema import Candidate, RoutingData
-from routecraft.routers.base import Decision, ObservingRouter
+from routecraft.routers.base import Decision, ObservingRouter, Prediction
 from routecraft.routers.observations import CascadePlan, Observations, Replay, Stage, replay_plan
 
 
@@ -124,6 +124,17 @@ class Cascade:
                 "train_cost": c}
         return Decision(first, s, c, [], plan)
 
+    def upfront_decision(self, candidates: list[Candidate], lam: float = 0.0, max_cost: float | None = None
+                         ) -> Decision:
+        """The best decision without consulting: among the searched plans that consult nothing (one candidate up
+        front), the best for the trade-off by training score and cost, with every such candidate in the table."""
+        single = [i for i, p in enumerate(self.plans) if not p.stages]
+        if not single:
+            raise ValueError("this cascade has no up-front plan (it was searched without single candidates)")
+        pred = Prediction([candidates[self.plans[i].final] for i in single],
+                          self.train_score[single][None, :], self.train_cost[single][None, :])
+        return Decision.from_prediction(pred, 0, lam, max_cost)
+
     def state(self) -> dict[str, Any]:
         return {"plans": [{"stages": [[list(st.members), st.min_agree] for st in p.stages], "final": p.final}
                           for p in self.plans],
@@ -173,6 +184,10 @@ class CascadeRouter(ObservingRouter):
     def decide_one(self, text: str, features: np.ndarray | None = None, *, lam: float = 0.0,
                    max_cost: float | None = None, **context: Any) -> Decision:
         return self.plan_decision(lam, max_cost)
+
+    def upfront_decision(self, text: str, features: np.ndarray | None = None, *, lam: float = 0.0,
+                         max_cost: float | None = None, **context: Any) -> Decision:
+        return self.cascade.upfront_decision(self.candidates, lam, max_cost)
 
     def plan_decision(self, lam: float = 0.0, max_cost: float | None = None) -> Decision:
         """The plan for a trade-off (the same for every query), as a decision: its first candidate, the plan's

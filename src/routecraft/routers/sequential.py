@@ -429,6 +429,14 @@ class SequentialRouter(ObservingRouter):
         _, s, c = self._choice(lam, max_cost)
         return [Decision(first, s, c, [], plan) for _ in range(len(queries))]
 
+    def upfront_decision(self, text: str, features: np.ndarray | None = None, *, lam: float = 0.0,
+                         max_cost: float | None = None, **context: Any) -> Decision:
+        """Without consulting: the learned up-front router's decision (needs the query's features), else the best
+        single candidate of the cascade search."""
+        if self.upfront is not None and features is not None:
+            return self.upfront.decide_one(text, features, lam=lam, max_cost=max_cost, **context)
+        return self.cascade.upfront_decision(self.candidates, lam, max_cost)
+
     def state(self) -> dict:
         up = None
         if self.upfront is not None:

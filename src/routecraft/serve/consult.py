@@ -1,216 +1,31 @@
-"""Executing an observe-then-decide plan on the pool: consult, extract, vote, accept or escalate.
-
-A decision of the ``cascade`` or ``sequential`` router carries a plan (``Decision.plan``, ``kind`` "cascade" or
-"sequential") instead of one candidate. ``run_plan`` executes it with the same rules the bench replays on logs:
-
-* a cascade stage's consultations go out concurrently; the answers are extracted by the strategies' own extractors
-  (plain-chat candidates by the task's answer extractor) and compared by the task's vote key; the majority over
-  everything consulted so far is accepted when it has the stage's ``min_agree`` votes, else the next stage runs;
-  the last candidate's answer is returned as it is;
-* a sequential plan consults its sequence one candidate at a time and, after each, asks the router's policy whether
-  to stop, consult the next one or jump to the strongest (``SequentialPolicy.online_action``).
-
-A backend that fails during a consultation (or a candidate whose model this gateway does not serve) is an
-observation ("no answer"), never a lost request: the plan goes on without it. When the last candidate fails too, the
-majority answer observed is returned (else the latest answer); only when nothing consulted answered does the request
-fail (502, or 400 when every backend refused the request itself). Every call made is billed: the outcome's tokens and
-cost are the sums over all consultations (failed ones at 0), and ``consultations`` lists each (candidate, answer,
-tokens, cost, latency, error).
-
-``plan_outcome`` turns a ``PlanResult`` into the gateway's ``Outcome`` (the accepted answer, the sums, the
-consultations), which the request path answers, streams, records and bills like any other.
+"""The gateway's side of a plan of consultations (``cascade``, ``sequential``): the plan runs on the gateway through
+the shared executor (``routecraft.routers.consult.run_plan``: consult, extract, vote, accept or escalate), and
+``plan_outcome`` turns its result into the request's ``Outcome`` (the accepted answer, the sums of every
+consultation's tokens and cost, and the consultations), which the request path answers, streams, records and bills
+like any other. When nothing consulted answered, the request fails: 400 when every backend refused the request
+itself (``refusal``), else 502 (``AllCandidatesFailed``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
-from routecraft.data.schema import Candidate
-from routecraft.serve.outcomes import AllCandidatesFailed, Outcome, describe_failure, failure_kind, refusal
-from routecraft.strategies.answers import extract_answer, vote_key
+from routecraft.routers.consult import (
+    CONSULT_KINDS,
+    Consultation,
+    NothingAnswered,
+    PlanResult,
+    failures_of,
+    is_consult_plan,
+    plan_info,
+    run_plan,
+)
+from routecraft.serve.outcomes import AllCandidatesFailed, Outcome, refusal
 
-CONSULT_KINDS = ("cascade", "sequential")
-
-
-@dataclass
-class Consultation:
-    candidate: Candidate
-    outcome: Any = None            # the gateway's Outcome, None when the call failed
-    answer: Optional[str] = None   # the extracted answer
-    key: Optional[str] = None      # its vote key
-    error: Optional[str] = None
-    kind: Optional[str] = None     # of a failure: "backend", "context" or "client" (see failure_kind)
-    stage: int = 0
-    exc: Optional[BaseException] = field(default=None, repr=False)
-
-    def to_dict(self) -> dict:
-        o = self.outcome
-        return {"candidate": self.candidate.id, "model": self.candidate.model, "stage": self.stage,
-                "answer": self.answer, "input_tokens": o.input_tokens if o else 0,
-                "output_tokens": o.output_tokens if o else 0, "cost_usd": o.cost_usd if o else 0.0,
-                "latency_ms": round(o.backend_s * 1e3, 3) if o else None, "error": self.error}
-
-
-@dataclass
-class PlanResult:
-    consultations: list[Consultation]
-    answer: Optional[str]
-    chosen: Optional[Consultation]   # whose answer was returned (None: nothing answered)
-    escalated: bool
-    how: str
-    failures: list[dict] = field(default_factory=list)
-
-    @property
-    def input_tokens(self) -> int:
-        return sum(c.outcome.input_tokens for c in self.consultations if c.outcome)
-
-    @property
-    def output_tokens(self) -> int:
-        return sum(c.outcome.output_tokens for c in self.consultations if c.outcome)
-
-    @property
-    def cost_usd(self) -> float:
-        return float(sum(c.outcome.cost_usd for c in self.consultations if c.outcome))
-
-
-def is_consult_plan(plan: Any) -> bool:
-    return isinstance(plan, dict) and plan.get("kind") in CONSULT_KINDS
-
-
-async def consult(gw: Any, cand: Candidate, messages: list[dict], task: str, req: Any, stage: int) -> Consultation:
-    """One consultation; a failure is recorded, never raised (a backend fault still marks the model unhealthy)."""
-    c = Consultation(cand, stage=stage)
-    if cand.model not in gw.clients:
-        c.error, c.kind = f"model {cand.model!r} is not served by this gateway", "backend"
-        return c
-    try:
-        out = await gw.run_candidate(cand, messages, task, req)
-    except Exception as exc:  # noqa: BLE001 - an observation: "no answer"
-        c.error, c.kind = describe_failure(exc), failure_kind(exc)
-        c.exc = exc
-        if c.kind == "backend":
-            gw.mark_failed(cand.model, c.error)
-        return c
-    gw.mark_ok(cand.model)
-    c.outcome = out
-    ans = out.answer
-    if ans is None and out.text:
-        ans = (await asyncio.to_thread(extract_answer, out.text, task))[0]
-    c.answer = ans
-    try:
-        c.key = vote_key(ans, task) if ans is not None else None
-    except ValueError:
-        c.key = vote_key(ans, "qa") if ans is not None else None
-    return c
-
-
-def majority(cons: list[Consultation]) -> tuple[Optional[Consultation], int]:
-    """The consultation holding the most frequent answer (ties: the latest of them) and its vote count."""
-    counts: dict[str, int] = {}
-    last: dict[str, Consultation] = {}
-    for c in cons:
-        if c.key is not None:
-            counts[c.key] = counts.get(c.key, 0) + 1
-            last[c.key] = c
-    if not counts:
-        return None, 0
-    best = max(counts.values())
-    order = [c.key for c in cons if c.key is not None and counts[c.key] == best]
-    k = order[-1]
-    return last[k], best
-
-
-async def run_plan(gw: Any, router: Any, plan: dict, messages: list[dict], task: str, req: Any,
-                   features: Optional[np.ndarray] = None) -> PlanResult:
-    by_id = {c.id: c for c in router.candidates}
-    if plan["kind"] == "cascade":
-        return await _run_cascade(gw, plan, by_id, messages, task, req)
-    return await _run_sequential(gw, router, plan, by_id, messages, task, req, features)
-
-
-async def _run_cascade(gw, plan, by_id, messages, task, req) -> PlanResult:
-    cons: list[Consultation] = []
-    done: set[str] = set()
-    for i, st in enumerate(plan["stages"]):
-        todo = [by_id[cid] for cid in st["consult"] if cid not in done]
-        done |= {c.id for c in todo}
-        cons += await asyncio.gather(*(consult(gw, c, messages, task, req, i) for c in todo))
-        top, n = majority(cons)
-        if top is not None and n >= st["min_agree"]:
-            return PlanResult(cons, top.answer, top, False, f"stage {i + 1}: {n} agree")
-    return await _finish(gw, by_id[plan["final"]], cons, messages, task, req, len(plan["stages"]),
-                         escalated=bool(plan["stages"]))
-
-
-async def _finish(gw, final: Candidate, cons, messages, task, req, stage: int, escalated: bool) -> PlanResult:
-    have = next((c for c in cons if c.candidate == final and c.outcome is not None), None)
-    c = have or await consult(gw, final, messages, task, req, stage)
-    if have is None:
-        cons.append(c)
-    if c.outcome is not None:  # the last candidate's answer, as it is
-        return PlanResult(cons, c.outcome.content, c, escalated, "final candidate")
-    top, n = majority(cons)  # the last candidate failed: the best answer observed, if any
-    if top is not None:
-        return PlanResult(cons, top.answer, top, escalated, f"final candidate failed; majority of {n}")
-    answered = [x for x in cons if x.outcome is not None]
-    if answered:  # answers without a vote key (nothing extracted): the latest one
-        x = answered[-1]
-        return PlanResult(cons, x.outcome.content, x, escalated, "final candidate failed; latest answer")
-    failures = failures_of(cons)
-    if failures and all(f["kind"] in ("context", "client") for f in failures):
-        raise refusal(failures, next((x.exc for x in reversed(cons) if x.exc is not None), None))
-    raise AllCandidatesFailed(failures)
-
-
-def failures_of(cons: list[Consultation]) -> list[dict]:
-    """The failed consultations, as the gateway lists failed attempts."""
-    return [{"candidate": x.candidate.id, "model": x.candidate.model, "error": x.error, "kind": x.kind or "backend"}
-            for x in cons if x.outcome is None]
-
-
-async def _run_sequential(gw, router, plan, by_id, messages, task, req, features) -> PlanResult:
-    pol = router.policy
-    seq = [by_id[cid] for cid in plan["sequence"]]
-    lam, max_cost = plan.get("lam") or 0.0, plan.get("max_cost")
-    cons = [await consult(gw, seq[0], messages, task, req, 0)]
-    K = len(seq)
-    t = 1
-    while t < K:
-        action = pol.online_action(t, _as_observed(cons), features, lam, max_cost)
-        if action == "stop":
-            top, n = majority(cons)
-            if top is not None:
-                return PlanResult(cons, top.answer, top, False, f"stopped after {t}: {n} agree")
-            action = "strong"  # nothing answered: a stop has nothing to return
-        if action == "strong":
-            return await _finish(gw, seq[-1], cons, messages, task, req, t, escalated=True)
-        if t + 1 == K:
-            return await _finish(gw, seq[-1], cons, messages, task, req, t, escalated=True)
-        cons.append(await consult(gw, seq[t], messages, task, req, t))
-        t += 1
-    return await _finish(gw, seq[-1], cons, messages, task, req, t, escalated=True)
-
-
-def _as_observed(cons: list[Consultation]) -> list[dict]:
-    """What the policy's state reads of each consultation, in sequence order."""
-    out = []
-    for c in cons:
-        o = c.outcome
-        out.append({"key": c.key, "truncated": bool(o is not None and o.finish_reason == "length"),
-                    "out_tokens": float(o.output_tokens) if o is not None else float("nan"),
-                    "cost": o.cost_usd if o is not None else 0.0})
-    return out
-
-
-def plan_info(res: PlanResult, plan: dict) -> dict:
-    return {"kind": plan["kind"], "plan": plan.get("describe") or plan.get("sequence"),
-            "consultations": [c.to_dict() for c in res.consultations], "escalated": res.escalated, "how": res.how,
-            "answered_by": res.chosen.candidate.id if res.chosen else None}
+__all__ = ["CONSULT_KINDS", "Consultation", "PlanResult", "execute_plan", "is_consult_plan", "plan_outcome"]
 
 
 def plan_outcome(res: PlanResult, plan: dict, backend_s: float) -> Outcome:
@@ -227,5 +42,10 @@ async def execute_plan(gw: Any, router: Any, plan: dict, messages: list[dict], t
                        features: Optional[np.ndarray] = None) -> tuple[Outcome, list[dict]]:
     """Run a plan of consultations: (the request's outcome, the failed consultations)."""
     t0 = time.perf_counter()
-    res = await run_plan(gw, router, plan, messages, task, req, features)
+    try:
+        res = await run_plan(gw, router, plan, messages, task, req, features)
+    except NothingAnswered as exc:
+        if exc.refused:
+            raise refusal(exc.failures, exc.last) from None
+        raise AllCandidatesFailed(exc.failures) from None
     return plan_outcome(res, plan, time.perf_counter() - t0), failures_of(res.consultations)

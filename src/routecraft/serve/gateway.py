@@ -620,15 +620,33 @@ class Gateway:
             return task
         return query_kind(rtext)
 
+    def consultable(self, req: ChatRequest, task: str) -> bool:
+        """Whether consulted candidates' answers can be compared for this request: the client (or the config) named
+        the task, or the text was recognised as one with a comparable answer (a number, a formula, an option
+        letter). Anything else is open chat: free text never agrees, so a plan of consultations would only pay for
+        the consultations and then the strong model."""
+        if req.option("task") is not None or self.config.task != "auto":
+            return True
+        return task_kind(task) in ("numeric", "math", "choice")
+
     def _decide(self, entry: RouterEntry, rtext: str, task: str, chars: int, cap: Optional[int], lam: float,
-                max_cost: Optional[float], tokens: Optional[int] = None
+                max_cost: Optional[float], tokens: Optional[int] = None, consult: bool = True
                 ) -> tuple[Decision, list[dict], Optional[np.ndarray]]:
         """The router's decision restricted to candidates the pool can run for this request (``tokens``: the
-        conversation's estimated length, default chars/4), what was dropped, and the query's feature row."""
+        conversation's estimated length, default chars/4), what was dropped, and the query's feature row. A plan of
+        consultations for a request that is not ``consult``-able (open chat) is replaced by the router's up-front
+        decision, whose ``plan`` says so (kind "upfront")."""
         tokens = int(chars / 4) if tokens is None else tokens
         X = self._embed(entry.encoder, rtext) if entry.encoder else None
         d = entry.router.decide_one(rtext, X, lam=lam, max_cost=max_cost, task=task, input_chars=chars,
                                     max_tokens=cap)
+        if not consult and is_consult_plan(d.plan):
+            kind = d.plan["kind"]
+            d = entry.router.upfront_decision(rtext, X, lam=lam, max_cost=max_cost, task=task, input_chars=chars,
+                                              max_tokens=cap)
+            d.plan = {"kind": "upfront", "instead_of": kind, "how": (
+                f"open chat (task {task!r} detected, no comparable answer): the {kind} plan was not run; the "
+                f"router's up-front decision {d.candidate.id} answered")}
         pred = d.as_prediction()
         dropped: list[dict] = []
         keep: list[int] = []
@@ -678,11 +696,12 @@ class Gateway:
         chars = conversation_chars(messages)
         tokens = conversation_tokens(messages)
         entry = target.router
+        consult = self.consultable(req, task)
         if entry.router.light:  # microseconds: not worth a thread hop
-            decision, dropped, X = self._decide(entry, rtext, task, chars, cap, lam, max_cost, tokens)
+            decision, dropped, X = self._decide(entry, rtext, task, chars, cap, lam, max_cost, tokens, consult)
         else:
             decision, dropped, X = await asyncio.get_running_loop().run_in_executor(
-                self._route_pool, self._decide, entry, rtext, task, chars, cap, lam, max_cost, tokens)
+                self._route_pool, self._decide, entry, rtext, task, chars, cap, lam, max_cost, tokens, consult)
         order = decision.order()
         sticky = False
         conv = req.option("conversation_id")
@@ -723,6 +742,10 @@ class Gateway:
         self.sticky.move_to_end((key, conv))
         while len(self.sticky) > self.config.sticky.max_conversations:
             self.sticky.popitem(last=False)
+
+    def serves(self, model: str) -> bool:
+        """Whether this gateway has a backend for ``model`` (the consultation executor's question)."""
+        return model in self.clients
 
     def mark_failed(self, model: str, error: str) -> None:
         """A backend fault (never a request's own error): tried last for the cooldown, ``down`` until it works."""

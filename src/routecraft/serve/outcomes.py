@@ -17,8 +17,9 @@ from typing import Any, Optional
 import numpy as np
 
 from routecraft.data.schema import Candidate
-from routecraft.pool.client import BackendError
+from routecraft.pool.client import CONTEXT_PHRASES, BackendError, describe_failure, failure_kind
 from routecraft.routers.base import Decision, Router
+from routecraft.routers.consult import Outcome
 from routecraft.serve.config import Tradeoff
 from routecraft.serve.conversation import RequestError
 
@@ -70,28 +71,6 @@ class Plan:
     features: Optional[np.ndarray] = None              # the query's feature row, when the router reads features
 
 
-@dataclass
-class Outcome:
-    """What one candidate produced — or, for a plan of consultations, what the request produced: the accepted answer,
-    the sums of every consultation's tokens and cost, and the consultations (``consulted``)."""
-
-    candidate: Candidate
-    text: str
-    answer: Optional[str]
-    method: str
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    finish_reason: Optional[str]
-    backend_s: float
-    details: dict = field(default_factory=dict)
-    consulted: Optional[dict] = None  # kind, plan, consultations, escalated, how, answered_by
-
-    @property
-    def content(self) -> str:
-        return self.answer if self.answer is not None else self.text
-
-
 class AllCandidatesFailed(RuntimeError):
     def __init__(self, failures: list[dict]):
         self.failures = failures
@@ -106,30 +85,6 @@ class CandidateRefused(RequestError):
     def __init__(self, message: str, failures: list[dict], *, code: str):
         super().__init__(400, message, param="messages", code=code)
         self.failures = failures
-
-
-#: phrases with which OpenAI-compatible servers say that a prompt does not fit the context
-CONTEXT_PHRASES = ("context size", "context length", "context_length", "maximum context", "context window",
-                   "exceed_context", "too many tokens", "prompt is too long", "input is too long")
-
-
-def failure_kind(exc: BaseException) -> str:
-    """Whose fault a failed call was: "context", "client" (the request) or "backend" (see the module docstring)."""
-    if isinstance(exc, BackendError):
-        st = exc.status
-        if st in (400, 413, 422):
-            text = f"{exc.detail} {exc}".lower()
-            return "context" if any(p in text for p in CONTEXT_PHRASES) else "client"
-        return "backend"
-    if isinstance(exc, UnicodeError):  # text the backend protocol cannot carry (refused at intake; a safety net)
-        return "client"
-    return "backend"
-
-
-def describe_failure(exc: BaseException) -> str:
-    if isinstance(exc, BackendError):
-        return str(exc)
-    return f"{type(exc).__name__}: {exc}"[:500]
 
 
 def refusal(failures: list[dict], exc: Optional[BaseException]) -> CandidateRefused:
@@ -155,3 +110,7 @@ def ex_details(ex: Any) -> dict:
     if getattr(ex, "votes", None):
         d["votes"] = ex.votes
     return d
+
+
+__all__ = ["CONTEXT_PHRASES", "AllCandidatesFailed", "CandidateRefused", "Outcome", "Plan", "RouterEntry", "Target",
+           "describe_failure", "ex_details", "failure_kind", "refusal"]

@@ -105,6 +105,8 @@ class Session:
                             answered_by=c["answered_by"], plan={"kind": c["kind"], "plan": c["plan"], "how": c["how"]})
         elif answer is not None or method is not None:
             info.update(answer=answer, answer_method=method)
+        if d is not None and isinstance(d.plan, dict) and d.plan.get("kind") == "upfront":
+            info.update(consultations=[], escalated=False, plan=dict(d.plan))  # open chat: which decision was used
         if d is not None:
             info["candidates"] = d.table[:10]
         if self.show_reasoning and out is not None and out.candidate.strategy != "default":
@@ -121,6 +123,10 @@ class Session:
              "x-routecraft-decision-ms": f"{plan.decision_ms:.3f}", "x-routecraft-fallbacks": str(len(failures))}
         if consultations is not None:
             h["x-routecraft-consultations"] = str(consultations)
+        elif plan.decision is not None and isinstance(plan.decision.plan, dict) \
+                and plan.decision.plan.get("kind") == "upfront":
+            h["x-routecraft-consultations"] = "0"
+            h["x-routecraft-plan"] = f"upfront (open chat; no {plan.decision.plan['instead_of']} plan)"
         if plan.decision is not None:
             h.update({"x-routecraft-predicted-score": _fmt(ps), "x-routecraft-predicted-cost": _fmt(pc),
                       "x-routecraft-task": plan.task, "x-routecraft-tradeoff": self.target.tradeoff_name or ""})

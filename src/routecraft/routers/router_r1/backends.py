@@ -4,6 +4,12 @@
 at most ``max_concurrency`` in flight, each as a single user message (the paper's AGENT_PROMPT, paraphrased) with
 greedy decoding. A failed call does not raise: it comes back with ``error`` set and no response, which the rollout
 turns into ``<information>None</information>`` (as the authors' rollout loop does).
+
+With ``targets`` (config ``call.targets: candidates``) the policy consults *candidates* (model × strategy × budget)
+instead: each is run by routecraft's consultation executor (``routecraft.routers.consult``: the strategy on the
+sub-query, its answer extracted), the reply the policy reads is the candidate's output followed by ``Answer: <the
+extracted answer>``, and the call records the consultation in the same form as the sequential router's
+(``Call.consultation``, ``Trajectory.summary()["consultations"]``).
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ import threading
 from dataclasses import asdict, dataclass
 from typing import Iterator, Optional, Sequence
 
+from routecraft.data.schema import Candidate
 from routecraft.pool.client import BackendError, ChatClient
 from routecraft.pool.config import Pool, PoolModel
 from routecraft.pool.server import base_url_for, running, serve_local
+from routecraft.routers.consult import PoolExecutor, consult
 from routecraft.routers.router_r1.protocol import ModelCard
 
 AGENT_PROMPT = (
@@ -42,6 +50,10 @@ class Call:
     latency_s: float = 0.0
     error: Optional[str] = None
     turn: int = 0
+    target: Optional[str] = None        # the consultation target's name (candidate targets only)
+    candidate: Optional[str] = None     # its candidate id
+    answer: Optional[str] = None        # the answer extracted from its output
+    consultation: Optional[dict] = None  # the executor's record (``Consultation.to_dict``)
 
     @property
     def ok(self) -> bool:
@@ -87,8 +99,14 @@ class PoolCaller:
 
     def __init__(self, pool: Pool, base_urls: Optional[dict[str, str]] = None, *, max_tokens: int = 512,
                  temperature: float = 0.0, top_p: float = 1.0, seed: Optional[int] = 42, max_concurrency: int = 10,
-                 timeout: float = 300.0, max_retries: int = 2, prompt: str = AGENT_PROMPT) -> None:
+                 timeout: float = 300.0, max_retries: int = 2, prompt: str = AGENT_PROMPT,
+                 targets: Optional[Sequence[Candidate]] = None, task: str = "gsm8k") -> None:
         self.pool = pool
+        self.targets: Optional[dict[str, Candidate]] = (
+            None if targets is None else {target_name(c): c for c in targets})
+        if self.targets is not None and not self.targets:
+            raise ValueError("router-r1: candidate targets given but empty")
+        self.task = task
         self.base_urls = dict(base_urls or {})
         self.max_tokens = max_tokens
         self.temperature = temperature
@@ -101,9 +119,17 @@ class PoolCaller:
 
     @property
     def names(self) -> list[str]:
-        return self.pool.names
+        """What a consultation may name: the pool's models, or the candidate targets' names."""
+        return list(self.targets) if self.targets is not None else self.pool.names
 
     def cards(self) -> list[ModelCard]:
+        if self.targets is not None:
+            out = []
+            for name, c in self.targets.items():
+                m = self.pool.get(c.model)
+                out.append(ModelCard(name, f"{' '.join(m.description.split())} Strategy: {strategy_note(c)}",
+                                     m.price_out_per_m, m.price_in_per_m, m.size_b))
+            return out
         return [ModelCard(m.name, m.description, m.price_out_per_m, m.price_in_per_m, m.size_b)
                 for m in self.pool.models]
 
@@ -131,6 +157,8 @@ class PoolCaller:
         return call
 
     async def acall_many(self, calls: Sequence[Call]) -> list[Call]:
+        if self.targets is not None:
+            return await self._aconsult_many(calls)
         sem = asyncio.Semaphore(self.max_concurrency)
         clients: dict[str, ChatClient] = {}
         jobs = []
@@ -155,11 +183,78 @@ class PoolCaller:
                 await cl.aclose()
         return list(calls)
 
+    async def _aconsult_many(self, calls: Sequence[Call]) -> list[Call]:
+        """Candidate targets: every call through the consultation executor, at most ``max_concurrency`` at once."""
+        sem = asyncio.Semaphore(self.max_concurrency)
+        clients: dict[str, ChatClient] = {}
+        executor = PoolExecutor(clients, max_tokens=self.max_tokens,
+                                chat_args={"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed})
+
+        async def one(c: Call) -> None:
+            cand = self.targets[c.target]
+            async with sem:
+                con = await consult(executor, cand, self.message(c.query) if cand.strategy == "default"
+                                    else [{"role": "user", "content": c.query}], self.task, None, c.turn)
+            c.consultation = con.to_dict()
+            c.answer = con.answer
+            if con.outcome is None:
+                c.error = con.error
+                return
+            o = con.outcome
+            c.response = (o.text or "").rstrip() + (f"\nAnswer: {con.answer}" if con.answer is not None else "")
+            c.input_tokens, c.output_tokens = int(o.input_tokens), int(o.output_tokens)
+            c.cost_usd, c.latency_s = float(o.cost_usd), float(o.backend_s)
+
+        jobs = []
+        try:
+            for c in calls:
+                if c.model is None:
+                    c.error = c.error or f"unknown candidate {c.written_model!r}"
+                    continue
+                c.target = c.model
+                cand = self.targets[c.target]
+                c.model, c.candidate = cand.model, cand.id
+                m = self.pool.get(cand.model)
+                c.price_out_per_m = m.price_out_per_m
+                if cand.model not in clients:
+                    try:
+                        url = self._base_url(m)
+                    except Exception as exc:  # ServerError: not running
+                        c.error = str(exc)
+                        continue
+                    clients[cand.model] = ChatClient(m, url, timeout=self.timeout, max_retries=self.max_retries)
+                jobs.append(one(c))
+            await asyncio.gather(*jobs)
+        finally:
+            for cl in clients.values():
+                await cl.aclose()
+        return list(calls)
+
     def call_many(self, calls: Sequence[Call]) -> list[Call]:
         """Fill in ``response``, tokens and costs of each call (in place), concurrently; returns the calls."""
         if not calls:
             return []
         return run_sync(self.acall_many(calls))
+
+
+def target_name(c: Candidate) -> str:
+    """The name a policy writes for a candidate target: ``model-strategy[-budget]``."""
+    return f"{c.model}-{c.strategy}" + (f"-{c.budget}" if c.budget is not None else "")
+
+
+STRATEGY_NOTES = {
+    "default": "answers the sub-query as asked",
+    "direct": "answers at once, no working",
+    "cot": "works step by step, then states the answer",
+    "cod": "works in short drafts, then states the answer",
+    "pal": "writes a Python program; its result is the answer",
+    "sc": "samples several worked answers and takes the majority",
+}
+
+
+def strategy_note(c: Candidate) -> str:
+    note = STRATEGY_NOTES.get(c.strategy, c.strategy)
+    return note + (f" (at most {c.budget} output tokens)" if c.budget is not None else "")
 
 
 @contextlib.contextmanager

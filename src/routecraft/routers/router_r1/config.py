@@ -11,8 +11,34 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from routecraft.data.schema import Candidate
 from routecraft.routers.multistep import check_models, pool_models, read_config_mapping
+from routecraft.strategies import list_strategies
 from routecraft.train.config import RLConfig
+
+#: the strategies every model is offered with when ``call.targets: candidates`` lists no candidates
+DEFAULT_TARGET_STRATEGIES = ("cot", "pal")
+
+
+def parse_target(spec: str) -> Candidate:
+    """A consultation target ``model/strategy[/budget]`` (or a candidate id ``model|strategy|budget``)."""
+    parts = [x.strip() for x in str(spec).replace("|", "/").split("/")]
+    if len(parts) not in (2, 3) or not all(parts[:2]):
+        raise ValueError(f"candidate {spec!r} is not 'model/strategy' or 'model/strategy/budget'")
+    model, strategy = parts[0], parts[1]
+    known = list_strategies()
+    if strategy != "default" and strategy not in known:
+        raise ValueError(f"candidate {spec!r}: unknown strategy {strategy!r} (known: default, "
+                         f"{', '.join(sorted(known))})")
+    budget = None
+    if len(parts) == 3 and parts[2] not in ("", "default", "none"):
+        try:
+            budget = int(parts[2])
+        except ValueError:
+            raise ValueError(f"candidate {spec!r}: budget {parts[2]!r} is not a positive integer") from None
+        if budget <= 0:
+            raise ValueError(f"candidate {spec!r}: budget must be positive")
+    return Candidate(model, strategy, budget)
 
 
 class ProtocolConfig(BaseModel):
@@ -51,6 +77,23 @@ class CallConfig(BaseModel):
     max_concurrency: int = Field(10, ge=1, description="Calls in flight (paper: 10 threads).")
     timeout: float = Field(300.0, gt=0)
     max_retries: int = Field(2, ge=0)
+    targets: Literal["models", "candidates"] = Field(
+        "models", description="What a consultation names: models (the paper: a pool model answers the policy's "
+                              "sub-query under the called-model prompt) or candidates (ours: model × strategy × "
+                              "budget, run by the strategy on the sub-query through routecraft's consultation "
+                              "executor, with the extracted answer in the reply; the same observation form as the "
+                              "sequential router's).")
+    candidates: list[str] = Field(
+        default_factory=list, description="With targets: candidates, the candidates the policy may consult, as "
+                                          "'model/strategy' or 'model/strategy/budget' (default: every model × "
+                                          "cot and pal).")
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_strategies(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            parse_target(spec)
+        return v
 
 
 class RewardConfig(BaseModel):
@@ -119,6 +162,20 @@ class RouterR1Config(BaseModel):
     @classmethod
     def _nonempty(cls, v: Optional[list[str]]) -> Optional[list[str]]:
         return check_models(v)
+
+    def call_targets(self) -> Optional[list[Candidate]]:
+        """The candidates a consultation may name (``call.targets: candidates``), or None (pool models). Every
+        candidate's model must be one of the pool models the policy may call."""
+        if self.call.targets == "models":
+            return None
+        names = self.resolve_pool().names
+        cands = ([parse_target(c) for c in self.call.candidates] if self.call.candidates
+                 else [Candidate(m, s) for m in names for s in DEFAULT_TARGET_STRATEGIES])
+        bad = [c.id for c in cands if c.model not in names]
+        if bad:
+            raise ValueError(f"router-r1 call.candidates: {', '.join(bad)} name models outside the policy's pool "
+                             f"models ({', '.join(names)})")
+        return cands
 
     def resolve_pool(self):
         """The pool restricted to ``models`` (default: its instruct models); errors name the missing model."""

@@ -113,10 +113,15 @@ class Trajectory:
     def models_called(self) -> list[str]:
         return [c.model for c in self.calls if c.model is not None]
 
+    def candidates_called(self) -> list[str]:
+        """The candidate ids consulted (candidate targets only)."""
+        return [c.candidate for c in self.calls if c.candidate is not None]
+
     def summary(self) -> dict:
         """A JSON-ready record (no token ids) for logs, plans and the CLI."""
         return {"question": self.question, "answer": self.answer, "stop_reason": self.stop_reason,
                 "turns": [t.to_dict() for t in self.turns], "calls": [c.to_dict() for c in self.calls],
+                "consultations": [c.consultation for c in self.calls if c.consultation is not None],
                 "n_calls": self.n_calls, "valid_actions": self.valid_actions, "cost_usd": self.cost_usd,
                 "cost_raw": self.cost_raw, "response_tokens": self.n_tokens,
                 "policy_tokens": sum(self.loss_mask), "response": self.response}

@@ -68,7 +68,8 @@ class RouterR1(MultiStepRouter):
     def _start(self, stack: contextlib.ExitStack, base_urls: Optional[dict[str, str]]) -> Any:
         cfg = self.config
         pool = cfg.resolve_pool()
-        self.candidates = [Candidate(n) for n in pool.names]
+        targets = cfg.call_targets()
+        self.candidates = list(targets) if targets is not None else [Candidate(n) for n in pool.names]
         model, tok = load_inference_policy(self.policy_path, cfg)
         urls = base_urls if base_urls is not None else stack.enter_context(serve_backends(
             pool, cfg.backends.mode, threads=cfg.backends.threads, parallel=cfg.backends.parallel,
@@ -89,20 +90,28 @@ class RouterR1(MultiStepRouter):
         plan["router"] = self.name
         plan["note"] = "multi-round: the pool was consulted during routing; lam/max_cost are fixed by training (α)"
         plan["lam"], plan["max_cost"] = lam, max_cost
-        called = tr.models_called()
+        targets = tr.candidates_called()  # candidate targets: what was consulted is a candidate, not a model
+        called = targets or tr.models_called()
         if called:
             counts = Counter(called)
             top = max(counts.values())
-            model = [m for m in called if counts[m] == top][-1]
+            chosen = [m for m in called if counts[m] == top][-1]
             plan["answered_by"] = "pool"
         else:
             pool = self.config.resolve_pool()
-            model = min(pool.models, key=lambda m: m.price_out_per_m).name
+            chosen = min(pool.models, key=lambda m: m.price_out_per_m).name
             plan["answered_by"] = "policy"
-        table = [candidate_row(Candidate(m), 0.0, 0.0, calls=sum(1 for c in called if c == m),
-                               cost_usd=sum(c.cost_usd for c in tr.calls if c.model == m))
+
+        def cand(x: str) -> Candidate:
+            return Candidate.parse(x) if targets else Candidate(x)
+
+        def of(c: Any, x: str) -> bool:
+            return (c.candidate if targets else c.model) == x
+
+        table = [candidate_row(cand(m), 0.0, 0.0, calls=sum(1 for x in called if x == m),
+                               cost_usd=sum(c.cost_usd for c in tr.calls if of(c, m)))
                  for m in dict.fromkeys(called)]
-        return Decision(Candidate(model), float(tr.answer is not None), float(tr.cost_usd), table, plan)
+        return Decision(cand(chosen), float(tr.answer is not None), float(tr.cost_usd), table, plan)
 
     # ---- artifacts ---------------------------------------------------------------------------------------------
     def pool_names(self) -> list[str]:

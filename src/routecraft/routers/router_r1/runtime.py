@@ -15,7 +15,8 @@ from routecraft.train.policy import load_policy
 def make_caller(cfg: RouterR1Config, pool: Any, base_urls: dict[str, str]) -> PoolCaller:
     c = cfg.call
     return PoolCaller(pool, base_urls, max_tokens=c.max_tokens, temperature=c.temperature, top_p=c.top_p,
-                      seed=c.seed, max_concurrency=c.max_concurrency, timeout=c.timeout, max_retries=c.max_retries)
+                      seed=c.seed, max_concurrency=c.max_concurrency, timeout=c.timeout, max_retries=c.max_retries,
+                      targets=cfg.call_targets(), task=cfg.data.dataset)
 
 
 def make_engine(cfg: RouterR1Config, model: Any, tokenizer: Any, caller: Any, temperature: float) -> RolloutEngine:

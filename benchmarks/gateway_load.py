@@ -111,11 +111,14 @@ serve_app()
 """
 
 
-def start_gateway(d: Path, models, concurrency: int, workers: int | None = None, profile_to: str | None = None):
+def start_gateway(d: Path, models, concurrency: int, workers: int | None = None, profile_to: str | None = None,
+                  routers: dict | None = None):
     cfg = {"port": 0, "ledger": str(d / "usage.sqlite"), "log_level": "error",
            "pool": {"name": "bench", "models": [m.model_dump(exclude_none=True) for m in models]},
            "limits": {"max_concurrency": max(16, 2 * concurrency), "unhealthy_cooldown_s": 30},
            "default_temperature": 0.0}
+    if routers:
+        cfg["routers"] = routers
     if workers is not None:
         cfg["workers"] = workers
     (d / "gw.yaml").write_text(yaml.safe_dump(cfg))
@@ -478,15 +481,33 @@ def start_stub(d: Path):
     return proc, json.loads(ready.read_text())["port"]
 
 
-def stub_models(base_url: str):
+def stub_models(base_url: str, router: str | None = None):
+    """The two stub-backed pool models, plus (``router``: a trained artifact) every model the artifact's candidates
+    name, also served by the stub, at the local pool's reference prices where it has the model."""
     from routecraft.pool.config import PoolModel, load_pool
 
-    ref = load_pool("local").get("smollm2-135m")
-    return [PoolModel(name=name, endpoint=base_url, model_id=name,
-                      price_in_per_m=0.03 if name == "smollm2-b" else ref.price_in_per_m,
-                      price_out_per_m=0.25 if name == "smollm2-b" else ref.price_out_per_m,
-                      description=ref.description, size_b=1.7 if name == "smollm2-b" else 0.135, context=2048)
-            for name in ("smollm2-135m", "smollm2-b")]
+    local = load_pool("local")
+    ref = local.get("smollm2-135m")
+    models = [PoolModel(name=name, endpoint=base_url, model_id=name,
+                        price_in_per_m=0.03 if name == "smollm2-b" else ref.price_in_per_m,
+                        price_out_per_m=0.25 if name == "smollm2-b" else ref.price_out_per_m,
+                        description=ref.description, size_b=1.7 if name == "smollm2-b" else 0.135, context=2048)
+              for name in ("smollm2-135m", "smollm2-b")]
+    if router:
+        from routecraft.data.schema import Candidate
+
+        meta = json.loads((Path(router) / "router.json").read_text())
+        names = dict.fromkeys(Candidate.parse(c).model for c in meta["candidates"])
+        for name in names:
+            if name in {m.name for m in models}:
+                continue
+            m = local.get(name) if name in local.names else None
+            models.append(PoolModel(name=name, endpoint=base_url, model_id=name,
+                                    price_in_per_m=m.price_in_per_m if m else 1.0,
+                                    price_out_per_m=m.price_out_per_m if m else 2.0,
+                                    description=m.description if m else name,
+                                    size_b=m.size_b if m else None, context=4096))
+    return models
 
 
 #: where a function's own time is counted (first match of its file or name; C built-ins by their name)
@@ -562,6 +583,8 @@ async def stub_bench(args, host: str, gw_port: int, stub_port: int, gw_pid: int,
     paths = {"direct": (stub_port, b"/v1/chat/completions", "smollm2-b"),
              "routed": (gw_port, b"/v1/chat/completions", "routecraft/auto"),
              "bypass": (gw_port, b"/v1/chat/completions", "smollm2-b")}
+    if args.router:  # the trained router's path: same load, its decision (encode + predict) on every request
+        paths["trained"] = (gw_port, b"/v1/chat/completions", "routecraft/trained")
     if args.stub_client == "openai":
         rnd_fn = load_round_openai
         conns = {label: [openai.AsyncOpenAI(base_url=f"http://{host}:{port}/v1", api_key="none", max_retries=0,
@@ -582,7 +605,7 @@ async def stub_bench(args, host: str, gw_port: int, stub_port: int, gw_pid: int,
     load = [os.getloadavg()[0]]
     order = list(paths)
     for rnd in range(args.stub_rounds):
-        for label in order[rnd % 3:] + order[:rnd % 3]:  # rotate which path goes first
+        for label in order[rnd % len(order):] + order[:rnd % len(order)]:  # rotate which path goes first
             port, path, model = paths[label]
             g0, s0, c0 = tree_cpu_s(gw_pids), proc_cpu_s(stub_pid), time.process_time()
             k0 = tree_cpu_s(gw_pids, system_only=True)
@@ -613,7 +636,14 @@ async def stub_bench(args, host: str, gw_port: int, stub_port: int, gw_pid: int,
 
     rows = read_rows(ledger, "status = 'ok'")
     ids = [r["request_id"] for r in rows]
-    sent_ok = sum(r["ok"] for k in ("routed", "bypass") for r in rounds[k])
+    sent_ok = sum(r["ok"] for k in paths if k != "direct" for r in rounds[k])
+    # the decision as the gateway timed it under this load (its ledger's decision_ms), per router
+    out["decision_ms"] = {}
+    for router in sorted({r["router"] for r in rows if r["router"] != "bypass"}):
+        dms = sorted(r["decision_ms"] for r in rows if r["router"] == router and r["decision_ms"] is not None)
+        if dms:
+            out["decision_ms"][router] = {"n": len(dms), "p50": pct(dms, 0.5), "p99": pct(dms, 0.99),
+                                          "mean": sum(dms) / len(dms)}
     out["ledger"] = {"rows_ok": len(rows), "unique_ids": len(set(ids)), "answered_via_gateway_incl_warmup":
                      sent_ok + warm_ok}
     if args.profile and args.stub_client == "raw":
@@ -656,9 +686,11 @@ def stub_main(args) -> dict:
         stub, stub_port = start_stub(d)
         proc = None
         try:
-            models = stub_models(f"http://127.0.0.1:{stub_port}/v1")
+            models = stub_models(f"http://127.0.0.1:{stub_port}/v1", args.router)
             prof = str(Path(args.profile).resolve().with_suffix(".pstats")) if args.profile else None
-            proc, info, _ = start_gateway(d, models, args.stub_concurrency, workers=args.workers, profile_to=prof)
+            proc, info, _ = start_gateway(d, models, args.stub_concurrency, workers=args.workers, profile_to=prof,
+                                          routers={"trained": str(Path(args.router).resolve())} if args.router
+                                          else None)
             res = run_client(stub_bench(args, "127.0.0.1", info["port"], stub_port, info["pid"], stub.pid,
                                         d / "usage.sqlite"))
         finally:
@@ -691,7 +723,9 @@ def stub_report(r: dict) -> None:
           f"{r['gateway_processes']} gateway process(es), workers={a['workers'] or 'config default'}, "
           f"{a['stub_rounds']} rounds x {a['stub_requests']} requests per path, {a['stub_concurrency']} concurrent "
           f"({a['stub_client']} client); load avg {', '.join(f'{x:.2f}' for x in r['load_avg'])})")
-    for label in ("direct", "routed", "bypass"):
+    for label in ("direct", "routed", "bypass", "trained"):
+        if label not in r:
+            continue
         s = r[label]
         rounds = ", ".join(f"{x:.0f}" for x in s["rounds_req_per_s"])
         print(f"  {label:7s} {s['req_per_s']:7.1f} req/s (rounds {rounds})"
@@ -704,6 +738,9 @@ def stub_report(r: dict) -> None:
         if s.get("sample") and label != "direct":
             print(f"          sample: model {s['sample']['model']}, router {s['sample']['router']}, strategy "
                   f"{s['sample']['strategy']}, overhead {s['sample']['overhead_ms']} ms")
+    for router, dm in r.get("decision_ms", {}).items():
+        print(f"  decision inside the gateway under this load, router {router}: p50 {dm['p50']:.3f} ms, p99 "
+              f"{dm['p99']:.3f} ms (n {dm['n']}, from the ledger's decision_ms)")
     L = r["ledger"]
     print(f"  ledger: {L['rows_ok']} ok rows, {L['unique_ids']} unique ids, {L['answered_via_gateway_incl_warmup']} "
           f"answered through the gateway (warm-up included)")

@@ -189,3 +189,29 @@ def test_n_samples_are_fanned_out_and_summed(pool):
     assert many.output_tokens == sum(r["usage"]["completion_tokens"] for r in many.raw["responses"])
     assert many.input_tokens == sum(r["usage"]["prompt_tokens"] for r in many.raw["responses"])
     assert many.cost_usd == pytest.approx(model.cost(many.input_tokens, many.output_tokens))
+
+
+def test_token_logprobs_from_a_real_server(pool):
+    """llama.cpp returns token log-probabilities when asked (``logprobs=True``): one per output token, all ≤ 0, and
+    their (mean, min) summary; without asking there are none."""
+    import asyncio
+
+    from routecraft.pool.client import ChatClient, summarize_logprobs, token_logprobs
+
+    async def go():
+        c = ChatClient(pool.models[0])
+        try:
+            with_lp = await c.chat([{"role": "user", "content": "Say hello."}], max_tokens=8, logprobs=True)
+            without = await c.chat([{"role": "user", "content": "Say hello."}], max_tokens=8)
+        finally:
+            await c.aclose()
+        return with_lp, without
+
+    with_lp, without = asyncio.run(go())
+    lps = with_lp.logprobs
+    assert lps is not None and len(lps) == with_lp.output_tokens and all(x <= 0 for x in lps)
+    mean, low = with_lp.logprob_summary
+    assert low == min(lps) and low <= mean <= 0
+    assert without.logprobs is None and without.logprob_summary == (None, None)
+    assert token_logprobs({"choices": [{"logprobs": {"token_logprobs": [-0.5, None, -1.5]}}]}) == [-0.5, -1.5]
+    assert summarize_logprobs([]) == (None, None)

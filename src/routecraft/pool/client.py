@@ -93,6 +93,43 @@ class ChatResult:
     attempts: int = 1
     raw: dict = field(default_factory=dict, repr=False)
 
+    @property
+    def logprobs(self) -> Optional[list[float]]:
+        """The first choice's token log-probabilities, when the call asked for them (``logprobs=True``) and the
+        backend returned them; else None."""
+        return token_logprobs(self.raw)
+
+    @property
+    def logprob_summary(self) -> tuple[Optional[float], Optional[float]]:
+        """(mean, min) of the token log-probabilities, or (None, None) when there are none."""
+        return summarize_logprobs(self.logprobs)
+
+
+def token_logprobs(raw: Any) -> Optional[list[float]]:
+    """The token log-probabilities of an OpenAI-style chat/completion response's first choice (``choices[0].logprobs
+    .content[].logprob``, or a completion's ``logprobs.token_logprobs``); None when absent."""
+    try:
+        lp = raw["choices"][0]["logprobs"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(lp, dict):
+        return None
+    if isinstance(lp.get("content"), list):
+        vals = [t.get("logprob") for t in lp["content"] if isinstance(t, dict)]
+    elif isinstance(lp.get("token_logprobs"), list):
+        vals = lp["token_logprobs"]
+    else:
+        return None
+    out = [float(v) for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
+    return out or None
+
+
+def summarize_logprobs(lps: Optional[Sequence[float]]) -> tuple[Optional[float], Optional[float]]:
+    """(mean, min) of token log-probabilities; (None, None) for none."""
+    if not lps:
+        return None, None
+    return float(sum(lps) / len(lps)), float(min(lps))
+
 
 @dataclass
 class StreamChunk:

@@ -317,7 +317,7 @@ class Gateway:
         for name, spec in specs.items():
             if spec in by_spec:
                 e = by_spec[spec]
-                loaded[name] = RouterEntry(name, spec, e.router, e.candidates, e.skipped, e.encoder)
+                loaded[name] = RouterEntry(name, spec, e.router, e.candidates, e.skipped, e.encoder, e.inline)
                 continue
             if spec == HEURISTIC:  # the built-in rule router, built from the served pool models
                 r: Router = make_router(HEURISTIC, strategies=self.config.heuristic.strategies).fit_pool(
@@ -352,9 +352,34 @@ class Gateway:
                 log.warning("router %s: %d candidate(s) skipped (model not served): %s", name, len(skipped),
                             ", ".join(skipped[:8]))
             e = RouterEntry(name, spec, r, cands, skipped, encoder)
+            e.inline = r.light or self._fast_decider(e)
             by_spec[spec] = e
             loaded[name] = e
         return loaded
+
+    #: a router whose decision (encode + decide) measured at most this at start-up decides on the event loop: a
+    #: thread hop and the GIL hand-over cost more than such a decision, and under load the hop's queue dominates
+    INLINE_DECISION_MS = 2.0
+
+    def _fast_decider(self, e: RouterEntry, n: int = 24) -> bool:
+        """Time ``n`` fresh decisions (new texts: embedding included) at start-up; inline when the p90 is within
+        ``INLINE_DECISION_MS``. A failing trial decision is not this check's business: the request path reports it."""
+        times = []
+        for i in range(n):
+            text = f"warm-up question {i}: what is {i} plus {2 * i + 1}?"
+            t0 = time.perf_counter()
+            try:
+                X = self._embed(e.encoder, text) if e.encoder else None
+                e.router.decide_one(text, X, lam=0.0, task="numeric", input_chars=len(text), max_tokens=None)
+            except Exception:  # noqa: BLE001 - see the docstring
+                return False
+            times.append((time.perf_counter() - t0) * 1e3)
+            self._embed_cache.pop((e.encoder, text), None)
+        times.sort()
+        p90 = times[int(0.9 * (len(times) - 1))]
+        log.info("router %s: decision p90 %.2f ms at start-up: %s", e.name, p90,
+                 "decides inline" if p90 <= self.INLINE_DECISION_MS else "decides on the routing thread")
+        return p90 <= self.INLINE_DECISION_MS
 
     # ================================================================ the request path
     def admit_key(self, header: Optional[str], addr: Optional[str], rate: bool = True) -> str:
@@ -697,7 +722,7 @@ class Gateway:
         tokens = conversation_tokens(messages)
         entry = target.router
         consult = self.consultable(req, task)
-        if entry.router.light:  # microseconds: not worth a thread hop
+        if entry.inline:  # a fast decision (measured at start-up): not worth a thread hop
             decision, dropped, X = self._decide(entry, rtext, task, chars, cap, lam, max_cost, tokens, consult)
         else:
             decision, dropped, X = await asyncio.get_running_loop().run_in_executor(

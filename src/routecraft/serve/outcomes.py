@@ -34,6 +34,7 @@ class RouterEntry:
     candidates: list[Candidate]   # the router's candidates whose model is served
     skipped: list[str]            # candidates dropped because their model is not served
     encoder: Optional[str] = None
+    inline: bool = False          # decides on the event loop (fast, measured at start-up) instead of a thread
 
     @property
     def kind(self) -> str:

@@ -261,7 +261,7 @@ class Executor:
                 extra["logprobs"] = True
             res = await self._client(clients, model).chat(messages, max_tokens=max_tokens, temperature=temperature,
                                                           seed=seed, **extra)
-        lps = _logprobs(res.raw) if logprobs else None
+        lps = res.logprobs if logprobs else None
         if logprobs and lps is None:
             self._logprobs_ok[model] = False
         rec = {"text": res.text, "input_tokens": int(res.input_tokens or 0),
@@ -339,17 +339,6 @@ class Executor:
         jobs = [(model, [{"role": "user", "content": p}], max_tokens, temperature, s, False)
                 for p, s in zip(prompts, seeds)]
         return run_sync(self._run(jobs, "call")) if jobs else []
-
-
-def _logprobs(raw: dict) -> Optional[list[float]]:
-    try:
-        content = raw["choices"][0]["logprobs"]["content"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    if not content:
-        return None
-    out = [float(t["logprob"]) for t in content if isinstance(t, dict) and t.get("logprob") is not None]
-    return out or None
 
 
 def as_dict(c: CallRecord) -> dict:

@@ -7,7 +7,9 @@ consult more. Offline, every candidate's answer to every query is in the logs, s
 * ``keys``: the extracted answer of each cell as a small integer per query (equal answers, by the task's vote key,
   share a code; ``-1`` = no answer), so agreement is an integer comparison;
 * ``score``, ``cost``, ``latency`` (NaN where unknown), ``out_tokens`` (NaN where unknown), ``truncated`` (the
-  output hit its length cap), ``answered`` (an answer was extracted).
+  output hit its length cap), ``answered`` (an answer was extracted);
+* ``logprob_mean``, ``logprob_min``: the mean and the minimum of the output's token log-probabilities, where the
+  backend returned them (columns of the same names in the outcomes table; None when the table has neither).
 
 ``replay_plan`` replays a cascade plan over them (vectorised), ``votes`` counts agreement. A router asked to fit on
 data without extracted answers fails with ``MissingAnswers`` naming what is missing.
@@ -39,6 +41,16 @@ class Observations:
     out_tokens: np.ndarray  # (n, C), NaN where unknown
     truncated: np.ndarray   # (n, C) bool
     answer_text: list[list[str | None]] = field(default_factory=list, repr=False)
+    logprob_mean: np.ndarray | None = None  # (n, C), NaN where unknown; None: no log-probabilities at all
+    logprob_min: np.ndarray | None = None
+
+    @property
+    def has_logprobs(self) -> bool:
+        return self.logprob_mean is not None and bool(np.isfinite(self.logprob_mean).any())
+
+    def _lp(self, pick) -> tuple[np.ndarray | None, np.ndarray | None]:
+        return (None if self.logprob_mean is None else pick(self.logprob_mean),
+                None if self.logprob_min is None else pick(self.logprob_min))
 
     @property
     def answered(self) -> np.ndarray:
@@ -50,14 +62,17 @@ class Observations:
 
     def columns(self, cols: list[int]) -> "Observations":
         """The same queries, only the candidates at ``cols`` (in that order)."""
+        lm, ln = self._lp(lambda a: a[:, cols])
         return Observations(self.query_ids, [self.candidates[j] for j in cols], self.keys[:, cols],
                             self.score[:, cols], self.cost[:, cols], self.latency[:, cols], self.out_tokens[:, cols],
-                            self.truncated[:, cols])
+                            self.truncated[:, cols], logprob_mean=lm, logprob_min=ln)
 
     def rows(self, rows: np.ndarray) -> "Observations":
         """Only the queries at ``rows``, every candidate."""
+        lm, ln = self._lp(lambda a: a[rows])
         return Observations([self.query_ids[i] for i in rows], self.candidates, self.keys[rows], self.score[rows],
-                            self.cost[rows], self.latency[rows], self.out_tokens[rows], self.truncated[rows])
+                            self.cost[rows], self.latency[rows], self.out_tokens[rows], self.truncated[rows],
+                            logprob_mean=lm, logprob_min=ln)
 
     @classmethod
     def from_data(cls, data: RoutingData, candidates: list[Candidate] | None = None,
@@ -96,8 +111,10 @@ class Observations:
             truncated = (fin.to_numpy(dtype=object) == "length")
         else:
             truncated = np.zeros_like(keys, dtype=bool)
+        has_lp = "logprob_mean" in o.columns or "logprob_min" in o.columns
         return cls(qids, list(cands), keys, score, cost, wide("latency_s"), wide("output_tokens"),
-                   truncated.astype(bool), texts)
+                   truncated.astype(bool), texts, logprob_mean=wide("logprob_mean") if has_lp else None,
+                   logprob_min=wide("logprob_min") if has_lp else None)
 
 
 def encode_answers(pred: np.ndarray, tasks: list[str]) -> tuple[np.ndarray, list[list[str | None]]]:

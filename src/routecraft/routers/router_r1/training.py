@@ -75,9 +75,11 @@ def rollout_info(tr: Any) -> dict:
     s = tr.summary()
     return {k: s[k] for k in ("response", "answer", "stop_reason", "n_calls", "valid_actions", "cost_usd",
                               "cost_raw", "response_tokens", "policy_tokens")} | {
-        "turns": len(tr.turns), "calls": [{"model": c.model, "written_model": c.written_model, "query": c.query,
-                                           "output_tokens": c.output_tokens, "cost_usd": c.cost_usd,
-                                           "error": c.error} for c in tr.calls]}
+        "turns": len(tr.turns), "consultations": s["consultations"],
+        "calls": [{"model": c.model, "written_model": c.written_model, "query": c.query,
+                   "output_tokens": c.output_tokens, "cost_usd": c.cost_usd, "error": c.error,
+                   **({"candidate": c.candidate, "answer": c.answer} if c.candidate is not None else {})}
+                  for c in tr.calls]}
 
 
 class RouterR1RewardFunc:

@@ -83,6 +83,9 @@ def test_collect_kill_and_resume_loses_and_duplicates_nothing(pool, tmp_path):
     # real token counts and prices, budgets honoured by the hard cap (budget + slack)
     assert (o["output_tokens"] > 0).all() and (o["output_tokens"] <= o["budget"] + 10).all()
     assert (o["cost_usd"] > 0).all() and set(o["score"].unique()) <= {0.0, 1.0}
+    # what an observing router sees after a call: token log-probabilities (llama.cpp returns them when asked)
+    assert o["logprob_mean"].notna().all() and (o["logprob_min"] <= o["logprob_mean"]).all()
+    assert (o["logprob_mean"] <= 0).all()
     # a third run has nothing left to do
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and '"ran": 0' in again.stdout

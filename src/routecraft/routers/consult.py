@@ -57,6 +57,8 @@ class Outcome:
     backend_s: float
     details: dict = field(default_factory=dict)
     consulted: Optional[dict] = None  # kind, plan, consultations, escalated, how, answered_by
+    logprob_mean: Optional[float] = None  # of the output's token log-probabilities, when they were asked for
+    logprob_min: Optional[float] = None
 
     @property
     def content(self) -> str:
@@ -127,14 +129,15 @@ def is_consult_plan(plan: Any) -> bool:
     return isinstance(plan, dict) and plan.get("kind") in CONSULT_KINDS
 
 
-async def consult(gw: Any, cand: Candidate, messages: list[dict], task: str, req: Any, stage: int) -> Consultation:
+async def consult(gw: Any, cand: Candidate, messages: list[dict], task: str, req: Any, stage: int,
+                  logprobs: bool = False) -> Consultation:
     """One consultation; a failure is recorded, never raised (a backend fault still marks the model unhealthy)."""
     c = Consultation(cand, stage=stage)
     if not gw.serves(cand.model):
         c.error, c.kind = f"model {cand.model!r} is not served here", "backend"
         return c
     try:
-        out = await gw.run_candidate(cand, messages, task, req)
+        out = await gw.run_candidate(cand, messages, task, req, **({"logprobs": True} if logprobs else {}))
     except Exception as exc:  # noqa: BLE001 - an observation: "no answer"
         c.error, c.kind = describe_failure(exc), failure_kind(exc)
         c.exc = exc
@@ -219,7 +222,8 @@ async def _run_sequential(gw, router, plan, by_id, messages, task, req, features
     pol = router.policy
     seq = [by_id[cid] for cid in plan["sequence"]]
     lam, max_cost = plan.get("lam") or 0.0, plan.get("max_cost")
-    cons = [await consult(gw, seq[0], messages, task, req, 0)]
+    lp = bool(getattr(pol, "logprobs", False))
+    cons = [await consult(gw, seq[0], messages, task, req, 0, lp)]
     K = len(seq)
     t = 1
     while t < K:
@@ -233,7 +237,7 @@ async def _run_sequential(gw, router, plan, by_id, messages, task, req, features
             return await _finish(gw, seq[-1], cons, messages, task, req, t, escalated=True)
         if t + 1 == K:
             return await _finish(gw, seq[-1], cons, messages, task, req, t, escalated=True)
-        cons.append(await consult(gw, seq[t], messages, task, req, t))
+        cons.append(await consult(gw, seq[t], messages, task, req, t, lp))
         t += 1
     return await _finish(gw, seq[-1], cons, messages, task, req, t, escalated=True)
 
@@ -245,7 +249,9 @@ def _as_observed(cons: list[Consultation]) -> list[dict]:
         o = c.outcome
         out.append({"key": c.key, "truncated": bool(o is not None and o.finish_reason == "length"),
                     "out_tokens": float(o.output_tokens) if o is not None else float("nan"),
-                    "cost": o.cost_usd if o is not None else 0.0})
+                    "cost": o.cost_usd if o is not None else 0.0,
+                    "logprob_mean": o.logprob_mean if o is not None else None,
+                    "logprob_min": o.logprob_min if o is not None else None})
     return out
 
 
@@ -277,21 +283,25 @@ class PoolExecutor:
     def mark_ok(self, model: str) -> None:
         self.failed.pop(model, None)
 
-    async def run_candidate(self, cand: Candidate, messages: list[dict], task: str, req: Any = None) -> Outcome:
+    async def run_candidate(self, cand: Candidate, messages: list[dict], task: str, req: Any = None,
+                            logprobs: bool = False) -> Outcome:
         client = self.clients[cand.model]
         t0 = time.perf_counter()
+        lp = {"logprobs": True} if logprobs else {}
         if cand.strategy == DEFAULT:
             args = dict(self.chat_args)
             if self.max_tokens is not None:
                 args["max_tokens"] = self.max_tokens
-            r = await client.chat(messages, **args)
+            r = await client.chat(messages, **args, **lp)
+            mean, low = r.logprob_summary
             return Outcome(cand, r.text, None, "plain", int(r.input_tokens or 0), int(r.output_tokens or 0),
-                           float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0)
+                           float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0,
+                           logprob_mean=mean, logprob_min=low)
         question = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), None)
         if not isinstance(question, str) or not question.strip():
             raise BackendError("no user question to run the strategy on", model=cand.model, endpoint="-",
                                status=400)
-        run = await get_strategy(cand.strategy).run(client, question, task, cand.budget)
+        run = await get_strategy(cand.strategy).run(client, question, task, cand.budget, **lp)
         return Outcome(cand, run.text or "", run.answer, run.extraction.method, int(run.input_tokens or 0),
                        int(run.output_tokens or 0), float(run.cost_usd or 0.0), run.finish_reason,
-                       time.perf_counter() - t0)
+                       time.perf_counter() - t0, logprob_mean=run.logprob_mean, logprob_min=run.logprob_min)

@@ -815,19 +815,24 @@ class Gateway:
         return dict(max_tokens=req.output_cap or self.config.limits.default_max_tokens, temperature=float(temp),
                     stop=req.stop, seed=req.seed, **self._plain_kwargs(req))
 
-    async def run_candidate(self, cand: Candidate, messages: list[dict], task: str, req: ChatRequest) -> Outcome:
-        """Execute one candidate (no fallback)."""
+    async def run_candidate(self, cand: Candidate, messages: list[dict], task: str, req: ChatRequest,
+                            logprobs: bool = False) -> Outcome:
+        """Execute one candidate (no fallback). ``logprobs``: ask for token log-probabilities (a sequential plan's
+        policy reads their mean and minimum) where the call is a single one."""
         client = self.clients[cand.model]
         t0 = time.perf_counter()
+        lp = {"logprobs": True} if logprobs else {}
         if cand.strategy == DEFAULT:
-            r = await client.chat(messages, **self._plain_args(req))
+            r = await client.chat(messages, **self._plain_args(req), **lp)
+            mean, low = r.logprob_summary
             return Outcome(cand, r.text, None, "plain", int(r.input_tokens or 0), int(r.output_tokens or 0),
-                           float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0)
+                           float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0,
+                           logprob_mean=mean, logprob_min=low)
         strat = get_strategy(cand.strategy)
         cap = req.output_cap
         q = single_question(messages)
         if q is not None and cap is None:
-            run = await strat.run(client, q, task, cand.budget)
+            run = await strat.run(client, q, task, cand.budget, **lp)
             return self._outcome(cand, run, t0)
         return await self._run_wrapped(cand, strat, client, messages, task, cap, t0)
 
@@ -866,7 +871,8 @@ class Gateway:
             details["samples"] = [s.text for s in run.samples]
         return Outcome(cand, run.text or "", run.answer, run.extraction.method, int(run.input_tokens or 0),
                        int(run.output_tokens or 0), float(run.cost_usd or 0.0), run.finish_reason,
-                       time.perf_counter() - t0, details)
+                       time.perf_counter() - t0, details, logprob_mean=getattr(run, "logprob_mean", None),
+                       logprob_min=getattr(run, "logprob_min", None))
 
     async def execute(self, plan: Plan, messages: list[dict], req: ChatRequest) -> tuple[Outcome, list[dict]]:
         """Run the plan's candidates in order until one answers; (outcome, failures before it). A plan of

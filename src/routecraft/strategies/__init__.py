@@ -10,11 +10,12 @@ from routecraft.strategies.builtin import (
                                            SelfConsistency,
                                            extract_code,
 )
+from routecraft.strategies.per_task import strategies_for
 from routecraft.strategies.registry import get_strategy, list_strategies, register_strategy, strategy_from_config
 from routecraft.strategies.sandbox import SandboxResult, run_python
 
 __all__ = [
     "BUDGET_GRID", "BUDGET_TEMPLATES", "ChainOfDraft", "ChainOfThought", "Direct", "Extraction", "ProgramAided",
     "SandboxResult", "SelfConsistency", "Strategy", "StrategyRun", "extract_answer", "extract_code", "get_strategy",
-    "list_strategies", "register_strategy", "run_python", "strategy_from_config", "task_kind",
+    "list_strategies", "register_strategy", "run_python", "strategies_for", "strategy_from_config", "task_kind",
 ]

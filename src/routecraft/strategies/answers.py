@@ -9,18 +9,24 @@ or they trail off without any marker. The extractors here try, in order:
    (QA).
 
 Text after a hallucinated next turn ("\\nQuestion:", "\\nHuman:", ...) is cut off before extracting.
+
+Three kinds do not follow that scheme: ``code`` (mbpp, human_eval; :func:`extract_program`: the program from the fenced
+blocks, else the code in the raw text), ``generation`` (commongen; :func:`extract_sentence`: the sentence after
+"Sentence:", else the reply's own line) and ``chat`` (general requests without a gold format; :func:`extract_reply`:
+the reply itself).
 """
 
 from __future__ import annotations
 
 import math
 import re
+import textwrap
 from fractions import Fraction
 from typing import Any, Iterable, Sequence
 
 # --------------------------------------------------------------------------------------------------- task kinds
 
-KINDS = ("numeric", "math", "choice", "qa")
+KINDS = ("numeric", "math", "choice", "qa", "code", "generation", "chat")
 
 #: task name -> answer kind. The kind decides the answer format asked for, the extractor and the default grader.
 TASK_KINDS: dict[str, str] = {
@@ -36,11 +42,18 @@ TASK_KINDS: dict[str, str] = {
     # short-answer QA
     "qa": "qa", "natural_qa": "qa", "nq": "qa", "trivia_qa": "qa", "triviaqa": "qa", "squad": "qa",
     "hotpotqa": "qa", "hotpot_qa": "qa", "popqa": "qa", "2wikimultihopqa": "qa",
+    # programs graded by running tests (routecraft.strategies.code_eval)
+    "mbpp": "code", "human_eval": "code", "humaneval": "code", "code": "code",
+    # constrained generation graded by concept coverage (routecraft.strategies.coverage)
+    "commongen": "generation", "common_gen": "generation", "generation": "generation",
+    # general requests: no answer format is imposed
+    "general": "chat", "chat": "chat",
 }
 
 
 def task_kind(task: str) -> str:
-    """The answer kind of ``task`` ("numeric", "math", "choice" or "qa"); a kind name is accepted as a task."""
+    """The answer kind of ``task`` (one of ``KINDS``: "numeric", "math", "choice", "qa", "code", "generation",
+    "chat"); a kind name is accepted as a task."""
     if not isinstance(task, str):
         raise TypeError(f"task must be a string, got {type(task).__name__}")
     kind = TASK_KINDS.get(task.strip().lower())
@@ -300,16 +313,23 @@ def _letter_after(raw: str, letters: str) -> str | None:
     return None
 
 
+def _option_text(c: Any) -> str:
+    """An option's text as an answer segment is cleaned (markup, surrounding $ and end punctuation off: "$250")."""
+    s = re.sub(r"^\$+|\$+$", "", _strip_markup(str(c))).strip()
+    return s.rstrip(" .;,!").strip().lower()
+
+
 def _match_choice_text(raw: str, choices: Sequence[str] | None, letters: str) -> str | None:
     if not choices:
         return None
     seg = _clean_segment(raw).lower()
     if not seg:
         return None
-    exact = [letter for letter, c in zip(letters, choices) if str(c).strip().rstrip(".").lower() == seg]
+    opts = [(letter, str(c).strip().rstrip(".").lower(), _option_text(c)) for letter, c in zip(letters, choices)]
+    exact = [letter for letter, plain, clean in opts if seg in (plain, clean)]
     if len(exact) == 1:
         return exact[0]
-    contained = [letter for letter, c in zip(letters, choices) if str(c).strip().rstrip(".").lower() in seg]
+    contained = [letter for letter, plain, clean in opts if plain in seg or (clean and clean in seg)]
     return contained[0] if len(contained) == 1 else None
 
 
@@ -356,6 +376,118 @@ def extract_qa(text: str) -> tuple[str | None, str]:
     return None, "none"
 
 
+# ----------------------------------------------------------------------------------------- code, generation, chat
+
+_FENCE = re.compile(r"```[ \t]*([A-Za-z0-9_+.-]*)[ \t]*\n(.*?)(?:```|\Z)", re.S)
+_CODE_START = re.compile(r"(?:import |from [\w.]+ import |def |async def |class |@\w)")
+
+
+def _compiles(code: str) -> bool:
+    try:
+        compile(code, "program.py", "exec")
+        return True
+    except (SyntaxError, ValueError, OverflowError, RecursionError, MemoryError):
+        return False
+
+
+def _is_code(code: str) -> bool:
+    """Compiles as a module, or as the body of a function (a human_eval completion may be only the body)."""
+    body = textwrap.dedent(code)
+    return _compiles(body) or _compiles("def _body():\n" + textwrap.indent(body, "    ", lambda line: True))
+
+
+def _compilable_head(lines: list[str]) -> str | None:
+    """The longest prefix of ``lines`` that compiles (prose after unfenced code is dropped)."""
+    while lines:
+        code = "\n".join(lines).rstrip() + "\n"
+        if _compiles(code):
+            return code
+        lines = lines[:-1]
+    return None
+
+
+def extract_program(text: str) -> tuple[str | None, str]:
+    """(program or None, method) from a code answer.
+
+    * Fenced blocks (```python ... ```; an unclosed last fence runs to the end): the blocks that define a function or
+      class, joined in order (a later definition replaces an earlier one when run, and helpers are kept); blocks of
+      "example usage" without a definition are left out. No block defines anything (a function body alone): the
+      last non-empty block. Method ``fenced``.
+    * No fence, but code before a closing fence (completion prompts end with an opening fence): that code
+      (``before_fence``).
+    * Neither: the raw text from its first line that starts code (``import``/``from``/``def``/``class``/a decorator)
+      to the longest end that compiles (``raw_code``); failing that, the raw text itself when it compiles as
+      statements or as a function body (``raw_body``).
+
+    Nothing is cut at a hallucinated next turn inside a block (programs may contain such words); the raw text is.
+    For human_eval the answer may be the whole function or only its body: ``code_eval.build_program`` puts a body
+    under the prompt's signature.
+    """
+    if not text or not text.strip():
+        return None, "none"
+    stripped = text.lstrip()
+    if not stripped.startswith("```") and "```" in text:
+        head = text.split("```", 1)[0]
+        if re.search(r"^\s*(?:def |return\b|import |from [\w.]+ import )", head, re.M) and _is_code(head):
+            return head.strip("\n").rstrip() + "\n", "before_fence"
+    blocks = [b.strip("\n").rstrip() for _lang, b in _FENCE.findall(text) if b.strip()]
+    if blocks:
+        defining = [b for b in blocks if re.search(r"^\s*(?:async\s+)?(?:def|class)\s+\w", b, re.M)]
+        code = "\n\n".join(defining) if defining else blocks[-1]
+        return code + "\n", "fenced"
+    raw = cut_continuation(text)
+    lines = raw.splitlines()
+    start = next((i for i, line in enumerate(lines) if _CODE_START.match(line)), None)
+    if start is not None:
+        code = _compilable_head(lines[start:])
+        if code is not None:
+            return code, "raw_code"
+    body = raw.strip("\n").rstrip()
+    if body and _is_code(body):
+        return body + "\n", "raw_body"
+    return None, "none"
+
+
+_SENTENCE_MARK = re.compile(r"(?:^|\n)\s*\**\s*sentence\s*\**\s*[:：]\s*\**\s*(?P<rest>[^\n]*)", re.I)
+
+
+def _clean_sentence(s: str) -> str:
+    s = _strip_markup(s).strip()
+    if len(s) >= 2 and s[0] in "\"'“‘" and s[-1] in "\"'”’":
+        s = s[1:-1].strip()
+    return s
+
+
+def extract_sentence(text: str) -> tuple[str | None, str]:
+    """(sentence or None, method) from a generation answer (commongen): the text after the last "Sentence:" marker
+    (``sentence``) or after "The answer is" (``answer_is``); else the reply's last line that is not a preamble
+    ending in ":" (``last_line``): a reasoning strategy reasons first and ends with its sentence, a direct answer is
+    one line. Quotes and markdown around the sentence are removed; the whole line is kept (a period inside it does
+    not end it)."""
+    text = cut_continuation(text or "")
+    hit = _last(_SENTENCE_MARK, text)
+    if hit:
+        s = _clean_sentence(hit[1])
+        if s:
+            return s, "sentence"
+    hit = _last(_ANSWER_IS, text)
+    if hit:
+        s = _clean_sentence(hit[1])
+        if s:
+            return s, "answer_is"
+    lines = [_clean_sentence(line) for line in text.splitlines()]
+    lines = [line for line in lines if line and not line.endswith(":")]
+    if lines:
+        return lines[-1], "last_line"
+    return None, "none"
+
+
+def extract_reply(text: str) -> tuple[str | None, str]:
+    """(reply or None, method) for general requests (``chat``): the whole reply, cut at a hallucinated next turn."""
+    s = cut_continuation(text or "").strip()
+    return (s, "reply") if s else (None, "none")
+
+
 def extract_answer(text: str, task: str = "gsm8k", choices: Sequence[str] | None = None) -> tuple[str | None, str]:
     """(answer string or None, method) from a model's free-text output for ``task``."""
     kind = task_kind(task)
@@ -365,6 +497,12 @@ def extract_answer(text: str, task: str = "gsm8k", choices: Sequence[str] | None
         return extract_math(text)
     if kind == "choice":
         return extract_choice(text, choices)
+    if kind == "code":
+        return extract_program(text)
+    if kind == "generation":
+        return extract_sentence(text)
+    if kind == "chat":
+        return extract_reply(text)
     return extract_qa(text)
 
 
@@ -411,6 +549,8 @@ def vote_key(answer: str | None, task: str = "gsm8k") -> str | None:
         return normalize_latex(answer)
     if kind == "choice":
         return answer.strip().upper()
+    if kind == "code":  # equal programs up to blank lines and trailing spaces
+        return "\n".join(line.rstrip() for line in answer.strip().splitlines() if line.strip())
     return normalize_text(answer)
 
 

@@ -38,12 +38,16 @@ BUDGET_TEMPLATES: dict[str, tuple[str, str]] = {
 
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
-#: The answer form each strategy asks for, per answer kind.
+#: The answer form each strategy asks for, per answer kind (the first four are unchanged since routecraft-gsm8k was
+#: collected: its prompts depend on them).
 ANSWER_FORM = {
     "numeric": '"The answer is N." where N is a number',
     "math": '"The answer is \\boxed{X}." with the final answer X in LaTeX',
     "choice": '"The answer is (X)." where X is the option letter',
     "qa": '"The answer is X." where X is a short answer',
+    "code": "the complete Python function in a ```python block",
+    "generation": '"Sentence: S" where S is one sentence that uses all of the given concepts',
+    "chat": "your answer",
 }
 
 
@@ -79,6 +83,8 @@ class StrategyRun:
     finish_reason: str | None = None
     max_tokens: int | None = None
     samples: list["StrategyRun"] | None = None  # self-consistency: one run per sample
+    logprob_mean: float | None = None  # of the output's token log-probabilities (asked with ``logprobs=True``)
+    logprob_min: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -108,6 +114,9 @@ class Strategy(BaseModel):
     """hard cap = budget + slack (R2-Router collected data with k + 10)."""
     default_max_tokens: int | None = 512
     """the cap when no budget is given; None = no cap."""
+    kind_max_tokens: ClassVar[dict[str, int]] = {}
+    """answer kind -> the cap when no budget is given, for kinds whose answers are longer than the default (a whole
+    program); the other kinds keep ``default_max_tokens``."""
     chat_exemplar: bool = False
     prompt_exemplar: bool = True
     temperature: float = 0.0
@@ -158,10 +167,15 @@ class Strategy(BaseModel):
             return self.budget_placement
         return BUDGET_TEMPLATES.get(self.budget_instruction, ("", "user"))[1]
 
-    def max_tokens(self, budget: int | None = None) -> int | None:
-        """Hard output cap: budget + slack, or ``default_max_tokens`` without a budget."""
+    def max_tokens(self, budget: int | None = None, task: str | None = None) -> int | None:
+        """Hard output cap: budget + slack, or without a budget ``default_max_tokens`` (``kind_max_tokens`` of the
+        task's answer kind where it has one, unless ``default_max_tokens`` was set explicitly)."""
         budget = _check_budget(budget)
-        return self.default_max_tokens if budget is None else budget + self.budget_slack
+        if budget is not None:
+            return budget + self.budget_slack
+        if task is not None and self.kind_max_tokens and "default_max_tokens" not in self.model_fields_set:
+            return self.kind_max_tokens.get(task_kind(task), self.default_max_tokens)
+        return self.default_max_tokens
 
     def stop(self, mode: Literal["chat", "prompt"] = "chat") -> list[str] | None:
         """Stop sequences: completion prompts stop before a made-up next question."""
@@ -233,7 +247,9 @@ class Strategy(BaseModel):
     async def _call(self, client: Any, question: str, task: str, budget: int | None, *,
                     choices: Sequence[str] | None, temperature: float, seed: int | None,
                     mode: Literal["chat", "prompt"] = "chat", **extra: Any) -> StrategyRun:
-        cap = self.max_tokens(budget)
+        cap = self.max_tokens(budget, task)
+        if mode == "prompt" and extra.get("logprobs") is True:  # the completions API takes a count
+            extra["logprobs"] = 1
         if mode == "prompt":
             prompt = self.build_prompt(question, task, budget, choices)
             resp = await client.complete(prompt, max_tokens=cap, temperature=temperature, stop=self.stop("prompt"),
@@ -244,10 +260,12 @@ class Strategy(BaseModel):
                                      seed=seed, **extra)
         text = resp.text or ""
         ex = await self._extract_async(text, task, choices)
+        lp_mean, lp_min = getattr(resp, "logprob_summary", (None, None))
         return StrategyRun(strategy=self.name, task=task, budget=budget, answer=ex.answer, text=text, extraction=ex,
                            input_tokens=int(resp.input_tokens or 0), output_tokens=int(resp.output_tokens or 0),
                            cost_usd=resp.cost_usd, model_latency_s=float(resp.latency_s or 0.0),
-                           finish_reason=resp.finish_reason, max_tokens=cap)
+                           finish_reason=resp.finish_reason, max_tokens=cap, logprob_mean=lp_mean,
+                           logprob_min=lp_min)
 
     async def _extract_async(self, text: str, task: str, choices: Sequence[str] | None) -> Extraction:
         return self.extract(text, task, choices)

@@ -6,7 +6,7 @@ import ast
 import asyncio
 import re
 import time
-from typing import Any, Literal, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 from pydantic import Field, PrivateAttr, field_validator
 
@@ -22,9 +22,13 @@ class Direct(Strategy):
     description: str = ("Direct answering: the model states the final answer at once with no reasoning; the cheapest "
                         "strategy, good for recall and easy questions.")
     default_max_tokens: int | None = 128
+    kind_max_tokens: ClassVar[dict[str, int]] = {"code": 384}
 
     def instruction(self, task: str) -> str:
-        return f"Reply only with {ANSWER_FORM[task_kind(task)]}, no explanation."
+        kind = task_kind(task)
+        if kind == "chat":  # a general request: no answer format to impose, and an explanation may be the answer
+            return "Answer directly and concisely."
+        return f"Reply only with {ANSWER_FORM[kind]}, no explanation."
 
 
 @register_strategy("cot")
@@ -33,6 +37,7 @@ class ChainOfThought(Strategy):
     description: str = ("Chain-of-thought: the model reasons step by step before answering; the longest outputs, best "
                         "on multi-step math and logic.")
     default_max_tokens: int | None = 512
+    kind_max_tokens: ClassVar[dict[str, int]] = {"code": 768}
 
     def instruction(self, task: str) -> str:
         return f"Think step by step, then end with {ANSWER_FORM[task_kind(task)]}."
@@ -44,6 +49,7 @@ class ChainOfDraft(Strategy):
     description: str = ("Chain-of-draft: step-by-step reasoning written as minimal drafts of a few words per step; far "
                         "shorter than chain-of-thought with similar accuracy on arithmetic.")
     default_max_tokens: int | None = 256
+    kind_max_tokens: ClassVar[dict[str, int]] = {"code": 512}
 
     def instruction(self, task: str) -> str:
         # wording after Xu et al. 2025, "Chain of Draft: Thinking Faster by Writing Less"
@@ -54,6 +60,7 @@ class ChainOfDraft(Strategy):
 _PAL_RETURNS = {
     "numeric": "returns the answer as a number",
     "math": "returns the final answer (a number, or a string with the LaTeX answer)",
+    # kept so that existing configs still run; strategies_for() plans PAL for numeric and math only
     "choice": "returns the letter of the correct option",
     "qa": "returns the short answer as a string",
 }
@@ -171,7 +178,11 @@ class ProgramAided(Strategy):
     """when no code runs, take the answer from the text instead (off: a failed program is a wrong answer)."""
 
     def instruction(self, task: str) -> str:
-        return (f"Write a Python function solution() that computes and {_PAL_RETURNS[task_kind(task)]}. "
+        kind = task_kind(task)
+        if kind not in _PAL_RETURNS:
+            raise ValueError(f"strategy 'pal' does not apply to {kind} tasks ({task!r}): a program computes a "
+                             f"number or a short answer (numeric, math; also choice, qa), not a {kind} answer")
+        return (f"Write a Python function solution() that computes and {_PAL_RETURNS[kind]}. "
                 f"Reply with only the code in a ```python block.")
 
     def answer_prefix(self, task: str) -> str:
@@ -255,8 +266,8 @@ class SelfConsistency(Strategy):
     def build_prompt(self, question, task="gsm8k", budget=None, choices=None) -> str:
         return self.base_strategy.build_prompt(question, task, budget, choices)
 
-    def max_tokens(self, budget: int | None = None) -> int | None:
-        return self.base_strategy.max_tokens(budget)
+    def max_tokens(self, budget: int | None = None, task: str | None = None) -> int | None:
+        return self.base_strategy.max_tokens(budget, task)
 
     def stop(self, mode="chat"):
         return self.base_strategy.stop(mode)
@@ -302,4 +313,5 @@ class SelfConsistency(Strategy):
                            cost_usd=sum(costs) if costs else None,
                            latency_s=time.perf_counter() - t0,
                            model_latency_s=sum(s.model_latency_s for s in samples),
-                           finish_reason=rep.finish_reason, max_tokens=rep.max_tokens, samples=samples)
+                           finish_reason=rep.finish_reason, max_tokens=rep.max_tokens, samples=samples,
+                           logprob_mean=rep.logprob_mean, logprob_min=rep.logprob_min)

@@ -45,4 +45,29 @@ EXEMPLARS: dict[str, dict] = {
             "pal": "```python\ndef solution():\n    return 'Paris'\n```",
         },
     },
+    "code": {
+        "question": "Write a function is_even(n) that returns True when the integer n is even.",
+        "answers": {
+            "direct": "```python\ndef is_even(n):\n    return n % 2 == 0\n```",
+            "cot": ("A number is even when dividing it by 2 leaves no remainder.\n"
+                    "```python\ndef is_even(n):\n    return n % 2 == 0\n```"),
+            "cod": "even: n % 2 == 0.\n```python\ndef is_even(n):\n    return n % 2 == 0\n```",
+        },
+    },
+    "generation": {
+        "question": "dog, ball, throw",
+        "answers": {
+            "direct": "Sentence: The boy throws a ball for his dog.",
+            "cot": "Someone throws a ball and a dog fetches it. Sentence: The boy throws a ball for his dog.",
+            "cod": "throw ball; dog fetches. Sentence: The boy throws a ball for his dog.",
+        },
+    },
+    "chat": {
+        "question": "Name one primary colour.",
+        "answers": {
+            "direct": "Red.",
+            "cot": "The primary colours of paint are red, yellow and blue, so red is one. Red.",
+            "cod": "primaries: red, yellow, blue. Red.",
+        },
+    },
 }

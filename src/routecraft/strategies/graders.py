@@ -2,7 +2,14 @@
 
 ``grade(task, prediction, gold)`` picks the grader for the task's answer kind (see
 ``routecraft.strategies.answers.TASK_KINDS``): numeric -> ``gsm8k_match``, math -> ``math_equiv``, choice ->
-``choice_match``, qa -> ``f1``. A ``None`` prediction scores 0.
+``choice_match``, qa -> ``f1``, code -> ``code_exec`` (the program and its tests in the PAL sandbox;
+``routecraft.strategies.code_eval``), generation -> ``commongen_coverage`` (``routecraft.strategies.coverage``),
+chat -> ``f1``. A ``None`` prediction scores 0.
+
+``grade(task, prediction, gold, metric=...)`` names the grader instead: a name in ``GRADERS`` or one of LLMRouter's
+metric names (``LLMROUTER_METRICS``: em_mc, MATH, GSM8K, f1_score, code_eval, commongen_coverage). LLMRouter's
+"MATH" covers agentverse-mgsm, whose golds are plain numbers: ``math_answer`` compares those numerically and the rest
+by ``math_equiv``. ``choices`` (the options of a multiple-choice question) reach the graders that take them.
 
 ``math_equiv`` uses the ``math-verify`` package (HuggingFace, parses LaTeX with sympy) when it is installed, else a
 string normal form plus a numeric comparison (``MATH_BACKEND`` says which).
@@ -10,6 +17,7 @@ string normal form plus a numeric comparison (``MATH_BACKEND`` says which).
 
 from __future__ import annotations
 
+import inspect
 import math
 import re
 import threading
@@ -27,6 +35,8 @@ from routecraft.strategies.answers import (
     parse_number,
     task_kind,
 )
+from routecraft.strategies.code_eval import code_exec
+from routecraft.strategies.coverage import commongen_coverage
 
 Grader = Callable[[Any, Any], float]
 
@@ -117,6 +127,27 @@ def math_equiv(prediction: Any, gold: Any) -> float:
     return float(pv is not None and gv is not None and numbers_equal(pv, gv, 1e-9, 1e-9))
 
 
+def math_answer(prediction: Any, gold: Any) -> float:
+    """LLMRouter's "MATH" metric: a gold that is a plain number (agentverse-mgsm: "28", "1,596") is compared
+    numerically with a numeric prediction ("28.0", "\\boxed{28}", "$1,596$", "\\frac{56}{2}"); anything else, and a
+    numeric mismatch, goes to ``math_equiv``."""
+    if _is_none(prediction):
+        return 0.0
+    g = math_gold(gold)
+    gv = _latex_number(g)
+    if gv is not None:
+        p = str(prediction).strip()
+        boxed = find_boxed(p)
+        if boxed:
+            p = boxed[-1][1]
+        pv = _latex_number(p)
+        if pv is not None and numbers_equal(pv, gv, 1e-9, 1e-9):
+            return 1.0
+        if pv is not None:
+            return 0.0
+    return math_equiv(prediction, gold)
+
+
 def _latex_number(s: str) -> float | None:
     t = normalize_latex(s)
     m = re.fullmatch(r"(-?)\\frac\{(-?\d+(?:\.\d+)?)\}\{(-?\d+(?:\.\d+)?)\}", t)
@@ -204,11 +235,24 @@ def f1(prediction: Any, gold: Any) -> float:
 GRADERS: dict[str, Grader] = {
     "gsm8k_match": gsm8k_match,
     "math_equiv": math_equiv,
+    "math_answer": math_answer,
     "choice_match": choice_match,
     "exact_match": exact_match,
     "f1": f1,
+    "code_exec": code_exec,
+    "commongen_coverage": commongen_coverage,
 }
-KIND_GRADER = {"numeric": "gsm8k_match", "math": "math_equiv", "choice": "choice_match", "qa": "f1"}
+KIND_GRADER = {"numeric": "gsm8k_match", "math": "math_equiv", "choice": "choice_match", "qa": "f1",
+               "code": "code_exec", "generation": "commongen_coverage", "chat": "f1"}
+#: LLMRouter's metric names (the ``metric`` column of its query_data files) -> routecraft graders
+LLMROUTER_METRICS: dict[str, str] = {
+    "em_mc": "choice_match",
+    "MATH": "math_answer",
+    "GSM8K": "gsm8k_match",
+    "f1_score": "f1",
+    "code_eval": "code_exec",
+    "commongen_coverage": "commongen_coverage",
+}
 _TASK_GRADER: dict[str, str] = {}
 
 
@@ -224,10 +268,13 @@ def register_grader(task: str, grader: str | Grader) -> None:
 
 
 def grader_for(task: str, metric: str | None = None) -> Grader:
+    """The grader of ``task``, or the one ``metric`` names (a name in GRADERS or an LLMRouter metric name)."""
     if metric is not None:
-        if metric not in GRADERS:
-            raise ValueError(f"unknown grader {metric!r}: known graders are {', '.join(sorted(GRADERS))}")
-        return GRADERS[metric]
+        name = metric if metric in GRADERS else LLMROUTER_METRICS.get(metric)
+        if name is None:
+            raise ValueError(f"unknown grader {metric!r}: known graders are {', '.join(sorted(GRADERS))} "
+                             f"(and LLMRouter's metrics {', '.join(LLMROUTER_METRICS)})")
+        return GRADERS[name]
     name = _TASK_GRADER.get(task.strip().lower()) if isinstance(task, str) else None
     if name is None:
         try:
@@ -237,10 +284,22 @@ def grader_for(task: str, metric: str | None = None) -> Grader:
     return GRADERS[name]
 
 
-def grade(task: str, prediction: Any, gold: Any, metric: str | None = None, **kwargs: Any) -> float:
-    """Score ``prediction`` against ``gold`` for ``task`` (or with the grader named ``metric``); None scores 0."""
+def _takes_choices(fn: Grader) -> bool:
+    try:
+        return "choices" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
+def grade(task: str, prediction: Any, gold: Any, metric: str | None = None, *,
+          choices: Sequence[str] | None = None, **kwargs: Any) -> float:
+    """Score ``prediction`` against ``gold`` for ``task`` (or with the grader named ``metric``, a GRADERS name or an
+    LLMRouter metric name); None scores 0. ``choices`` go to the graders that take them (``choice_match``) and are
+    ignored by the others; other keyword arguments go to the grader as they are."""
     fn = grader_for(task, metric)
     if _is_none(prediction):
         return 0.0
+    if choices is not None and _takes_choices(fn):
+        kwargs["choices"] = list(choices)
     score = fn(prediction, gold, **kwargs)
     return float(score)

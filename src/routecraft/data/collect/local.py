@@ -6,8 +6,11 @@ appends their rows to the store in shards as they finish.
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import json
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -15,6 +18,7 @@ import pandas as pd
 
 from routecraft.data.collect.store import Cell, CollectionStore, hardware_tag
 from routecraft.pool.client import BackendError
+from routecraft.strategies.answers import task_kind
 
 log = logging.getLogger(__name__)
 
@@ -22,22 +26,89 @@ log = logging.getLogger(__name__)
 QUEUE_AHEAD = 1
 
 
-async def run_cell(cell: Cell, query: dict, client: Any, strategy: Any, grade: Callable[[str, Any, Any], float],
-                   hardware: str) -> dict:
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def _runs_code(task: str, metric: str | None) -> bool:
+    if metric is not None:
+        return metric in ("code_eval", "code_exec")
+    try:
+        return task_kind(task) == "code"
+    except (TypeError, ValueError):
+        return False
+
+
+def query_choices(v: Any) -> list[str] | None:
+    """A query's options as a list of strings: a list/tuple/array (a Parquet list column reads back as an array),
+    the JSON or Python-literal text of a list; None when it has none."""
+    if _missing(v):
+        return None
+    if isinstance(v, str):
+        s = v.strip()
+        if not s:
+            return None
+        try:
+            v = json.loads(s)
+        except json.JSONDecodeError:
+            try:
+                v = ast.literal_eval(s)
+            except (ValueError, SyntaxError):
+                raise ValueError(f"choices {s[:80]!r} are not a list") from None
+    if hasattr(v, "tolist"):
+        v = v.tolist()
+    if not isinstance(v, (list, tuple)):
+        raise ValueError(f"choices must be a list of option texts, got {type(v).__name__}")
+    return [str(c) for c in v] or None
+
+
+async def run_cell(cell: Cell, query: dict, client: Any, strategy: Any, grade: Callable[..., float],
+                   hardware: str, logprobs: bool = True) -> dict:
     """Run one cell on its backend and grade it. Errors become a row with score 0 and the error text, so a
-    cell that fails for a reason of the model's (not a transport fault) is recorded rather than retried forever."""
+    cell that fails for a reason of the model's (not a transport fault) is recorded rather than retried forever.
+
+    The query's ``choices`` (if any) go to the strategy (listed as options) and the grader; its ``metric`` (if any:
+    an LLMRouter metric name or a grader name) picks the grader instead of the task.
+
+    The row also keeps what an observing router can see after the call: the extracted answer (``prediction``), the
+    finish reason, whether a PAL program ran (``program_ok``), and the mean and minimum token log-probability of the
+    output (``logprob_mean``, ``logprob_min``; asked for with ``logprobs``, empty where the backend returns none — a
+    backend that refuses the field itself, a 400, is asked again without it)."""
     t0 = time.perf_counter()
-    choices = query.get("choices")
-    run = await strategy.run(client, query["text"], task=query["task"], budget=cell.budget,
-                             **({"choices": choices} if choices is not None else {}))
-    score = float(grade(query["task"], run.answer, query.get("gold")))
+    choices = query_choices(query.get("choices"))
+    kw: dict[str, Any] = {"choices": choices} if choices is not None else {}
+    try:
+        run = await strategy.run(client, query["text"], task=query["task"], budget=cell.budget,
+                                 **kw, **({"logprobs": True} if logprobs else {}))
+    except BackendError as exc:
+        if not logprobs or exc.status != 400:
+            raise
+        run = await strategy.run(client, query["text"], task=query["task"], budget=cell.budget, **kw)
+    extra: dict[str, Any] = {}
+    if choices is not None:
+        extra["choices"] = choices
+    if not _missing(query.get("metric")):
+        extra["metric"] = str(query["metric"])
+    if _runs_code(query["task"], extra.get("metric")):
+        # the program and its tests run in the sandbox (up to its time limit): off the event loop, as PAL's run is
+        score = float(await asyncio.to_thread(grade, query["task"], run.answer, query.get("gold"), **extra))
+    else:
+        score = float(grade(query["task"], run.answer, query.get("gold"), **extra))
     return {"query_id": cell.query_id, "model": cell.model, "strategy": cell.strategy, "budget": cell.budget,
             "score": score, "input_tokens": int(run.input_tokens), "output_tokens": int(run.output_tokens),
             "tokens_estimated": False, "cost_usd": float(client.model.cost(run.input_tokens, run.output_tokens)),
             "latency_s": float(time.perf_counter() - t0), "response": run.text,
             "prediction": None if run.answer is None else str(run.answer),
             "finish_reason": getattr(run, "finish_reason", None), "error": getattr(run, "error", None),
+            "program_ok": _program_ok(run), "logprob_mean": getattr(run, "logprob_mean", None),
+            "logprob_min": getattr(run, "logprob_min", None),
             "hardware": hardware, "collected_at": pd.Timestamp.now(tz="UTC").isoformat()}
+
+
+def _program_ok(run: Any) -> bool | None:
+    """Whether the program of a PAL run ran to a value (None: no program was run)."""
+    sb = getattr(getattr(run, "extraction", None), "sandbox", None)
+    return None if sb is None else bool(sb.ok)
 
 
 async def run_local(cells: list[Cell], queries: dict[str, dict], clients: dict[str, Any],

@@ -27,7 +27,7 @@ from routecraft.data.schema import DEFAULT, RoutingData, validate_outcomes, vali
 
 ROW_COLUMNS = ["query_id", "model", "strategy", "budget", "score", "input_tokens", "output_tokens",
                "tokens_estimated", "cost_usd", "latency_s", "response", "prediction", "finish_reason", "error",
-               "hardware", "collected_at"]
+               "program_ok", "logprob_mean", "logprob_min", "hardware", "collected_at"]
 
 
 @dataclass(frozen=True)

@@ -99,14 +99,17 @@ def test_the_bench_refuses_routers_it_cannot_replay():
 
 
 def test_an_artifact_from_another_version_fails_with_a_clear_error(tmp_path):
-    """A state.joblib that names a class this routecraft does not have (as artifacts saved before a module moved
-    do) is refused with a message saying to re-train, not an AttributeError."""
+    """A format-1 artifact (state.joblib) — here one whose pickle names a class this routecraft does not have, as
+    artifacts saved before a module moved do — is refused without being unpickled, with a message saying to re-train
+    or convert it; converting it (``--trust``) then says the code it refers to is gone (tests/routers/
+    test_artifact_safety.py has the rest)."""
     import json
     import pickle
 
     import pytest
 
     from routecraft.routers import load_router
+    from routecraft.routers.convert import convert_artifact
 
     d = tmp_path / "old"
     d.mkdir()
@@ -116,7 +119,9 @@ def test_an_artifact_from_another_version_fails_with_a_clear_error(tmp_path):
     payload = (b"\x80\x04\x95+\x00\x00\x00\x00\x00\x00\x00\x8c\x1droutecraft.routers._reasoning\x94\x8c\x06Layout"
                b"\x94\x93\x94.")
     (d / "state.joblib").write_bytes(payload)
-    with pytest.raises(ValueError, match="saved by another routecraft version.*train it again"):
+    with pytest.raises(ValueError, match="format-1 router artifact.*Train it again.*artifact convert"):
         load_router(d)
+    with pytest.raises(ValueError, match="refers to code this routecraft no longer has.*train it again"):
+        convert_artifact(d, trust=True)
     with pytest.raises(ModuleNotFoundError):
         pickle.loads(payload)  # what it would have been without the check

@@ -26,8 +26,11 @@ A decision's candidate table and its order have one builder, ``Decision.from_pre
 by score, then the rest by cost. The CLI, the routers and the gateway (which drops candidates it cannot run with
 ``Decision.restricted``) all use it.
 
-Artifacts: ``save(dir)`` writes ``router.json`` (name, format version, params, candidates, encoder) and
-``state.joblib``.
+Artifacts (format 2, ``routers/artifact.py``): ``save(dir)`` writes ``router.json`` (name, format version, params,
+candidates, encoder, library versions, and the state as a JSON tree) and ``state.safetensors`` (every array of the
+state). ``load_router`` never unpickles: objects in a state are rebuilt only for the classes on
+``artifact.ALLOWED``, and an old pickled artifact (``state.joblib``, format 1) is refused with a message saying how
+to re-train or convert it (``routecraft artifact convert``).
 """
 
 from __future__ import annotations
@@ -41,15 +44,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence
 
-import joblib
 import numpy as np
 import pandas as pd
 
 from routecraft.core.sweep import choose_indices
 from routecraft.data.schema import Candidate, RoutingData
+from routecraft.routers.artifact import FORMAT_VERSION, write_artifact
 from routecraft.routers.observations import Observations, Replay
 
-ARTIFACT_VERSION = 1
+ARTIFACT_VERSION = FORMAT_VERSION
 
 
 @dataclass
@@ -216,20 +219,16 @@ class Router(ABC):
 
     # ---- artifacts ----------------------------------------------------------------------------------------------
     def state(self) -> dict:
-        """Everything learned, for ``save``. Override when attributes are not picklable."""
+        """Everything learned, for ``save``: settings, arrays, routers, and objects of the classes on
+        ``routers.artifact.ALLOWED`` (see that module). Override to leave out caches or to make it plainer."""
         return {k: v for k, v in self.__dict__.items() if k not in ("params", "candidates", "encoder")}
 
     def set_state(self, state: dict) -> None:
         self.__dict__.update(state)
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        meta = {"router": self.name, "format_version": ARTIFACT_VERSION, "params": self.params,
-                "candidates": [c.id for c in self.candidates], "encoder": self.encoder}
-        (path / "router.json").write_text(json.dumps(meta, indent=2, default=str))
-        joblib.dump(self.state(), path / "state.joblib")
-        return path
+        """Write the artifact (format 2: ``router.json`` + ``state.safetensors``) to folder ``path``."""
+        return write_artifact(self, path, router_type=Router)
 
 
 class TabularRouter(Router):

@@ -4,13 +4,10 @@ and loading a saved router artifact by the name it records."""
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 
-import joblib
-
-from routecraft.data.schema import Candidate
-from routecraft.routers.base import ARTIFACT_VERSION, Router
+from routecraft.routers.artifact import read_artifact
+from routecraft.routers.base import Router
 
 #: name -> "module:Class"
 REGISTRY: dict[str, str] = {
@@ -51,25 +48,7 @@ def make_router(name: str, **params) -> Router:
 
 
 def load_router(path: str | Path) -> Router:
-    """The router saved in artifact folder ``path`` (``router.json`` + ``state.joblib``), of whichever registered
-    class ``router.json`` names."""
-    path = Path(path)
-    meta_file = path / "router.json"
-    if not meta_file.exists():
-        raise FileNotFoundError(f"{path} is not a router artifact (no router.json)")
-    meta = json.loads(meta_file.read_text())
-    if meta.get("format_version") != ARTIFACT_VERSION:
-        raise ValueError(f"{meta_file}: artifact format {meta.get('format_version')} is not supported "
-                         f"(this routecraft reads format {ARTIFACT_VERSION})")
-    cls = get_router_class(meta["router"])
-    router = cls(**meta.get("params", {}))
-    router.candidates = [Candidate.parse(c) for c in meta["candidates"]]
-    router.encoder = meta.get("encoder")
-    try:
-        state = joblib.load(path / "state.joblib")
-    except (ModuleNotFoundError, AttributeError, ImportError) as exc:  # classes moved or renamed since it was saved
-        raise ValueError(f"{path}: this {meta['router']!r} artifact was saved by another routecraft version and "
-                         f"refers to code that no longer exists ({type(exc).__name__}: {exc}); train it again with "
-                         f"`routecraft train --router {meta['router']} ... --out {path}`") from None
-    router.set_state(state)
-    return router
+    """The router saved in artifact folder ``path`` (``router.json`` + ``state.safetensors``, format 2), of whichever
+    registered class ``router.json`` names. Nothing is unpickled: a format-1 artifact (``state.joblib``) is refused
+    with a message saying how to re-train or convert it (``routers/artifact.py``)."""
+    return read_artifact(path, get_router_class)

@@ -27,6 +27,7 @@ gradient boosting gave the best AIQ; ridge was close behind and is the fastest.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -93,6 +94,7 @@ class SequentialPolicy:
         self.pca_axes: np.ndarray | None = None
         self.train_preds: list[np.ndarray] = []   # cross-fitted (n_train, 3) predictions per step
         self.train_obs: Observations | None = None
+        self.logprobs = False  # the training logs had token log-probabilities: the state reads them
 
     # ---- states --------------------------------------------------------------------------------------------------
     def _query_part(self, X: np.ndarray | None, n: int) -> np.ndarray:
@@ -108,6 +110,11 @@ class SequentialPolicy:
         answered = keys >= 0
         trunc = obs.truncated[:, self.seq].astype(float)
         toks = np.log1p(np.nan_to_num(obs.out_tokens[:, self.seq], nan=0.0))
+        if self.logprobs:  # mean and min token log-probability of each consulted answer (0 and a flag where unknown)
+            lpm = obs.logprob_mean[:, self.seq] if obs.logprob_mean is not None else np.full(keys.shape, np.nan)
+            lpn = obs.logprob_min[:, self.seq] if obs.logprob_min is not None else np.full(keys.shape, np.nan)
+            has_lp = np.isfinite(lpm)
+            lpm, lpn = np.nan_to_num(lpm, nan=0.0), np.nan_to_num(lpn, nan=0.0)
         out = []
         for t in range(1, len(self.seq)):
             mask = np.zeros_like(keys, dtype=bool)
@@ -116,6 +123,8 @@ class SequentialPolicy:
             cols = [cnt / t, cnt, distinct, answered[:, :t].sum(1)]
             for i in range(t):
                 cols += [answered[:, i], trunc[:, i], toks[:, i], (keys[:, i] == top) & (top >= 0)]
+                if self.logprobs:
+                    cols += [lpm[:, i], lpn[:, i], has_lp[:, i]]
             for i in range(t):
                 for j in range(i + 1, t):
                     cols.append((keys[:, i] == keys[:, j]) & answered[:, i])
@@ -152,6 +161,7 @@ class SequentialPolicy:
     def _fit(self, obs: Observations, X: np.ndarray | None, cascade: Cascade) -> "SequentialPolicy":
         self.seq = choose_sequence(cascade, obs, self.max_len)
         self.step_cost = obs.cost[:, self.seq].mean(0)
+        self.logprobs = obs.has_logprobs and bool(np.isfinite(obs.logprob_mean[:, self.seq]).any())
         if X is not None and self.n_components > 0:
             Xf = np.asarray(X, dtype=float)
             self.pca_mean = Xf.mean(0)
@@ -242,6 +252,7 @@ class SequentialPolicy:
         keys = np.full((1, C), -1, dtype=np.int64)
         trunc = np.zeros((1, C), dtype=bool)
         toks = np.full((1, C), np.nan)
+        lpm, lpn = np.full((1, C), np.nan), np.full((1, C), np.nan)
         codes: dict[str, int] = {}
         for i, o in enumerate(observed[:t]):
             j = self.seq[i]
@@ -249,8 +260,11 @@ class SequentialPolicy:
                 keys[0, j] = codes.setdefault(o["key"], len(codes))
             trunc[0, j] = bool(o.get("truncated"))
             toks[0, j] = o.get("out_tokens", np.nan)
+            lpm[0, j] = np.nan if o.get("logprob_mean") is None else o["logprob_mean"]
+            lpn[0, j] = np.nan if o.get("logprob_min") is None else o["logprob_min"]
         zero = np.zeros((1, C))
-        obs = Observations([""], [None] * C, keys, zero, zero, np.full((1, C), np.nan), toks, trunc)
+        obs = Observations([""], [None] * C, keys, zero, zero, np.full((1, C), np.nan), toks, trunc,
+                           logprob_mean=lpm, logprob_min=lpn)
         X = None if features is None or self.pca_axes is None else np.asarray(features, dtype=float).reshape(1, -1)
         st = self.states(obs, X)[t - 1]
         m = self.models[t - 1]
@@ -270,8 +284,11 @@ class SequentialPolicy:
 
     # ---- artifacts -----------------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
+        # the training answers' texts are not needed to replay the training split (codes are): not saved
+        obs = None if self.train_obs is None else dataclasses.replace(self.train_obs, answer_text=[])
         return {"seq": self.seq, "step_cost": self.step_cost, "models": self.models, "pca_mean": self.pca_mean,
-                "pca_axes": self.pca_axes, "train_preds": self.train_preds, "train_obs": self.train_obs,
+                "pca_axes": self.pca_axes, "train_preds": self.train_preds, "train_obs": obs,
+                "logprobs": self.logprobs,
                 "params": {"model": self.model, "max_len": self.max_len, "n_components": self.n_components,
                            "folds": self.folds, "seed": self.seed}}
 
@@ -453,6 +470,7 @@ class SequentialRouter(ObservingRouter):
         self.policy = SequentialPolicy(**st["params"])
         for k in ("seq", "step_cost", "models", "pca_mean", "pca_axes", "train_preds", "train_obs"):
             setattr(self.policy, k, st[k])
+        self.policy.logprobs = bool(st.get("logprobs", False))
         up = state.get("upfront")
         if up is not None:
             from routecraft.routers.registry import make_router

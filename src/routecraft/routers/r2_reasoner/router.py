@@ -10,7 +10,8 @@ final answer. Without trained policies (``decomposer``/``allocator`` None) the f
 and the heuristic allocator decides: the untrained R2-Reasoner.
 
 Policies and servers are loaded/started on the first ``run`` (never in the constructor); ``close()`` stops private
-servers. Artifacts: ``router.json`` (params: policy folders, configuration, stages) and an empty ``state.joblib``.
+servers. Artifacts: ``router.json`` (params: policy folders, configuration, stages; the state is empty) and an empty
+``state.safetensors`` (format 2, ``routers/artifact.py``).
 """
 
 from __future__ import annotations

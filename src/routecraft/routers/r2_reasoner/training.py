@@ -16,7 +16,7 @@ our choices, marked [D] in ``config.py``:
    allocator frozen: reward = 1[correct] + format term − step/cost penalties. ``out/grpo/round<k>-<phase>/``
    (checkpoints, metrics, rollouts, ``policy/``); a finished phase is skipped on resume, an unfinished one resumes
    from its newest checkpoint.
-4. The artifact (written by ``router.train_r2_reasoner``): ``out/router.json`` (+ ``state.joblib``) pointing at the
+4. The artifact (written by ``router.train_r2_reasoner``): ``out/router.json`` (+ ``state.safetensors``) pointing at the
    final decomposer and allocator, with the SFT-only pair kept under ``params.stages.sft``.
 """
 

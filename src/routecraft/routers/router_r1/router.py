@@ -7,8 +7,9 @@ by running a multi-round trajectory on the pool. ``run(question)`` returns the `
 candidate is the pool model the trajectory relied on (the most-called one, ties to the later call).
 
 The policy and the pool's local servers are loaded/started on the first ``run`` (never in the constructor);
-``close()`` stops private servers. Artifacts: ``router.json`` (params: the policy folder and the configuration) and an
-empty ``state.joblib``; ``load_router`` and ``RouterR1.from_artifact`` restore it.
+``close()`` stops private servers. Artifacts: ``router.json`` (params: the policy folder and the configuration; the
+state is empty) and an empty ``state.safetensors`` (format 2, ``routers/artifact.py``); ``load_router`` and
+``RouterR1.from_artifact`` restore it.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ Output folder::
     out/checkpoints/         TRL checkpoints (resume)
     out/warm_start/          the policy after the warm start (if any)
     out/policy/              the trained policy (HF folder)
-    out/router.json, state.joblib   the RouterR1 artifact (load_router), written by ``router.train_router_r1``
+    out/router.json, state.safetensors   the RouterR1 artifact (load_router), written by ``router.train_router_r1``
 """
 
 from __future__ import annotations

@@ -82,6 +82,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Built-in datasets and importe
 app.add_typer(data_app, name="data")
 features_app = typer.Typer(no_args_is_help=True, help="Query encoders: build the static one.")
 app.add_typer(features_app, name="features")
+artifact_app = typer.Typer(no_args_is_help=True, help="Router artifacts: convert an old pickled one (format 1).")
+app.add_typer(artifact_app, name="artifact")
 
 from routecraft.pool.cli import pool_app  # noqa: E402  (a light module: its commands import lazily)
 
@@ -128,10 +130,13 @@ def bench(
                                           "Default: random,cheapest,best-single,knn,mlp,mf,linear,ensemble,oracle, and "
                                           "cascade,sequential where the data has extracted answers."),
     seeds: str = typer.Option("0,1,2", help="Comma-separated split seeds (mean ± std over them)."),
-    out: Path = typer.Option(Path("runs/bench"), help="Output folder (summary.json, table.md, tradeoff.png)."),
+    out: Path = typer.Option(Path("runs/bench"), help="Output folder (summary.json, table.md, tradeoff.png; "
+                             "report.html with --html)."),
     encoder: Optional[str] = typer.Option(None, help=_ENCODER_HELP),
     n_lambdas: int = typer.Option(60, help="Number of λ values in the sweep."),
     candidates: Optional[str] = typer.Option(None, help="Restrict to these candidates (comma-separated ids)."),
+    html: bool = typer.Option(False, "--html", help="Also write report.html: the table and the accuracy-cost plot "
+                              "with hover (λ, routed shares) in one self-contained file."),
 ) -> None:
     """Train and compare routers on logged outcomes; print the metrics table and write a report."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -167,11 +172,11 @@ def bench(
                                data_name=name, progress=progress)
         except (DataValidationError, ValueError, KeyError) as exc:
             _fail(str(exc))
-    paths = write_report(result, out, title=f"routecraft bench — {name}")
+    paths = write_report(result, out, title=f"routecraft bench — {name}", html=html)
     out_console.print(markdown_table(result))
     t = result.timings
     console.print(f"embeddings {t.get('embed_s', 0):.1f}s, routers {t.get('routers_s', 0):.1f}s; "
-                  f"wrote {paths['json']}, {paths['markdown']}, {paths['plot']}")
+                  f"wrote {', '.join(str(p) for p in paths.values())}")
 
 
 # ---- data -----------------------------------------------------------------------------------------------------
@@ -313,6 +318,30 @@ def features_build_static(
     name = f"static:minilm-{dim}" if out is None and vocab_size is None else f"static:{folder}"
     out_console.print_json(json.dumps({"encoder": name, "path": str(folder), "dim": m.get("dim"),
                                        "vocab_size": m.get("vocab_size"), "checksum": m.get("checksum")}))
+
+
+# ---- artifact -------------------------------------------------------------------------------------------------
+@artifact_app.command("convert")
+def artifact_convert(
+    src: Path = typer.Argument(..., help="A format-1 artifact folder (router.json + state.joblib)."),
+    out: Optional[Path] = typer.Option(None, help="Folder to write the format-2 artifact to (default: SRC itself, "
+                                       "whose state.joblib is then removed). Other files in SRC are not copied."),
+    trust: bool = typer.Option(False, "--trust", help="Required: converting unpickles SRC's state.joblib, which runs "
+                               "any code the file carries."),
+) -> None:
+    """Convert a format-1 artifact (state.joblib, a pickle) to format 2 (router.json + state.safetensors), which
+    loading never unpickles. Only for artifacts you made or whose maker you trust; otherwise train it again."""
+    from routecraft.routers.convert import TRUST_NOTE
+
+    if not trust:
+        _fail(f"{src}: {TRUST_NOTE}. Pass --trust to convert it")
+    from routecraft.routers.convert import convert_artifact
+
+    try:
+        dst = convert_artifact(src, out, trust=True)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        _fail(str(exc))
+    console.print(f"converted {src} (format 1, state.joblib) to {dst} (format 2: router.json + state.safetensors)")
 
 
 # ---- calibrate / train / route --------------------------------------------------------------------------------
@@ -488,12 +517,19 @@ def route(
 # ---- collect --------------------------------------------------------------------------------------------------
 @app.command()
 def collect(
-    data: str = typer.Option("gsm8k-test", help="Queries: gsm8k-test, gsm8k-train, or a JSONL/CSV/Parquet file."),
+    data: str = typer.Option("gsm8k-test", help="Queries: gsm8k-test, gsm8k-train, llmrouter-train, llmrouter-test "
+                                                 "(LLMRouter's 14 tasks; ':N' = N per task, e.g. llmrouter-train:50), "
+                                                 "or a JSONL/CSV/Parquet file."),
     out: Path = typer.Option(..., help="Collection folder (resumable; a routecraft data folder when done)."),
     pool: str = typer.Option("local", help="Built-in pool name or a pool YAML file."),
     models: Optional[str] = typer.Option(None, help="Comma-separated pool model names (default: all)."),
-    strategies: str = typer.Option("direct,cot,cod,pal", help="Comma-separated strategies."),
+    strategies: str = typer.Option("direct,cot,cod,pal", help="Comma-separated strategies for every query, or "
+                                   "'auto' (the strategies that apply to each query's task: no PAL on trivia), or "
+                                   "'auto:direct,pal' (those of the list that apply)."),
     budgets: str = typer.Option("default", help="Comma-separated output-token budgets, 'default' = none."),
+    per_task: Optional[int] = typer.Option(None, help="llmrouter-*: N queries per task (same as ':N')."),
+    seed: int = typer.Option(0, help="llmrouter-*: seed of the per-task sample."),
+    tasks: Optional[str] = typer.Option(None, help="llmrouter-*: comma-separated tasks (default: all 14)."),
     limit: Optional[int] = typer.Option(None, help="Use the first N queries."),
     offset: int = typer.Option(0, help="Skip the first N queries."),
     concurrency: int = typer.Option(
@@ -515,8 +551,8 @@ def collect(
         TimeRemainingColumn,
     )
 
+    from routecraft.data.collect import check_strategies, load_queries, parse_budgets, plan_cells
     from routecraft.data.collect import collect as do_collect
-    from routecraft.data.collect import load_queries, parse_budgets
     from routecraft.data.schema import DataValidationError
     from routecraft.pool.config import PoolConfigError, load_pool
 
@@ -525,13 +561,15 @@ def collect(
         model_list = _csv(models) or p.names
         for m in model_list:
             p.get(m)
-        q = load_queries(data, limit=limit, offset=offset)
+        q = load_queries(data, limit=limit, offset=offset, per_task=per_task, seed=seed, tasks=_csv(tasks))
         budget_list = parse_budgets(budgets)
-        strategy_list = _csv(strategies)
-        from routecraft.strategies import get_strategy
-
-        for s in strategy_list:
-            get_strategy(s)
+        auto = strategies.strip().lower().startswith("auto")
+        strategy_spec = strategies.strip() if auto else _csv(strategies)
+        if not strategy_spec:
+            raise ValueError("--strategies: no strategy given")
+        # unknown strategies, and strategies that do not apply to a query's task, fail here, before any server starts
+        check_strategies(plan_cells(q["query_id"].tolist(), model_list[:1], strategy_spec, budget_list[:1],
+                                    tasks=q["task"].tolist()), dict(zip(q["query_id"], q["task"])))
     except (DataValidationError, PoolConfigError, ValueError, KeyError, FileNotFoundError) as exc:
         _fail(str(exc))
     endpoints: dict[str, str] = {}
@@ -578,7 +616,7 @@ def collect(
             else:
                 bar.update(task, completed=done, total=total)
 
-        res = do_collect(p, q, model_list, strategy_list, budget_list, out, concurrency=concurrency,
+        res = do_collect(p, q, model_list, strategy_spec, budget_list, out, concurrency=concurrency,
                          flush_every=flush_every, timeout_s=timeout, executor=executor, progress=progress,
                          endpoints=endpoints, ray_address=ray_address)
     out_console.print_json(json.dumps(res))

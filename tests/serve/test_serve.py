@@ -386,6 +386,29 @@ def test_trained_router_artifact_skips_candidates_outside_the_pool(tmp_path):
         asyncio.run(_gateway(tmp_path, routers={"auto": str(tmp_path / "foreign")}).start())
     with pytest.raises(ServeConfigError, match="cannot load"):
         asyncio.run(_gateway(tmp_path, routers={"auto": str(tmp_path / "nothing")}).start())
+    # an old pickled artifact (format 1) is refused, unread, with the command that converts it
+    import json
+    import pickle
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "router.json").write_text(json.dumps({"router": "best-single", "format_version": 1, "params": {},
+                                                 "candidates": ["big|cot|default"], "encoder": None}))
+    marker = tmp_path / "PWNED"
+    (old / "state.joblib").write_bytes(pickle.dumps({"x": _OpensFile(str(marker))}))
+    with pytest.raises(ServeConfigError, match=r"cannot load: .*format-1 .*routecraft artifact convert .* --trust"):
+        asyncio.run(_gateway(tmp_path, routers={"auto": str(old)}).start())
+    assert not marker.exists()
+
+
+class _OpensFile:
+    """Unpickled, creates the file: code an artifact would run if it were unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
 
 
 def test_queue_full_is_429(tmp_path):

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 
 from routecraft.core import metrics as M
-from routecraft.core.sweep import lambda_grid, sweep
+from routecraft.core.sweep import choose_indices, lambda_grid, sweep
 from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache, features_for
 from routecraft.data.schema import Candidate, OutcomeMatrices, RoutingData
+from routecraft.evaluate.html_report import render_html, write_html
 from routecraft.evaluate.plots import plot_tradeoff
 from routecraft.routers import (
     MultiStepRouter,
@@ -210,6 +211,7 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
             if not params and not router.is_oracle:
                 fitted[name] = router
             t0 = time.perf_counter()
+            shares = None
             if isinstance(router, ObservingRouter):
                 sw = replay_sweep(router, test, feats(test), lambdas)
                 cands = [c.id for c in router.candidates]
@@ -218,11 +220,12 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
                 pred = align_prediction(pred, truth.candidates)
                 sw = sweep(pred, truth, lambdas)
                 cands = [c.id for c in pred.candidates]
+                shares = routed_shares(pred, lambdas)
             predict_s = time.perf_counter() - t0
             curves[label] = sw
             result.per_seed.append({"seed": seed, "router": label, "fit_s": fit_s, "predict_s": predict_s,
                                     "curve": {k: np.asarray(v).tolist() for k, v in sw.items()},
-                                    "candidates": cands})
+                                    "candidates": cands, **({"shares": shares} if shares is not None else {})})
         # R2-Router's AUDC/QNC normalise cost with the global min/max over all methods' curves (per seed)
         all_c = np.concatenate([c["cost"] for c in curves.values()])
         g_lo, g_hi = float(all_c.min()), float(all_c.max())
@@ -255,6 +258,20 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
     result.reference["best"] = max(set(r["best"] for r in refs), key=[r["best"] for r in refs].count)
     result.reference["cheapest"] = max(set(r["cheapest"] for r in refs), key=[r["cheapest"] for r in refs].count)
     return result
+
+
+def routed_shares(pred: Prediction, lambdas: Iterable[float]) -> list[list[list]]:
+    """Per λ of the sweep, the share of test queries routed to each candidate that got any: ``[[candidate index
+    (into the prediction's candidates), share], …]``, largest first, shares rounded to 4 decimals (the report's
+    hover text; the same decisions as ``sweep``)."""
+    out = []
+    n = pred.score.shape[0]
+    for lam in lambdas:
+        counts = np.bincount(choose_indices(pred.score, pred.cost, lam=float(lam)), minlength=pred.score.shape[1])
+        nz = np.flatnonzero(counts)
+        nz = nz[np.argsort(-counts[nz], kind="stable")]
+        out.append([[int(j), round(float(counts[j]) / n, 4)] for j in nz])
+    return out
 
 
 def replay_sweep(router: ObservingRouter, test: RoutingData, X: np.ndarray | None, lambdas: Iterable[float]) -> dict:
@@ -387,7 +404,10 @@ def markdown_table(result: BenchResult) -> str:
     return "\n".join(lines)
 
 
-def write_report(result: BenchResult, out: str | Path, title: str | None = None) -> dict[str, Path]:
+def write_report(result: BenchResult, out: str | Path, title: str | None = None,
+                 html: bool = False) -> dict[str, Path]:
+    """``summary.json``, ``table.md`` and ``tradeoff.png`` in ``out``; with ``html`` also ``report.html`` (one
+    self-contained file: the table and the plot with hover, :func:`write_html_report`)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"data": result.data_name, "seeds": result.seeds, "routers": result.routers,
@@ -402,7 +422,27 @@ def write_report(result: BenchResult, out: str | Path, title: str | None = None)
     oracle = mean_curve(result, "oracle") if "oracle" in result.routers else None
     singles = {r.candidate: (r.cost, r.score) for r in result.singles.itertuples()}
     plot_tradeoff(curves, singles, oracle, paths["plot"], title or result.data_name)
+    if html:
+        paths["html"] = write_html_report(json.loads(paths["json"].read_text()), out / "report.html", title)
     return paths
+
+
+def write_html_report(summary: dict | str | Path, out_html: str | Path, title: str | None = None) -> Path:
+    """The bench report as one self-contained HTML file, from a ``summary.json`` (its path or its dict): the
+    metrics table (the Markdown table's cells) and the accuracy–cost plot (inline SVG; hover shows λ and the routed
+    shares). Returns the path written."""
+    if not isinstance(summary, dict):
+        summary = json.loads(Path(summary).read_text())
+    cols = list(_FMT)
+    rows = []
+    for rec in summary.get("summary", []):
+        row = {k: (float("nan") if v is None else v) for k, v in rec.items()}
+        rows.append([str(row["router"])] + [format_cell(row, c) for c in cols])
+    notes = ("Mean ± std over seeds; (k/n): only k of n seeds reached that target. Costs in USD per query.",
+             "calls/q and escalated: observing routers only, at their cheapest point reaching the train-best's "
+             "score (else their peak).")
+    return write_html(out_html, render_html(summary, ["router"] + [_FMT[c][0] for c in cols], rows,
+                                            title or f"routecraft bench — {summary.get('data', '')}", notes))
 
 
 def _json_default(o):

@@ -10,7 +10,8 @@ Submodules are imported lazily so that ``import routecraft.serve`` stays cheap:
 * ``routecraft.serve.outcomes``  — Target, Plan, Outcome, the failure kinds
 * ``routecraft.serve.app``       — create_app(gateway) -> FastAPI (the thin HTTP layer)
 * ``routecraft.serve.server``    — run_server(config), pool_endpoints(config)
-* ``routecraft.serve.ledger``    — Ledger, summarise(), read_rows()
+* ``routecraft.serve.ledger``    — Ledger, summarise(), read_rows(), usage_stats() (the dashboard's aggregates)
+* ``routecraft.serve.dashboard`` — GET /dashboard: the operator's page (access, rendering; assets in static/)
 * ``routecraft.serve.cli``       — serve_app (Typer), serve_cmd, usage_cmd
 """
 

@@ -1,8 +1,9 @@
 """The OpenAI-compatible HTTP layer (FastAPI).
 
 Endpoints: ``POST /v1/chat/completions`` (JSON or SSE stream), ``GET /v1/models``, ``GET /health``, ``GET /metrics``
-(Prometheus), ``POST /v1/routecraft/route`` (the decision alone, nothing executed or billed) and
-``GET /openapi.json`` (the OpenAPI document of these endpoints).
+(Prometheus), ``POST /v1/routecraft/route`` (the decision alone, nothing executed or billed),
+``GET /openapi.json`` (the OpenAPI document of these endpoints) and ``GET /dashboard`` (the operator's page,
+``routecraft.serve.dashboard``).
 
 Every refusal is an OpenAI-style error body ``{"error": {"message", "type", "param", "code"}}``: 400 (malformed JSON,
 wrong types, non-finite numbers, text that is not valid Unicode, empty messages, unknown task, too long for every
@@ -51,6 +52,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from routecraft.serve import dashboard
 from routecraft.serve.conversation import ChatRequest, RequestError, find_unencodable
 from routecraft.serve.gateway import Gateway
 from routecraft.serve.session import Reply
@@ -244,6 +246,7 @@ def create_app(gateway: Gateway) -> FastAPI:
         try:
             yield
         finally:
+            dashboard.close(app)
             await gateway.close()
 
     app = FastAPI(title="routecraft gateway", lifespan=lifespan, docs_url=None, redoc_url=None,
@@ -266,6 +269,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.add_exception_handler(404, _not_found)
     app.add_exception_handler(405, _bad_method)
     app.include_router(api)
+    app.include_router(dashboard.api)
     return app
 
 

@@ -10,20 +10,24 @@ Two backends behind one interface (``open_ledger(url)``), chosen by the config's
   several machines share one ledger and so one budget per key. Needs the ``postgres`` extra (psycopg 3).
 
 Both hold the same table ``requests`` (created if missing; columns added when a ledger from an older routecraft
-lacks them; indexes on ``key`` and ``ts``). Columns: request_id (primary key), ts (unix time), key (API key name,
-"open" without keys), client_request_id (the client's ``x-request-id`` header), requested_model (what the client
-asked for), router, tradeoff, lam, max_cost, model, strategy, budget, task, predicted_score, predicted_cost,
-input_tokens, output_tokens, cost_usd (all attempts, failed ones included), latency_s (whole request), backend_s,
-decision_ms, status ("ok", "failed" — every candidate failed, 502 —, "cancelled" — the client went away
-mid-stream), http_status, error, attempts (candidates tried), fallbacks (JSON list of {candidate, error}), stream,
-sticky, conversation_id.
+lacks them; the indexes of ``INDEXES``: key, ts, and those of the dashboard's aggregates). Columns: request_id
+(primary key), ts (unix time), key (API key name, "open" without keys), client_request_id (the client's
+``x-request-id`` header), requested_model (what the client asked for), router, tradeoff, lam, max_cost, model,
+strategy, budget, task, predicted_score, predicted_cost, input_tokens, output_tokens, cost_usd (all attempts, failed
+ones included), latency_s (whole request), backend_s, decision_ms, status ("ok", "failed" — every candidate
+failed, 502 —, "cancelled" — the client went away mid-stream), http_status, error, attempts (candidates tried),
+fallbacks (JSON list of {candidate, model, error, kind}), stream, sticky, conversation_id, candidates (the
+decision's candidate table, best first, at most 10 rows of JSON ``[candidate, predicted score, predicted cost]``;
+NULL for a bypass and for rows of an older routecraft).
 
 Next to it a table ``key_spend`` (key primary key, spent_usd, requests) holds each key's running total. A trigger on
 ``requests`` keeps it in the same transaction as every insert (and delete or update of key/cost_usd), whoever writes
 the row, so ``Ledger.spent(key)`` — what budgets are checked against across replicas — is one primary-key lookup
 however long the ledger is. A ledger created before ``key_spend`` existed is backfilled from ``requests`` on open.
 
-``summarise(source, by=...)`` gives the totals that ``routecraft usage`` prints; ``read_rows(source)`` the rows.
+``summarise(source, by=...)`` gives the totals that ``routecraft usage`` prints; ``read_rows(source)`` the rows;
+``usage_stats(LedgerReader(source), since)`` what the gateway's dashboard shows (SQL aggregates, each query served by
+an index, so a page stays fast on a ledger of 100,000 requests).
 Passwords never appear in errors, logs or ``Ledger.url`` (they read ``***``).
 """
 
@@ -71,12 +75,33 @@ COLUMNS: dict[str, str] = {
     "stream": "INTEGER",
     "sticky": "INTEGER",
     "conversation_id": "TEXT",
+    "candidates": "TEXT",
 }
 
 GROUPS = {"key": "key", "model": "model", "router": "router", "strategy": "strategy", "status": "status",
           "day": "date(ts, 'unixepoch')", "requested_model": "requested_model"}
 
 POSTGRES_EXTRA = "pip install 'routecraft[postgres]' (psycopg[binary]>=3.1)"
+
+#: the indexes of ``requests`` (name, columns, partial-index condition), the same on both backends. Beyond key and
+#: ts, they serve the dashboard's aggregates (``usage_stats``) without reading the table: the grouped sums scan
+#: ``requests_groups`` in group order (no sort), each latency / decision-time quantile walks ``requests_latency`` /
+#: ``requests_decision`` to its rank, the failures and fallbacks lists read only the rows they show.
+INDEXES: tuple[tuple[str, str, Optional[str]], ...] = (
+    ("requests_key", "key", None),
+    ("requests_ts", "ts", None),
+    ("requests_groups", "router, tradeoff, model, strategy, budget, key, status, ts, cost_usd, input_tokens, "
+                        "output_tokens", None),
+    ("requests_latency", "latency_s, ts", "status = 'ok'"),
+    ("requests_decision", "decision_ms, ts", "router <> 'bypass'"),
+    ("requests_fallbacks", "ts", "fallbacks <> '[]'"),
+    ("requests_failures", "ts", "status <> 'ok'"),
+)
+
+
+def _index_sql(name: str, cols: str, where: Optional[str], if_not_exists: bool) -> str:
+    return (f"CREATE INDEX {'IF NOT EXISTS ' if if_not_exists else ''}{name} ON requests({cols})"
+            + (f" WHERE {where}" if where else ""))
 
 
 class LedgerError(RuntimeError):
@@ -210,6 +235,8 @@ def _prepare(row: dict[str, Any]) -> dict[str, Any]:
         row["ts"] = time.time()
     if isinstance(row.get("fallbacks"), (list, dict)):
         row["fallbacks"] = json.dumps(row["fallbacks"], default=str)
+    if isinstance(row.get("candidates"), (list, dict)):
+        row["candidates"] = json.dumps(row["candidates"], default=str, separators=(",", ":"))
     for c in ("stream", "sticky"):
         if isinstance(row.get(c), bool):
             row[c] = int(row[c])
@@ -321,8 +348,8 @@ class Ledger(BaseLedger):
                 have = {r[1] for r in conn.execute("PRAGMA table_info(requests)")}
                 for c in [c for c in COLUMNS if c not in have]:  # a ledger from an older routecraft
                     conn.execute(f"ALTER TABLE requests ADD COLUMN {c} {_added_column(COLUMNS[c])}")
-                conn.execute("CREATE INDEX IF NOT EXISTS requests_key ON requests(key)")
-                conn.execute("CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts)")
+                for name, cols, where in INDEXES:
+                    conn.execute(_index_sql(name, cols, where, True))
                 has_spend = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='key_spend'"
                                          ).fetchone()
                 if not has_spend:
@@ -511,9 +538,9 @@ class PostgresLedger(BaseLedger):
                 "AND table_schema = current_schema()")}
             for c in [c for c in COLUMNS if c not in have]:
                 conn.execute(f"ALTER TABLE requests ADD COLUMN {c} {_pg_decl(_added_column(COLUMNS[c]))}")
-            for name, col in (("requests_key", "key"), ("requests_ts", "ts")):
+            for name, cols, where in INDEXES:
                 if conn.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
-                    conn.execute(f"CREATE INDEX {name} ON requests({col})")
+                    conn.execute(_index_sql(name, cols, where, False))
             if conn.execute("SELECT to_regclass('key_spend')").fetchone()[0] is None:
                 conn.execute("CREATE TABLE key_spend (key TEXT PRIMARY KEY, "
                              "spent_usd DOUBLE PRECISION NOT NULL DEFAULT 0, requests BIGINT NOT NULL DEFAULT 0)")
@@ -647,3 +674,252 @@ def summarise(source: str | Path, by: Optional[str] = None, since: Optional[floa
             "fallbacks": sum(1 for r in rs if r["fallbacks"] not in (None, "[]")),
         })
     return out
+
+
+# ================================================================ aggregates (the dashboard)
+#: columns of the dashboard's "last decisions" and "failures" lists
+RECENT_COLUMNS = ("request_id", "ts", "key", "client_request_id", "requested_model", "router", "tradeoff", "lam",
+                  "max_cost", "model", "strategy", "budget", "task", "predicted_score", "predicted_cost",
+                  "input_tokens", "output_tokens", "cost_usd", "latency_s", "backend_s", "decision_ms", "status",
+                  "http_status", "error", "attempts", "fallbacks", "stream", "sticky", "candidates")
+BYPASS = "bypass"  # the router label of requests that named a pool model (nothing was decided)
+
+
+class LedgerReader:
+    """A read-only connection to a ledger for aggregate queries, apart from the gateway's writing connection (so a
+    dashboard query never holds the writer's lock, and SQLite's WAL lets it read while rows are being committed).
+    ``read(fn)`` calls ``fn(q)`` inside one read transaction — every query of one page sees the same snapshot —
+    where ``q(sql, params)`` runs a query written with ``?`` placeholders and returns its rows as tuples.
+
+    Sources: a SQLite file (opened ``mode=ro``), a PostgreSQL URL (a read-only session), or — for a ledger only one
+    connection can see, ``sqlite::memory:`` — the writer ``Ledger`` itself (read under its lock)."""
+
+    def __init__(self, source: "str | Path | BaseLedger") -> None:
+        self._pg: Optional[PostgresLedger] = None
+        self._conn: Optional[sqlite3.Connection] = None
+        self._own = True
+        if isinstance(source, Ledger):
+            if str(source.path) == ":memory:":  # only the writer's own connection sees it
+                self.dialect, self.url = "sqlite", source.url
+                self._conn, self._lock, self._own = source._c(), source._lock, False
+                return
+            source = source.path
+        if isinstance(source, PostgresLedger):
+            source = source._u
+        u = source if isinstance(source, LedgerURL) else parse_ledger_url(source)
+        self.url = u.display
+        self._lock = threading.Lock()
+        if u.backend == "postgresql":
+            self.dialect = "postgresql"
+            self._pg = PostgresLedger(u, readonly=True).open()
+            return
+        self.dialect = "sqlite"
+        if not u.path.exists():
+            raise LedgerError(f"no usage ledger at {u.path}")
+        try:
+            self._conn = sqlite3.connect(u.path.resolve().as_uri() + "?mode=ro", uri=True, check_same_thread=False,
+                                         timeout=30.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot read the usage ledger {u.path}: {exc}") from None
+
+    def read(self, fn):
+        if self._pg is not None:
+            def go(conn, _attempt):
+                with conn.transaction():
+                    conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    return fn(lambda sql, params=(): conn.execute(sql.replace("?", "%s"), params).fetchall())
+            return self._pg._run("cannot read the", go)
+        with self._lock:
+            conn = self._conn
+            if conn is None:
+                raise LedgerError("the ledger reader is closed")
+            try:
+                conn.execute("BEGIN")
+                try:
+                    return fn(lambda sql, params=(): conn.execute(sql, params).fetchall())
+                finally:
+                    conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise LedgerError(f"{self.url}: cannot read the usage ledger ({exc})") from None
+
+    def close(self) -> None:
+        if self._pg is not None:
+            self._pg.close()
+            self._pg = None
+        with self._lock:
+            if self._conn is not None and self._own:
+                self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> "LedgerReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def rank_of(n: int, q: float) -> int:
+    """The 0-based index of quantile ``q`` among ``n`` sorted values: the rule of ``routecraft usage`` (nearest rank,
+    ``round(q·(n − 1))``)."""
+    return min(n - 1, max(0, int(round(q * (n - 1)))))
+
+
+@dataclass(frozen=True)
+class Prices:
+    """A model's prices, for the counterfactual "every request to this model" (USD per million tokens)."""
+
+    model: str
+    price_in_per_m: float
+    price_out_per_m: float
+
+    def cost(self, input_tokens: float, output_tokens: float) -> float:
+        return (input_tokens * self.price_in_per_m + output_tokens * self.price_out_per_m) / 1e6
+
+
+_GROUP_COLS = ("router", "tradeoff", "model", "strategy", "budget", "key", "status")
+HAS_FALLBACKS = "fallbacks <> '[]'"  # the gateway writes "[]" for none (the condition of index requests_fallbacks)
+ROUTED = "router <> 'bypass'"  # requests a router decided (the condition of index requests_decision)
+NOT_OK = "status <> 'ok'"  # failed, cancelled, refused (the condition of index requests_failures)
+
+
+def usage_stats(reader: LedgerReader, since: Optional[float] = None, *, last: int = 20, failures: int = 10,
+                counterfactual: Optional[Prices] = None, quantiles: tuple[float, ...] = (0.5, 0.99)) -> dict:
+    """What the dashboard shows, from SQL aggregates over the rows with ``ts >= since`` (None: every row), in one
+    read transaction: counts and sums grouped by (router, trade-off, model, strategy, budget, key, status), folded
+    into the totals and the per-router, per-candidate, per-model, per-key and per-status tables; latency quantiles
+    (``ok`` rows) and decision-time quantiles (routed rows: not ``bypass``), each a walk along its index to the
+    rank (:func:`rank_of`); fallbacks per router and trade-off and per failed model and kind; the ``last`` newest
+    rows and the ``failures`` newest failed, cancelled or refused ones; every key's all-time spend (``key_spend``).
+    Each query is served by one of ``INDEXES``, so none reads the whole table.
+
+    ``counterfactual``: the prices of the model every request is compared against (the strongest served one): the
+    rows' real input and output tokens priced at them, against their real cost — an estimate (that model would not
+    have written the same number of tokens)."""
+    where, params = ("ts >= ?", (float(since),)) if since is not None else ("ts IS NOT NULL", ())
+    pg = reader.dialect == "postgresql"
+    jlen = "json_array_length(fallbacks::json)" if pg else "json_array_length(fallbacks)"
+    cols = ", ".join(RECENT_COLUMNS)
+
+    def quantile(q, col: str, cond: str, src: str) -> tuple[int, dict]:
+        base = f"FROM {src} WHERE {cond} AND {col} IS NOT NULL AND {where}"
+        n = int(q(f"SELECT COUNT(*) {base}", params)[0][0])
+        vals = {}
+        for x in quantiles:
+            r = q(f"SELECT {col} {base} ORDER BY {col} LIMIT 1 OFFSET ?", params + (rank_of(n, x),)) if n else []
+            vals[x] = float(r[0][0]) if r else None
+        return n, vals
+
+    def go(q):
+        # SQLite keeps no statistics on a ledger (no ANALYZE) and, left alone, walks the wide indexes whatever the
+        # window: a window holding under 5% of the rows is read through the ts index instead (its rows looked up
+        # and sorted: cheaper than a walk along every entry of the wide index up to that share, measured)
+        src = "requests"
+        if not pg and since is not None:
+            n_window = int(q(f"SELECT COUNT(*) FROM requests WHERE {where}", params)[0][0])
+            if n_window * 20 < int(q("SELECT COUNT(*) FROM requests")[0][0]):
+                src = "requests INDEXED BY requests_ts"
+        gcols = ", ".join(_GROUP_COLS)
+        groups = q(f"SELECT {gcols}, COUNT(*), SUM(COALESCE(cost_usd, 0)), SUM(COALESCE(input_tokens, 0)), "
+                   f"SUM(COALESCE(output_tokens, 0)) FROM {src} WHERE {where} GROUP BY {gcols}", params)
+        lat = quantile(q, "latency_s", "status = 'ok'", src)
+        dec = quantile(q, "decision_ms", ROUTED, src)
+        # one row per request with fallbacks (few, read through the partial index; grouping them in SQL would
+        # make the planner walk requests_groups instead and read the whole table)
+        fb_router = q(f"SELECT router, tradeoff, {jlen} FROM requests WHERE {HAS_FALLBACKS} AND {where}", params)
+        if pg:
+            fb_model = q(f"SELECT f->>'model', f->>'kind', COUNT(*) FROM requests, "
+                         f"json_array_elements(fallbacks::json) AS f WHERE {HAS_FALLBACKS} AND {where} "
+                         f"GROUP BY 1, 2", params)
+        else:
+            fb_model = q(f"SELECT json_extract(f.value, '$.model'), json_extract(f.value, '$.kind'), COUNT(*) "
+                         f"FROM requests, json_each(requests.fallbacks) AS f WHERE {HAS_FALLBACKS} AND {where} "
+                         f"GROUP BY 1, 2", params)
+        recent = q(f"SELECT {cols} FROM requests WHERE {where} ORDER BY ts DESC LIMIT ?", params + (int(last),))
+        failed = q(f"SELECT {cols} FROM requests WHERE {NOT_OK} AND {where} ORDER BY ts DESC LIMIT ?",
+                   params + (int(failures),))
+        spend = q("SELECT key, spent_usd, requests FROM key_spend")
+        return groups, lat, dec, fb_router, fb_model, recent, failed, spend
+
+    groups, lat, dec, fb_router, fb_model, recent, failed, spend = reader.read(go)
+    g = [dict(zip(_GROUP_COLS + ("requests", "cost_usd", "input_tokens", "output_tokens"), r)) for r in groups]
+    return _fold(g, lat, dec, fb_router, fb_model, recent, failed, spend, since, counterfactual)
+
+
+def _fold(g, lat, dec, fb_router, fb_model, recent, failed, spend, since, cf: Optional[Prices]) -> dict:
+    """The tables of ``usage_stats`` from its query results."""
+    sums = ("requests", "cost_usd", "input_tokens", "output_tokens")
+    statuses = ("ok", "failed", "cancelled", "refused")
+
+    def fold(keys: tuple[str, ...], rows=None) -> list[dict]:
+        out: dict[tuple, dict] = {}
+        for x in (g if rows is None else rows):
+            k = tuple(x[c] for c in keys)
+            d = out.get(k)
+            if d is None:
+                d = out[k] = {**{c: x[c] for c in keys}, **{s: 0 for s in sums}, **{s: 0 for s in statuses}}
+            for s in sums:
+                d[s] += x[s] or 0
+            if x["status"] in statuses:
+                d[x["status"]] += int(x["requests"])
+        for d in out.values():
+            d["cost_usd"] = float(d["cost_usd"])
+            for s in ("requests", "input_tokens", "output_tokens"):
+                d[s] = int(d[s])
+            if cf is not None:
+                d["counterfactual_usd"] = cf.cost(d["input_tokens"], d["output_tokens"])
+        return sorted(out.values(), key=lambda d: (-d["requests"], [str(d[c]) for c in keys]))
+
+    totals = fold(())
+    totals = totals[0] if totals else {**{s: 0 for s in sums}, "cost_usd": 0.0, **{s: 0 for s in statuses},
+                                       **({"counterfactual_usd": 0.0} if cf is not None else {})}
+    fb: dict[tuple, tuple[int, int]] = {}
+    for r, t, k in fb_router:
+        n0, k0 = fb.get((r, t), (0, 0))
+        fb[(r, t)] = (n0 + 1, k0 + int(k or 0))
+    totals["fallback_requests"] = sum(n for n, _ in fb.values())
+    totals["fallbacks"] = sum(k for _, k in fb.values())
+    by_router = fold(("router", "tradeoff"))
+    for d in by_router:
+        d["fallback_requests"], d["fallbacks"] = fb.get((d["router"], d["tradeoff"]), (0, 0))
+    chosen = fold(("model", "strategy", "budget"), [x for x in g if x["router"] != BYPASS])
+    n_routed = sum(d["requests"] for d in chosen)
+    for d in chosen:
+        d["share"] = d["requests"] / n_routed if n_routed else 0.0
+    by_model = fold(("model",))
+    for d in by_model:
+        d["cost_share"] = d["cost_usd"] / totals["cost_usd"] if totals["cost_usd"] else 0.0
+    all_time = {k: (float(v), int(n)) for k, v, n in spend if k is not None}
+    by_key = fold(("key",))
+    for d in by_key:
+        d["all_time_usd"], d["all_time_requests"] = all_time.get(d["key"], (0.0, 0))
+    out = {
+        "since": since, "now": time.time(), "totals": totals, "routed_requests": n_routed,
+        "by_router": by_router, "by_candidate": chosen, "by_model": by_model, "by_key": by_key,
+        "by_status": fold(("status",)),
+        "fallbacks_by_model": sorted(({"model": m, "kind": k, "count": int(c)} for m, k, c in fb_model),
+                                     key=lambda d: (-d["count"], str(d["model"]), str(d["kind"]))),
+        "latency_s": {"n": lat[0], **{f"p{round(x * 100):g}": v for x, v in lat[1].items()}},
+        "decision_ms": {"n": dec[0], **{f"p{round(x * 100):g}": v for x, v in dec[1].items()}},
+        "recent": [_decode(dict(zip(RECENT_COLUMNS, r))) for r in recent],
+        "failures": [_decode(dict(zip(RECENT_COLUMNS, r))) for r in failed],
+        "key_spend": {k: v for k, (v, _) in all_time.items()},
+    }
+    if cf is not None:
+        actual, would = float(totals["cost_usd"]), float(totals["counterfactual_usd"])
+        out["counterfactual"] = {"model": cf.model, "price_in_per_m": cf.price_in_per_m,
+                                 "price_out_per_m": cf.price_out_per_m, "input_tokens": totals["input_tokens"],
+                                 "output_tokens": totals["output_tokens"], "counterfactual_usd": would,
+                                 "actual_usd": actual, "saving_usd": would - actual,
+                                 "saving_share": (would - actual) / would if would > 0 else None}
+    return out
+
+
+def _decode(row: dict) -> dict:
+    for c in ("fallbacks", "candidates"):
+        v = row.get(c)
+        if isinstance(v, str) and v:
+            try:
+                row[c] = json.loads(v)
+            except ValueError:
+                row[c] = None
+    return row

@@ -187,7 +187,7 @@ class Session:
                 "decision_ms": plan.decision_ms if plan else None, "status": status, "http_status": http_status,
                 "error": error, "attempts": attempts, "fallbacks": failures or [],
                 "stream": int(bool(self.req.stream)), "sticky": int(bool(plan and plan.sticky)),
-                "conversation_id": self.req.option("conversation_id")}
+                "conversation_id": self.req.option("conversation_id"), "candidates": ledger_table(d)}
 
     def outcome_row(self, out: Outcome, status: str, http: int, failures: list[dict], *, tokens=None, cost=None,
                     backend_s=None, error=None) -> dict:
@@ -219,6 +219,19 @@ class Session:
             if c:
                 m.cost.labels(mdl).inc(c)
         self.gw.keys.charge(self.key, cost)
+
+
+#: rows of a decision's candidate table kept in the ledger (the response shows as many)
+LEDGER_TABLE_ROWS = 10
+
+
+def ledger_table(d: Any) -> Optional[list]:
+    """The ledger's compact copy of a decision's candidate table, best first: ``[candidate, predicted score,
+    predicted cost]`` per row (6 significant digits), at most ``LEDGER_TABLE_ROWS``; None without a decision."""
+    if d is None or not d.table:
+        return None
+    return [[r["candidate"], float(f"{r['predicted_score']:.6g}"), float(f"{r['predicted_cost']:.6g}")]
+            for r in d.table[:LEDGER_TABLE_ROWS]]
 
 
 def consultations_of(out: Optional[Outcome]) -> Optional[int]:

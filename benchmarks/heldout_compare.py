@@ -101,15 +101,19 @@ def summary_row(method: str, kind: str, score: np.ndarray, cost: np.ndarray, cal
     return row
 
 
+def _folds(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Candidate], folds: int, seed: int):
+    """(the complete outcomes over ``cands``, their query ids, the feature lookup, question -> fold)."""
+    sub = data.filter_candidates(cands).complete()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(qids))
+    return (sub, sub.queries["query_id"].tolist(), features_for(data, X),
+            {qids[i]: k % folds for k, i in enumerate(order)})
+
+
 def cross_fit(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Candidate], router_name: str,
               folds: int, seed: int, lambdas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Realised score/cost per compared question at λ=0, and mean score/cost along ``lambdas`` (cross-fitted)."""
-    sub = data.filter_candidates(cands).complete()
-    all_ids = sub.queries["query_id"].tolist()
-    feats = features_for(data, X)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(qids))
-    fold_of = {qids[i]: k % folds for k, i in enumerate(order)}
+    sub, all_ids, feats, fold_of = _folds(data, X, qids, cands, folds, seed)
     s0 = np.zeros(len(qids))
     c0 = np.zeros(len(qids))
     sl = np.zeros((len(lambdas), len(qids)))
@@ -145,12 +149,7 @@ def cross_fit_observing(data: RoutingData, X: np.ndarray, qids: list[str], cands
                         router_name: str, folds: int, seed: int, lambdas: np.ndarray):
     """As ``cross_fit`` for an observing router: per compared question, the replayed plan's score, cost and calls
     at λ=0; and mean score/cost along ``lambdas``."""
-    sub = data.filter_candidates(cands).complete()
-    all_ids = sub.queries["query_id"].tolist()
-    feats = features_for(data, X)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(qids))
-    fold_of = {qids[i]: k % folds for k, i in enumerate(order)}
+    sub, all_ids, feats, fold_of = _folds(data, X, qids, cands, folds, seed)
     n = len(qids)
     s0, c0, k0 = np.zeros(n), np.zeros(n), np.zeros(n)
     sl, cl = np.zeros((len(lambdas), n)), np.zeros((len(lambdas), n))

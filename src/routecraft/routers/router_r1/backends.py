@@ -157,16 +157,23 @@ class PoolCaller:
         return call
 
     async def acall_many(self, calls: Sequence[Call]) -> list[Call]:
-        if self.targets is not None:
-            return await self._aconsult_many(calls)
+        """Every call concurrently, at most ``max_concurrency`` at once: a pool model under the called-model prompt,
+        or (candidate targets) a candidate through the consultation executor."""
         sem = asyncio.Semaphore(self.max_concurrency)
         clients: dict[str, ChatClient] = {}
+        executor = PoolExecutor(clients, max_tokens=self.max_tokens,
+                                chat_args={"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed})
+        what = "model" if self.targets is None else "candidate"
         jobs = []
         try:
             for c in calls:
                 if c.model is None:
-                    c.error = c.error or f"unknown model {c.written_model!r}"
+                    c.error = c.error or f"unknown {what} {c.written_model!r}"
                     continue
+                if self.targets is not None:
+                    c.target = c.model
+                    cand = self.targets[c.target]
+                    c.model, c.candidate = cand.model, cand.id
                 m = self.pool.get(c.model)
                 c.price_out_per_m = m.price_out_per_m
                 if c.model not in clients:
@@ -176,59 +183,30 @@ class PoolCaller:
                         c.error = str(exc)
                         continue
                     clients[c.model] = ChatClient(m, url, timeout=self.timeout, max_retries=self.max_retries)
-                jobs.append(self._call(clients[c.model], sem, c))
+                jobs.append(self._call(clients[c.model], sem, c) if self.targets is None
+                            else self._consult(executor, sem, c))
             await asyncio.gather(*jobs)
         finally:
             for cl in clients.values():
                 await cl.aclose()
         return list(calls)
 
-    async def _aconsult_many(self, calls: Sequence[Call]) -> list[Call]:
-        """Candidate targets: every call through the consultation executor, at most ``max_concurrency`` at once."""
-        sem = asyncio.Semaphore(self.max_concurrency)
-        clients: dict[str, ChatClient] = {}
-        executor = PoolExecutor(clients, max_tokens=self.max_tokens,
-                                chat_args={"temperature": self.temperature, "top_p": self.top_p, "seed": self.seed})
-
-        async def one(c: Call) -> None:
-            cand = self.targets[c.target]
-            async with sem:
-                con = await consult(executor, cand, self.message(c.query) if cand.strategy == "default"
-                                    else [{"role": "user", "content": c.query}], self.task, None, c.turn)
-            c.consultation = con.to_dict()
-            c.answer = con.answer
-            if con.outcome is None:
-                c.error = con.error
-                return
-            o = con.outcome
-            c.response = (o.text or "").rstrip() + (f"\nAnswer: {con.answer}" if con.answer is not None else "")
-            c.input_tokens, c.output_tokens = int(o.input_tokens), int(o.output_tokens)
-            c.cost_usd, c.latency_s = float(o.cost_usd), float(o.backend_s)
-
-        jobs = []
-        try:
-            for c in calls:
-                if c.model is None:
-                    c.error = c.error or f"unknown candidate {c.written_model!r}"
-                    continue
-                c.target = c.model
-                cand = self.targets[c.target]
-                c.model, c.candidate = cand.model, cand.id
-                m = self.pool.get(cand.model)
-                c.price_out_per_m = m.price_out_per_m
-                if cand.model not in clients:
-                    try:
-                        url = self._base_url(m)
-                    except Exception as exc:  # ServerError: not running
-                        c.error = str(exc)
-                        continue
-                    clients[cand.model] = ChatClient(m, url, timeout=self.timeout, max_retries=self.max_retries)
-                jobs.append(one(c))
-            await asyncio.gather(*jobs)
-        finally:
-            for cl in clients.values():
-                await cl.aclose()
-        return list(calls)
+    async def _consult(self, executor: PoolExecutor, sem: asyncio.Semaphore, c: Call) -> Call:
+        """One candidate target through the consultation executor; the reply ends with the extracted answer."""
+        cand = self.targets[c.target]
+        msgs = self.message(c.query) if cand.strategy == "default" else [{"role": "user", "content": c.query}]
+        async with sem:
+            con = await consult(executor, cand, msgs, self.task, None, c.turn)
+        c.consultation = con.to_dict()
+        c.answer = con.answer
+        if con.outcome is None:
+            c.error = con.error
+            return c
+        o = con.outcome
+        c.response = (o.text or "").rstrip() + (f"\nAnswer: {con.answer}" if con.answer is not None else "")
+        c.input_tokens, c.output_tokens = int(o.input_tokens), int(o.output_tokens)
+        c.cost_usd, c.latency_s = float(o.cost_usd), float(o.backend_s)
+        return c
 
     def call_many(self, calls: Sequence[Call]) -> list[Call]:
         """Fill in ``response``, tokens and costs of each call (in place), concurrently; returns the calls."""

@@ -316,6 +316,13 @@ def test_a_class_off_the_allowlist_is_not_even_imported(knn_artifact, tmp_path, 
     ({"__t": "nd", "shape": [2], "raw": 0, "key": "pack.float64", "at": 0}, "not in arrays.dtypes"),
     ({"__t": "ndobj", "shape": [2], "v": [{"__t": "obj", "cls": "builtins:eval", "state": "1"}, 1]},
      "not on routecraft's allowlist"),
+    # found by a review with crafted files: each was a raw traceback (TypeError, OverflowError, numpy's ValueError)
+    ({"__t": "nd", "shape": [3], "dtype": "float64", "key": "pack.float64", "at": [0]}, "malformed state"),
+    ({"__t": "nd", "shape": [3], "dtype": "float64", "key": "pack.float64", "at": 0, "order": {}}, "malformed"),
+    ({"__t": "nd", "shape": [0, 2 ** 70], "dtype": "float64", "key": "pack.float64", "at": 0}, "malformed state"),
+    ({"__t": "rng", "kind": "Generator", "bit_generator": "PCG64", "state": {
+        "bit_generator": "PCG64", "state": {"state": 2 ** 200, "inc": 1}, "has_uint32": 0, "uinteger": 0}},
+     "malformed state|bad random generator state"),
 ])
 def test_malformed_or_unknown_nodes_are_refused(knn_artifact, tmp_path, node, match):
     src, _ = knn_artifact

@@ -227,6 +227,30 @@ def test_session_tokens_name_their_key_expire_and_cannot_be_forged():
     rotated = KeyStore([KeySpec(name="alice", sha256=hash_key("new secret"))])
     assert check_session(rotated, tok, now=1001.0) is None  # a new secret for the key ends its sessions
     assert check_session(KeyStore([]), tok, now=1001.0) is None
+    assert check_session(keys, f"{n64}.{int(exp) + 10 ** 9}.{sig}", now=1001.0) is None  # a far expiry
+
+
+def test_a_session_cannot_be_forged_from_the_config_alone(monkeypatch):
+    """The config holds each key's digest; a session signed from the digest alone (without the gateway's session
+    secret: ROUTECRAFT_DASHBOARD_SECRET, or one drawn per process) is refused, and one secret's sessions do not hold
+    under another."""
+    import hashlib
+    import hmac
+
+    from routecraft.serve import dashboard as dash
+
+    keys = KeyStore([KeySpec(name="alice", sha256=hash_key("s1"))])
+    body = f"{dash._b64(b'alice')}.{int(1000 + dash.SESSION_S)}"
+    k = hmac.new(bytes.fromhex(hash_key("s1")), b"routecraft-dashboard-session-v1", hashlib.sha256).digest()
+    forged = f"{body}.{dash._b64(hmac.new(k, body.encode(), hashlib.sha256).digest())}"
+    monkeypatch.delenv(dash.SECRET_ENV, raising=False)
+    assert check_session(keys, forged, now=1001.0) is None
+    assert check_session(keys, make_session(keys, "alice", now=1000.0), now=1001.0) == "alice"
+    monkeypatch.setenv(dash.SECRET_ENV, "operator-secret")
+    tok = make_session(keys, "alice", now=1000.0)
+    assert check_session(keys, tok, now=1001.0) == "alice"
+    monkeypatch.setenv(dash.SECRET_ENV, "another-secret")
+    assert check_session(keys, tok, now=1001.0) is None
 
 
 def test_the_strongest_model_is_the_largest_then_the_dearest():
@@ -320,6 +344,10 @@ def test_the_dashboard_needs_a_key_and_never_shows_or_logs_one(gw):
     # a login posted from another site is refused
     r = httpx.post(root + "/dashboard/login", data={"key": SECRET}, headers={"origin": "http://evil.example"})
     assert r.status_code == 403 and "set-cookie" not in r.headers
+    r = httpx.post(root + "/dashboard/login", data={"key": SECRET}, headers={"origin": "null"})  # a sandboxed frame
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+    r = httpx.post(root + "/dashboard/logout", cookies=jar, headers={"origin": "http://evil.example"})
+    assert r.status_code == 403 and "set-cookie" not in r.headers
     r = httpx.post(root + "/dashboard/logout", cookies=jar)
     assert r.status_code == 303 and "max-age=0" in r.headers["set-cookie"].lower()
     # the static assets hold no data and need no key
@@ -329,3 +357,28 @@ def test_the_dashboard_needs_a_key_and_never_shows_or_logs_one(gw):
     log = gateway_log(gw)
     assert "GET /dashboard" in log and "POST /dashboard/login" in log  # the access log was on
     assert SECRET not in log and OTHER not in log and "nope" not in log
+
+
+@pytest.mark.slow
+def test_only_the_listed_viewers_open_the_dashboard(tmp_path, smollm_server):
+    """``dashboard_viewers``: on a gateway shared by tenants, a tenant's key is refused (403, by header and at the
+    login form) and an operator's key is served."""
+    base = {"endpoint": smollm_server.base_url, "model_id": smollm_server.model_id, "description": "SmolLM2",
+            "context": 2048}
+    cfg = {"port": 0, "pool": {"name": "dash", "models": [{"name": "small", "size_b": 0.135, **base, **PRICE}]},
+           "routers": {"auto": "heuristic"}, "heuristic": {"strategies": ["default"]},
+           "keys": [{"name": "alice", "sha256": hash_key(SECRET)}, {"name": "bob", "sha256": hash_key(OTHER)}],
+           "dashboard_viewers": ["alice"], "ledger": str(tmp_path / "usage.sqlite")}
+    proc, info = launch_gateway(tmp_path, cfg)
+    root = f"http://127.0.0.1:{info['port']}"
+    try:
+        r = httpx.get(root + "/dashboard", headers={"authorization": f"Bearer {OTHER}"})
+        assert r.status_code == 403 and "dashboard_viewers" in r.text and 'id="summary"' not in r.text
+        assert httpx.get(root + "/dashboard/stats.json",
+                         headers={"authorization": f"Bearer {OTHER}"}).status_code == 403
+        r = httpx.post(root + "/dashboard/login", data={"key": OTHER})
+        assert r.status_code == 403 and "set-cookie" not in r.headers
+        r = httpx.get(root + "/dashboard", headers={"authorization": f"Bearer {SECRET}"})
+        assert r.status_code == 200 and 'id="summary"' in r.text
+    finally:
+        stop_gateway(proc)

@@ -194,7 +194,8 @@ def _allowed_class(name: Any, where: str) -> type:
 
 
 def legacy_message(path: Path, router: Any) -> str:
-    name = router if isinstance(router, str) else "NAME"
+    # only a plain router name goes into the command shown (the file's text could carry shell syntax)
+    name = router if isinstance(router, str) and re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,40}", router) else "NAME"
     return (f"{path} is a format-1 router artifact (state.joblib, a pickle): routecraft no longer loads pickles, "
             f"which can run any code they carry. Train it again (`routecraft train --router {name} --data DATA "
             f"--out {path}`) or, if you made it or trust whoever did, convert it: `routecraft artifact convert "
@@ -733,6 +734,12 @@ def read_artifact(path: str | Path, resolve: Callable[[str], type]) -> Any:
                                 meta.get("state", {}), "state"), where)
     except RecursionError:
         raise ArtifactError(f"{where}: the state is nested too deeply") from None
+    except ArtifactError:
+        raise
+    except (TypeError, ValueError, OverflowError, KeyError, IndexError, AttributeError, MemoryError) as exc:
+        # whatever a crafted tree provokes in the decoder or in the rebuilt objects' own state setters: one clear
+        # error, never a traceback (and never code: nothing named in the file is called)
+        raise ArtifactError(f"{where}: malformed state ({type(exc).__name__}: {str(exc)[:200]})") from None
 
 
 def same_state(a: tuple, b: tuple) -> bool:

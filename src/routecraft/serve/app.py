@@ -238,6 +238,7 @@ async def _bad_method(request: Request, exc: Exception):
 # ---- the app ---------------------------------------------------------------------------------------------------------
 def create_app(gateway: Gateway) -> FastAPI:
     """The FastAPI app around a (not yet started) gateway; the app's lifespan starts and closes it."""
+    dashboard.install_log_filter()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

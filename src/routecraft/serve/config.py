@@ -153,6 +153,10 @@ class ServeConfig(_Strict):
     sticky: Sticky = Field(default_factory=Sticky)
     keys: list[KeySpec] = Field(default_factory=list)
     keys_env: Optional[str] = "ROUTECRAFT_API_KEYS"
+    dashboard_viewers: Optional[list[str]] = Field(
+        None, description="Key names allowed to open /dashboard, which shows every key's name, spend and requests "
+                          "(default: every key — a single-team gateway; list the operators' keys on a gateway shared "
+                          "by tenants).")
     limits: Limits = Field(default_factory=Limits)
     supervision: Supervision = Field(default_factory=Supervision)
     sandbox: Sandbox = Field(default_factory=Sandbox)

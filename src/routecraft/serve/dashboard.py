@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import re
+import secrets
 import threading
 import time
 from importlib import resources
@@ -88,13 +89,10 @@ class RedactKeyParam(logging.Filter):
 
 
 def install_log_filter() -> None:
-    """Put ``RedactKeyParam`` on uvicorn's access logger (once per process; importing this module does it)."""
+    """Put ``RedactKeyParam`` on uvicorn's access logger (once per process; ``create_app`` calls it)."""
     lg = logging.getLogger("uvicorn.access")
     if not any(isinstance(f, RedactKeyParam) for f in lg.filters):
         lg.addFilter(RedactKeyParam())
-
-
-install_log_filter()
 
 
 # ---- access ----------------------------------------------------------------------------------------------------------
@@ -114,9 +112,25 @@ def _unb64(s: str) -> bytes:
     return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
 
 
+#: this process's session secret when ``ROUTECRAFT_DASHBOARD_SECRET`` is not set (drawn on first use): a session
+#: then holds for this gateway process only; set the variable to share sessions between workers and replicas
+_PROCESS_SECRET: list[bytes] = []
+
+
+def _secret() -> bytes:
+    env = os.environ.get(SECRET_ENV, "")
+    if env:
+        return env.encode()
+    if not _PROCESS_SECRET:
+        _PROCESS_SECRET.append(secrets.token_bytes(32))
+    return _PROCESS_SECRET[0]
+
+
 def _signing_key(digest_hex: str) -> bytes:
-    secret = os.environ.get(SECRET_ENV, "").encode()
-    return hmac.new(bytes.fromhex(digest_hex) + secret, b"routecraft-dashboard-session-v1", hashlib.sha256).digest()
+    # the key's digest binds a session to the key's current secret; the secret above makes a session impossible to
+    # forge from the config alone (which holds the digests)
+    return hmac.new(bytes.fromhex(digest_hex) + _secret(), b"routecraft-dashboard-session-v1",
+                    hashlib.sha256).digest()
 
 
 def make_session(keys, name: str, now: Optional[float] = None) -> str:
@@ -136,7 +150,8 @@ def check_session(keys, token: str, now: Optional[float] = None) -> Optional[str
     except (ValueError, UnicodeDecodeError):
         return None
     st = keys.keys.get(name)
-    if st is None or exp < (time.time() if now is None else now):
+    t = time.time() if now is None else now
+    if st is None or exp < t or exp > t + SESSION_S + 60:  # expired, or an expiry no session of ours carries
         return None
     want = hmac.new(_signing_key(st.spec.sha256), f"{n64}.{exp_s}".encode(), hashlib.sha256).digest()
     return name if hmac.compare_digest(sig, want) else None
@@ -144,17 +159,31 @@ def check_session(keys, token: str, now: Optional[float] = None) -> Optional[str
 
 def viewer(request: Request) -> Optional[str]:
     """Who is looking: the key name (``open`` without keys), None when no credential came; RequestError 401/429 for
-    a wrong bearer key (counted by the failed-authentication throttle)."""
+    a wrong bearer key (counted by the failed-authentication throttle), 403 for a key that is not one of the
+    config's ``dashboard_viewers``."""
     gw = _gateway(request)
     if gw.keys.open:
         return OPEN
     header = request.headers.get("authorization")
     if header:
-        return gw.admit_key(header, _addr(request), rate=False)
-    token = request.cookies.get(COOKIE)
-    if token:
-        return check_session(gw.keys, token)
-    return None
+        who = gw.admit_key(header, _addr(request), rate=False)
+    else:
+        token = request.cookies.get(COOKIE)
+        who = check_session(gw.keys, token) if token else None
+    allowed = gw.config.dashboard_viewers
+    if who is not None and allowed is not None and who not in allowed:
+        raise RequestError(403, f"key {who!r} may not open the dashboard (it shows every key's spend): the "
+                                "gateway's dashboard_viewers lists who may", code="forbidden")
+    return who
+
+
+def _same_origin(request: Request) -> bool:
+    """A form post from this gateway's own pages: no Origin (old browsers, scripts) or one naming this host. An
+    opaque origin ("null": sandboxed frames, some redirects) is refused."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return origin != "null" and origin.split("://", 1)[-1] == request.headers.get("host", "")
 
 
 def _https(request: Request) -> bool:
@@ -186,7 +215,7 @@ async def dashboard(request: Request):
     try:
         who = viewer(request)
     except RequestError as exc:
-        return _html(login_page(nxt, exc.message if exc.status == 429 else "Incorrect key."), exc.status,
+        return _html(login_page(nxt, exc.message if exc.status in (403, 429) else "Incorrect key."), exc.status,
                      exc.headers)
     if who is None:
         if qp.get("part") == "content":  # the script's refresh after the session ended: it reloads the page
@@ -222,8 +251,7 @@ async def dashboard_json(request: Request):
 @api.post("/dashboard/login", include_in_schema=False)
 async def login(request: Request):
     gw = _gateway(request)
-    origin = request.headers.get("origin")
-    if origin and origin != "null" and origin.split("://", 1)[-1] != request.headers.get("host", ""):
+    if not _same_origin(request):
         return _html(login_page("/dashboard", "Cross-site login refused."), 403)
     try:
         form = await _read_form(request)
@@ -240,6 +268,10 @@ async def login(request: Request):
     except RequestError as exc:
         return _html(login_page(nxt, exc.message if exc.status == 429 else "Incorrect key."), exc.status,
                      exc.headers)
+    allowed = gw.config.dashboard_viewers
+    if allowed is not None and name not in allowed:
+        return _html(login_page(nxt, f"Key {name!r} may not open the dashboard (the gateway's dashboard_viewers "
+                                     "lists who may)."), 403)
     resp = RedirectResponse(nxt, status_code=303, headers={"cache-control": "no-store"})
     resp.set_cookie(COOKIE, make_session(gw.keys, name), max_age=SESSION_S, path="/dashboard", httponly=True,
                     samesite="strict", secure=_https(request))
@@ -248,6 +280,8 @@ async def login(request: Request):
 
 @api.post("/dashboard/logout", include_in_schema=False)
 async def logout(request: Request):
+    if not _same_origin(request):
+        return _html(login_page("/dashboard", "Cross-site logout refused."), 403)
     resp = RedirectResponse("/dashboard", status_code=303, headers={"cache-control": "no-store"})
     resp.delete_cookie(COOKIE, path="/dashboard", httponly=True, samesite="strict", secure=_https(request))
     return resp

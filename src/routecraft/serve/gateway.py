@@ -53,6 +53,7 @@ import asyncio
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 import weakref
@@ -68,7 +69,7 @@ from routecraft.data.features import load_encoder
 from routecraft.data.schema import DEFAULT, Candidate
 from routecraft.pool.client import ChatClient
 from routecraft.pool.config import Pool, PoolConfigError, load_pool
-from routecraft.routers.base import Decision, Router
+from routecraft.routers.base import Decision, MultiStepRouter, Router
 from routecraft.routers.heuristic import query_kind
 from routecraft.routers.registry import load_router, make_router
 from routecraft.serve.admission import AuthThrottle, Held, Slots
@@ -162,6 +163,8 @@ class Gateway:
                 raise ServeConfigError(str(exc)) from None
         self._route_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="routecraft-route")
         self._embed_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._embed_lock = threading.Lock()  # inline (event loop) and threaded routers share the memo
+        self._applies_cache: dict[tuple[str, str], bool] = {}
         self.routers = await asyncio.get_running_loop().run_in_executor(self._route_pool, self._load_routers)
         self.keys = KeyStore(list(cfg.keys) + env_keys(cfg, self._environ))
         try:
@@ -363,7 +366,10 @@ class Gateway:
 
     def _fast_decider(self, e: RouterEntry, n: int = 24) -> bool:
         """Time ``n`` fresh decisions (new texts: embedding included) at start-up; inline when the p90 is within
-        ``INLINE_DECISION_MS``. A failing trial decision is not this check's business: the request path reports it."""
+        ``INLINE_DECISION_MS``. Multi-step routers are never timed (a decision of theirs runs on the pool). A failing
+        trial decision leaves the router on the routing thread (logged); the request path reports its errors."""
+        if isinstance(e.router, MultiStepRouter):
+            return False
         times = []
         for i in range(n):
             text = f"warm-up question {i}: what is {i} plus {2 * i + 1}?"
@@ -371,10 +377,13 @@ class Gateway:
             try:
                 X = self._embed(e.encoder, text) if e.encoder else None
                 e.router.decide_one(text, X, lam=0.0, task="numeric", input_chars=len(text), max_tokens=None)
-            except Exception:  # noqa: BLE001 - see the docstring
+            except Exception as exc:  # noqa: BLE001 - see the docstring
+                log.warning("router %s: a start-up trial decision failed (%s: %s); it decides on the routing "
+                            "thread", e.name, type(exc).__name__, exc)
                 return False
             times.append((time.perf_counter() - t0) * 1e3)
-            self._embed_cache.pop((e.encoder, text), None)
+            with self._embed_lock:
+                self._embed_cache.pop((e.encoder, text), None)
         times.sort()
         p90 = times[int(0.9 * (len(times) - 1))]
         log.info("router %s: decision p90 %.2f ms at start-up: %s", e.name, p90,
@@ -622,15 +631,17 @@ class Gateway:
         """One normalised float32 embedding (as EmbeddingCache computes it), memoised in memory: the disk cache
         rewrites its whole file on every new text, which a server cannot afford per request."""
         key = (encoder, text)
-        hit = self._embed_cache.get(key)
-        if hit is not None:
-            self._embed_cache.move_to_end(key)
-            return hit
+        with self._embed_lock:
+            hit = self._embed_cache.get(key)
+            if hit is not None:
+                self._embed_cache.move_to_end(key)
+                return hit
         v = load_encoder(encoder).encode([text], convert_to_numpy=True, normalize_embeddings=True)
         v = np.asarray(v, dtype=np.float32)
-        self._embed_cache[key] = v
-        if len(self._embed_cache) > 4096:
-            self._embed_cache.popitem(last=False)
+        with self._embed_lock:
+            self._embed_cache[key] = v
+            if len(self._embed_cache) > 4096:
+                self._embed_cache.popitem(last=False)
         return v
 
     def task_for(self, req: ChatRequest, rtext: str) -> str:
@@ -644,6 +655,16 @@ class Gateway:
                 raise RequestError(400, str(exc), param="task") from None
             return task
         return query_kind(rtext)
+
+    def _applies(self, strategy: str, task: str) -> bool:
+        """Whether ``strategy`` can run on ``task`` (memoised: a handful of strategies × tasks)."""
+        if strategy == DEFAULT:
+            return True
+        key = (strategy, task)
+        hit = self._applies_cache.get(key)
+        if hit is None:
+            hit = self._applies_cache[key] = get_strategy(strategy).applies_to(task)
+        return hit
 
     def consultable(self, req: ChatRequest, task: str) -> bool:
         """Whether consulted candidates' answers can be compared for this request: the client (or the config) named
@@ -671,7 +692,7 @@ class Gateway:
                                               max_tokens=cap)
             d.plan = {"kind": "upfront", "instead_of": kind, "how": (
                 f"open chat (task {task!r} detected, no comparable answer): the {kind} plan was not run; the "
-                f"router's up-front decision {d.candidate.id} answered")}
+                f"router's up-front decision answered (its candidates, in order, as for any decision)")}
         pred = d.as_prediction()
         dropped: list[dict] = []
         keep: list[int] = []
@@ -679,6 +700,10 @@ class Gateway:
         for j, c in enumerate(pred.candidates):
             m = self.models.get(c.model)
             if m is None:
+                continue
+            if not self._applies(c.strategy, task):  # e.g. PAL on a chat or code request: never sent
+                dropped.append({"candidate": c.id, "reason": f"strategy {c.strategy!r} does not apply to task "
+                                                              f"{task!r}"})
                 continue
             if cap is not None and c.budget is not None and c.budget > cap:
                 dropped.append({"candidate": c.id, "reason": f"budget {c.budget} > max_tokens {cap}"})
@@ -834,11 +859,11 @@ class Gateway:
         if q is not None and cap is None:
             run = await strat.run(client, q, task, cand.budget, **lp)
             return self._outcome(cand, run, t0)
-        return await self._run_wrapped(cand, strat, client, messages, task, cap, t0)
+        return await self._run_wrapped(cand, strat, client, messages, task, cap, t0, lp)
 
-    async def _run_wrapped(self, cand, strat, client, messages, task, cap, t0) -> Outcome:
+    async def _run_wrapped(self, cand, strat, client, messages, task, cap, t0, lp: Optional[dict] = None) -> Outcome:
         msgs = strategy_messages(strat, messages, task, cand.budget)
-        max_t = strat.max_tokens(cand.budget)
+        max_t = strat.max_tokens(cand.budget, task)
         if cap is not None:
             max_t = cap if max_t is None else min(max_t, cap)
         if isinstance(strat, SelfConsistency):
@@ -860,10 +885,13 @@ class Gateway:
                            sum(int(r.output_tokens or 0) for r, _ in parts),
                            sum(float(r.cost_usd or 0.0) for r, _ in parts), rep.finish_reason,
                            time.perf_counter() - t0, {"votes": agg.votes, "samples": [r.text for r, _ in parts]})
-        r = await client.chat(msgs, max_tokens=max_t, temperature=strat.temperature, stop=strat.stop("chat"))
+        r = await client.chat(msgs, max_tokens=max_t, temperature=strat.temperature, stop=strat.stop("chat"),
+                              **(lp or {}))
         ex = await asyncio.to_thread(strat.extract, r.text or "", task)
+        mean, low = r.logprob_summary
         return Outcome(cand, r.text or "", ex.answer, ex.method, int(r.input_tokens or 0), int(r.output_tokens or 0),
-                       float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0, ex_details(ex))
+                       float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0, ex_details(ex),
+                       logprob_mean=mean, logprob_min=low)
 
     def _outcome(self, cand: Candidate, run: Any, t0: float) -> Outcome:
         details = ex_details(run.extraction)
@@ -936,7 +964,7 @@ class Gateway:
                 else:
                     strat = get_strategy(cand.strategy)
                     msgs = strategy_messages(strat, messages, plan.task, cand.budget)
-                    max_t = strat.max_tokens(cand.budget)
+                    max_t = strat.max_tokens(cand.budget, plan.task)
                     if req.output_cap is not None:
                         max_t = req.output_cap if max_t is None else min(max_t, req.output_cap)
                     kw = dict(max_tokens=max_t, temperature=strat.temperature, stop=strat.stop("chat"))

@@ -143,6 +143,15 @@ class Strategy(BaseModel):
         """The strategy's instruction for ``task`` (says how to reason and what form the answer takes)."""
         raise NotImplementedError
 
+    def applies_to(self, task: str) -> bool:
+        """Whether this strategy can run on ``task`` at all (PAL cannot answer a code, generation or chat task):
+        its instruction for the task exists."""
+        try:
+            self.instruction(task)
+        except ValueError:
+            return False
+        return True
+
     def exemplar(self, task: str) -> tuple[str, str] | None:
         """(question, answer) of one short worked example, or None."""
         ex = EXEMPLARS.get(task_kind(task))

@@ -97,7 +97,7 @@ async def run_cell(cell: Cell, query: dict, client: Any, strategy: Any, grade: C
     return {"query_id": cell.query_id, "model": cell.model, "strategy": cell.strategy, "budget": cell.budget,
             "score": score, "input_tokens": int(run.input_tokens), "output_tokens": int(run.output_tokens),
             "tokens_estimated": False, "cost_usd": float(client.model.cost(run.input_tokens, run.output_tokens)),
-            "latency_s": float(time.perf_counter() - t0), "response": run.text,
+            "latency_s": float(getattr(run, "latency_s", None) or time.perf_counter() - t0), "response": run.text,
             "prediction": None if run.answer is None else str(run.answer),
             "finish_reason": getattr(run, "finish_reason", None), "error": getattr(run, "error", None),
             "program_ok": _program_ok(run), "logprob_mean": getattr(run, "logprob_mean", None),

@@ -187,6 +187,20 @@ def test_strategies_run_for_real_with_reasoning_on_request(gateway):
     assert chunks[-1].model_extra["routecraft"]["strategy"] == "pal"
 
 
+def test_a_strategy_that_cannot_run_on_the_task_is_dropped_not_failed(gateway):
+    """The fixed router always picks smollm2-b with PAL; a chat request (task "general") cannot be answered by a
+    program: PAL is dropped from the decision (listed in ``skipped`` with why) and the next candidate answers —
+    never a failed attempt, and no backend is marked unhealthy (the request's own task, not the backend's fault)."""
+    raw = gateway.client().chat.completions.with_raw_response.create(
+        model="routecraft/pal", messages=[{"role": "user", "content": "Tell me about owls."}], max_tokens=16,
+        extra_body={"task": "general"})
+    rc = raw.parse().model_extra["routecraft"]
+    assert rc["strategy"] != "pal" and rc["fallbacks"] == []
+    assert {"candidate": "smollm2-b|pal|default",
+            "reason": "strategy 'pal' does not apply to task 'general'"} in rc["skipped"]
+    assert _health(gateway)["models"]["smollm2-b"]["healthy"] is True
+
+
 # ---- multi-turn -----------------------------------------------------------------------------------------------------
 def test_multi_turn_routes_on_the_conversation_and_sticks_per_conversation(gateway):
     c = gateway.client()

@@ -137,7 +137,7 @@ def test_cold_start_a_new_model_from_few_queries():
     old = train.filter_candidates([c for c in train.candidates if c.model != "me"])
     r = make_router("rtr", **FAST).fit(old, Xtr)
     frozen = {h: {k: v.copy() for k, v in r.net_[h].items()} for h in r.net_}
-    before = r.predict(test.queries, Xte)
+    before = r.predict(test.queries, Xte)  # fills the candidate-part cache, which add_candidates must refresh
     k = 40
     few = train.subset(train.queries["query_id"][:k]).filter_candidates(
         [c for c in train.candidates if c.model == "me"])
@@ -159,6 +159,14 @@ def test_cold_start_a_new_model_from_few_queries():
     assert r.prices_.price_out_["me"] == pytest.approx(PRICE["me"][1], rel=1e-6)
     with pytest.raises(ValueError, match="does not know"):
         r.add_candidates(few, Xtr[:k])
+    # the per-candidate part of the first layer is cached between predictions: what it gives equals a forward
+    # pass that computes it afresh, also after the cold start moved the new model's embedding
+    from routecraft.routers.networks import net_forward_np
+
+    fresh = net_forward_np(r.net_, r.layout_, Xte, r.cm_, r.cs_, r.cb_, r.Tm_, r.Ts_, "cls",
+                           r.params["token_target"])
+    np.testing.assert_allclose(r.predict(test.queries, Xte).score, fresh)
+    assert "_cand_part" in r.__dict__ and "_cand_part" not in r.state()
 
 
 def test_description_projection():

@@ -60,20 +60,31 @@ def _softplus(z: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, z)
 
 
-def net_forward_np(state: dict, layout: Layout, X: np.ndarray, cm: np.ndarray, cs: np.ndarray, cb: np.ndarray,
-                   Tm: np.ndarray, Ts: np.ndarray, head: str, token_target: str, chunk: int = 512) -> np.ndarray:
-    """(n, C) predictions of one head for every query × candidate (cm/cs/cb: each candidate's model index, unit
-    index and budget features)."""
+def candidate_part(state: dict, layout: Layout, cm: np.ndarray, cs: np.ndarray, cb: np.ndarray, Tm: np.ndarray,
+                   Ts: np.ndarray, head: str) -> np.ndarray:
+    """(C, hidden): the first layer's pre-activation contributed by each candidate (its model's and unit's text and
+    learnable embeddings, its budget features) — the same for every query, so a router computes it once."""
     p = state[head]
-    b1, W2, b2 = p["b1"], p["W2"], p["b2"]
     blk = layout.blocks
-    cand = np.zeros((len(cm), len(b1)))
+    cand = np.zeros((len(cm), len(p["b1"])))
     if "mt" in blk:
         cand += (Tm @ p["W_mt"].T)[cm] + (Ts @ p["W_st"].T)[cs]
     if "ml" in blk:
         cand += (p["em"] @ p["W_ml"].T)[cm] + (p["es"] @ p["W_sl"].T)[cs]
     if "b" in blk:
         cand += cb @ p["W_b"].T
+    return cand
+
+
+def net_forward_np(state: dict, layout: Layout, X: np.ndarray, cm: np.ndarray, cs: np.ndarray, cb: np.ndarray,
+                   Tm: np.ndarray, Ts: np.ndarray, head: str, token_target: str, chunk: int = 512,
+                   cand: np.ndarray | None = None) -> np.ndarray:
+    """(n, C) predictions of one head for every query × candidate (cm/cs/cb: each candidate's model index, unit
+    index and budget features; ``cand``: their ``candidate_part``, when the caller has it)."""
+    p = state[head]
+    b1, W2, b2 = p["b1"], p["W2"], p["b2"]
+    if cand is None:
+        cand = candidate_part(state, layout, cm, cs, cb, Tm, Ts, head)
     out = np.empty((len(X), len(cm)))
     for s in range(0, len(X), chunk):
         A = X[s:s + chunk].astype(np.float64) @ p["W_q"].T + b1
@@ -305,6 +316,7 @@ class CandidateNetRouter(ReasoningDecisions, TabularRouter):
             raise ValueError(f"{self.name}: no logged output_tokens in the training data (field 'output_tokens')")
         self.net_, self.train_info_ = train_net(self.layout_, p, X, long, self.cm_, self.cs_, self.cb_, self.Tm_,
                                                 self.Ts_, len(self.models_), len(self.units_))
+        self.__dict__.pop("_cand_part", None)
         return self
 
     def _index_entities(self, cands: list[Candidate]) -> None:
@@ -321,6 +333,7 @@ class CandidateNetRouter(ReasoningDecisions, TabularRouter):
         self._candidate_arrays()
 
     def _candidate_arrays(self) -> None:
+        self.__dict__.pop("_cand_part", None)  # candidates (or, after a fit, weights) changed
         self.cm_ = np.array([self.models_.index(c.model) for c in self.candidates], dtype=np.int64)
         self.cs_ = np.array([self.units_.index(self.unit_key(c)) for c in self.candidates], dtype=np.int64)
         self.cb_ = np.array([self.budget_features(c) for c in self.candidates], dtype=np.float64).reshape(
@@ -342,10 +355,23 @@ class CandidateNetRouter(ReasoningDecisions, TabularRouter):
         return Prediction(list(self.candidates), score, self._cost(queries, tokens), tokens)
 
     def _heads(self, X, cm, cs, cb) -> tuple[np.ndarray, np.ndarray]:
-        lay = self.layout_
-        score = net_forward_np(self.net_, lay, X, cm, cs, cb, self.Tm_, self.Ts_, "cls", self.params["token_target"])
-        tok = net_forward_np(self.net_, lay, X, cm, cs, cb, self.Tm_, self.Ts_, "tok", self.params["token_target"])
+        lay, tt = self.layout_, self.params["token_target"]
+        if cm is self.cm_ and cs is self.cs_ and cb is self.cb_:  # the router's own candidates: their part, once
+            cache = self.__dict__.setdefault("_cand_part", {})
+            for h in ("cls", "tok"):
+                if h not in cache:
+                    cache[h] = candidate_part(self.net_, lay, cm, cs, cb, self.Tm_, self.Ts_, h)
+            parts = (cache["cls"], cache["tok"])
+        else:
+            parts = (None, None)
+        score = net_forward_np(self.net_, lay, X, cm, cs, cb, self.Tm_, self.Ts_, "cls", tt, cand=parts[0])
+        tok = net_forward_np(self.net_, lay, X, cm, cs, cb, self.Tm_, self.Ts_, "tok", tt, cand=parts[1])
         return score, tok
+
+    def state(self) -> dict:
+        st = super().state()
+        st.pop("_cand_part", None)  # a cache of the weights: rebuilt on the first prediction
+        return st
 
     def _cost(self, queries: pd.DataFrame, tokens: np.ndarray, candidates: list[Candidate] | None = None,
               input_tokens: np.ndarray | None = None) -> np.ndarray:
@@ -420,6 +446,7 @@ class CandidateNetRouter(ReasoningDecisions, TabularRouter):
         if self.layout_.dl and (new_models or new_units):
             info.update(self._finetune_new(long, X, n_old, old_m, old_u, steps if steps is not None
                                            else p["cold_steps"], lr or p["cold_lr"]))
+            self.__dict__.pop("_cand_part", None)  # the new entities' embeddings moved
         self.cold_info_ = info
         return self
 

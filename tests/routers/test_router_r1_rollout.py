@@ -263,3 +263,16 @@ def test_candidate_targets_config_is_validated():
     with pytest.raises(ValueError, match="outside the policy's pool"):
         load_config(None, {"call": {"targets": "candidates", "candidates": ["gpt-9/cot"]}}).call_targets()
     assert load_config(None).call_targets() is None  # the paper's model targets stay the default
+
+
+def test_candidate_targets_parse_and_are_saved_with_the_artifact(tmp_path):
+    from routecraft.routers.registry import load_router
+    from routecraft.routers.router_r1 import RouterR1
+    from routecraft.routers.router_r1.config import load_config, parse_target
+
+    assert parse_target("openai/gpt-4o-mini/cot").id == "openai/gpt-4o-mini|cot|default"  # a '/' in the model
+    assert parse_target("m/cot/64").id == "m|cot|64" and parse_target("m|pal|default").id == "m|pal|default"
+    cfg = load_config(None, {"call": {"targets": "candidates", "candidates": ["qwen2.5-coder-1.5b/pal"]}})
+    r = RouterR1(policy="unused", config=cfg.model_dump())
+    back = load_router(r.save(tmp_path / "rr1"))
+    assert [c.id for c in back.candidates] == ["qwen2.5-coder-1.5b|pal|default"]

@@ -21,23 +21,28 @@ DEFAULT_TARGET_STRATEGIES = ("cot", "pal")
 
 
 def parse_target(spec: str) -> Candidate:
-    """A consultation target ``model/strategy[/budget]`` (or a candidate id ``model|strategy|budget``)."""
-    parts = [x.strip() for x in str(spec).replace("|", "/").split("/")]
-    if len(parts) not in (2, 3) or not all(parts[:2]):
+    """A consultation target ``model/strategy[/budget]`` (or a candidate id ``model|strategy|budget``). The model
+    name may itself hold ``/`` (``openai/gpt-4o-mini/cot``): the strategy (and a budget) are read from the end."""
+    s = str(spec).strip()
+    if "|" in s:
+        try:
+            return Candidate.parse(s)
+        except ValueError as exc:
+            raise ValueError(f"candidate {spec!r}: {exc}") from None
+    parts = [x.strip() for x in s.split("/")]
+    budget = None
+    if len(parts) >= 3 and (parts[-1].isdigit() or parts[-1] in ("default", "none")):
+        b = parts.pop()
+        budget = None if b in ("default", "none") else int(b)
+        if budget is not None and budget <= 0:
+            raise ValueError(f"candidate {spec!r}: budget must be positive")
+    if len(parts) < 2 or not all(parts):
         raise ValueError(f"candidate {spec!r} is not 'model/strategy' or 'model/strategy/budget'")
-    model, strategy = parts[0], parts[1]
+    model, strategy = "/".join(parts[:-1]), parts[-1]
     known = list_strategies()
     if strategy != "default" and strategy not in known:
         raise ValueError(f"candidate {spec!r}: unknown strategy {strategy!r} (known: default, "
                          f"{', '.join(sorted(known))})")
-    budget = None
-    if len(parts) == 3 and parts[2] not in ("", "default", "none"):
-        try:
-            budget = int(parts[2])
-        except ValueError:
-            raise ValueError(f"candidate {spec!r}: budget {parts[2]!r} is not a positive integer") from None
-        if budget <= 0:
-            raise ValueError(f"candidate {spec!r}: budget must be positive")
     return Candidate(model, strategy, budget)
 
 

@@ -118,6 +118,16 @@ class RouterR1(MultiStepRouter):
     def pool_names(self) -> list[str]:
         return self.config.resolve_pool().names
 
+    def save(self, path: str | Path) -> Path:
+        if not self.candidates:  # what its decisions name: the candidate targets, else the pool's models
+            try:
+                targets = self.config.call_targets()
+            except Exception:  # the pool may not be resolvable here; the base class keeps the artifact loadable
+                targets = None
+            if targets is not None:
+                self.candidates = list(targets)
+        return super().save(path)
+
 
 def train_router_r1(config_path: str | Path | None, out: str | Path, resume: bool = True,
                     overrides: Optional[dict] = None) -> Path:

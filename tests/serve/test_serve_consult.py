@@ -157,7 +157,7 @@ def test_open_chat_uses_the_upfront_decision_and_says_so(gw):
     rc = r.json()["routecraft"]
     assert rc["consultations"] == [] and rc["escalated"] is False
     assert rc["plan"]["kind"] == "upfront" and rc["plan"]["instead_of"] == "cascade"
-    assert "open chat" in rc["plan"]["how"] and rc["candidate"] in rc["plan"]["how"]
+    assert "open chat" in rc["plan"]["how"] and "up-front decision" in rc["plan"]["how"]
     # the best single candidate of the training table (C: right on every training query)
     assert (rc["model"], rc["strategy"]) == C and rc["decided"] == "smollm2-135m|direct|default"
     assert r.headers["x-routecraft-consultations"] == "0" and r.headers["x-routecraft-plan"].startswith("upfront")

@@ -69,7 +69,9 @@ STATIC = {"dashboard.css": "text/css; charset=utf-8", "dashboard.js": "text/java
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 SECURITY_HEADERS = {"content-security-policy": CSP, "x-content-type-options": "nosniff",
-                    "referrer-policy": "no-referrer", "x-frame-options": "DENY", "cache-control": "no-store"}
+                    # same-origin, not no-referrer: with no-referrer a browser sends "Origin: null" on the login form's
+                    # POST, and an opaque origin is refused (a sandboxed frame sends the same); other sites get nothing
+                    "referrer-policy": "same-origin", "x-frame-options": "DENY", "cache-control": "no-store"}
 
 api = APIRouter()
 

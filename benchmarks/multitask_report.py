@@ -1,0 +1,139 @@
+"""Per task × model × strategy: accuracy (95% Wilson interval), mean output tokens and $/query of a multi-task
+collection, as it stands (compacted rows and checkpoint shards alike, so a collection still running can be read),
+plus the collection rate per model from the rows' timestamps and the hardware that produced them.
+
+    python benchmarks/multitask_report.py data/routecraft-multitask [--out runs/multitask] [--common]
+
+``--common``: per task, only the questions every (model, strategy) cell of that task has answered, so cells are
+compared on the same questions while the collection grows. Writes ``OUT/cells.md`` (the table, tasks in rows), ``OUT
+/cells.json`` and ``OUT/accuracy.png`` (a heat map: tasks × (model, strategy), each cell's accuracy and n).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from routecraft.data.collect.store import CollectionStore
+from routecraft.evaluate.cells import wilson
+
+STRATEGY_ORDER = {"direct": 0, "cot": 1, "cod": 2, "pal": 3, "sc": 4}
+
+
+def rows_of(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    store = CollectionStore(folder)
+    q = pd.read_parquet(folder / "queries.parquet")
+    o = store.rows()
+    if not len(o):
+        raise SystemExit(f"{folder}: no collected rows yet")
+    return o.merge(q[["query_id", "task"]], on="query_id", how="left"), q
+
+
+def task_cells(o: pd.DataFrame, common: bool = False) -> pd.DataFrame:
+    parts = []
+    for task, g in o.groupby("task"):
+        if common:
+            n_cells = g.groupby(["model", "strategy"]).ngroups
+            per_q = g.groupby("query_id").apply(lambda d: d[["model", "strategy"]].drop_duplicates().shape[0],
+                                                include_groups=False)
+            g = g[g["query_id"].isin(per_q.index[per_q == n_cells])]
+        t = g.groupby(["model", "strategy"]).agg(n=("score", "size"), correct=("score", "sum"),
+                                                 accuracy=("score", "mean"), out_tokens=("output_tokens", "mean"),
+                                                 cost_usd=("cost_usd", "mean"),
+                                                 truncated=("finish_reason", lambda s: float((s == "length").mean())),
+                                                 latency_s=("latency_s", "mean")).reset_index()
+        t.insert(0, "task", task)
+        parts.append(t)
+    t = pd.concat(parts, ignore_index=True)
+    # a graded score can be partial (commongen coverage, F1): the interval is then over the rounded successes
+    lo, hi = wilson(np.round(t["correct"].to_numpy()), t["n"].to_numpy())
+    t["acc_lo"], t["acc_hi"] = lo, hi
+    t["_s"] = t["strategy"].map(STRATEGY_ORDER).fillna(9)
+    return t.sort_values(["task", "model", "_s"]).drop(columns=["_s", "correct"]).reset_index(drop=True)
+
+
+def markdown(t: pd.DataFrame) -> str:
+    lines = ["| task | model | strategy | n | accuracy (95% CI) | mean out tokens | cut at cap | $/query |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in t.itertuples(index=False):
+        lines.append(f"| {r.task} | {r.model} | {r.strategy} | {r.n} | {r.accuracy:.2f} ({r.acc_lo:.2f}–"
+                     f"{r.acc_hi:.2f}) | {r.out_tokens:.0f} | {r.truncated:.0%} | {r.cost_usd:.2g} |")
+    return "\n".join(lines) + "\n"
+
+
+def rate(o: pd.DataFrame) -> list[dict]:
+    """Cells per minute per model, from the timestamps of its rows (each model's rows are collected in one run,
+    one backend at a time): rows / (last − first)."""
+    ts = pd.to_datetime(o["collected_at"], utc=True, errors="coerce")
+    out = []
+    for m, g in o.assign(_t=ts).groupby("model", sort=False):
+        span = (g["_t"].max() - g["_t"].min()).total_seconds()
+        out.append({"model": m, "cells": int(len(g)), "minutes": span / 60,
+                    "cells_per_min": len(g) / (span / 60) if span > 0 else None,
+                    "mean_out_tokens": float(g["output_tokens"].mean()),
+                    "hardware": sorted(g["hardware"].dropna().unique().tolist())})
+    return out
+
+
+def plot(t: pd.DataFrame, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    cols = sorted({(m, s) for m, s in zip(t["model"], t["strategy"])},
+                  key=lambda x: (x[0], STRATEGY_ORDER.get(x[1], 9)))
+    tasks = sorted(t["task"].unique())
+    A = np.full((len(tasks), len(cols)), np.nan)
+    N = np.zeros_like(A)
+    for r in t.itertuples(index=False):
+        i, j = tasks.index(r.task), cols.index((r.model, r.strategy))
+        A[i, j], N[i, j] = r.accuracy, r.n
+    fig, ax = plt.subplots(figsize=(max(8, 0.55 * len(cols) + 3), 0.45 * len(tasks) + 2.5))
+    im = ax.imshow(A, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for i in range(len(tasks)):
+        for j in range(len(cols)):
+            if np.isfinite(A[i, j]):
+                ax.text(j, i, f"{A[i, j]:.2f}\n{int(N[i, j])}", ha="center", va="center", fontsize=6,
+                        color="white" if A[i, j] < 0.6 else "black")
+    ax.set_xticks(range(len(cols)), [f"{m}\n{s}" for m, s in cols], fontsize=6, rotation=90)
+    ax.set_yticks(range(len(tasks)), tasks, fontsize=7)
+    ax.set_title("accuracy per task × (model, strategy); in each cell: accuracy and n (blank: not applicable or "
+                 "not collected yet)", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.03)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("--out", type=Path, default=Path("runs/multitask"))
+    ap.add_argument("--common", action="store_true")
+    args = ap.parse_args(argv)
+    o, q = rows_of(args.folder)
+    t = task_cells(o, args.common)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cells.md").write_text(markdown(t))
+    r = rate(o)
+    (args.out / "cells.json").write_text(json.dumps({"rows": int(len(o)), "queries": int(o["query_id"].nunique()),
+                                                     "queries_in_plan": int(len(q)), "rate": r,
+                                                     "cells": t.to_dict("records")}, indent=1, default=float))
+    plot(t, args.out / "accuracy.png")
+    print(f"{len(o)} rows over {o['query_id'].nunique()} of {len(q)} queries", file=sys.stderr)
+    for x in r:
+        print(f"  {x['model']}: {x['cells']} cells in {x['minutes']:.1f} min = "
+              f"{(x['cells_per_min'] or 0):.1f}/min, mean {x['mean_out_tokens']:.0f} output tokens, {x['hardware']}",
+              file=sys.stderr)
+    print(markdown(t))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

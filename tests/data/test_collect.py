@@ -120,3 +120,18 @@ def test_collect_runs_one_backend_at_a_time(pool, tmp_path):
     start = end - pd.to_timedelta(o["latency_s"], unit="s")
     first, second = o["model"] == a.name, o["model"] == "second"
     assert start[second].min() >= end[first].max() - pd.Timedelta(milliseconds=50), (o[["model", "latency_s"]])
+
+
+def test_a_run_plans_only_the_queries_it_is_asked_for(pool, tmp_path):
+    """The folder keeps every query it has collected; a later run with fewer queries (``--limit``) plans and runs
+    only those, and a run with more adds the new ones."""
+    from routecraft.data.collect import collect
+
+    m = pool.models[0].name
+    first = collect(pool, load_queries("gsm8k-test", limit=2), [m], ["direct"], [16], tmp_path / "c")
+    assert (first["cells"], first["ran"]) == (2, 2)
+    fewer = collect(pool, load_queries("gsm8k-test", limit=1), [m], ["direct"], [16], tmp_path / "c")
+    assert (fewer["cells"], fewer["ran"], fewer["outcomes"]) == (1, 0, 2)  # nothing lost, nothing re-run
+    more = collect(pool, load_queries("gsm8k-test", limit=3), [m], ["direct"], [16], tmp_path / "c")
+    assert (more["cells"], more["ran"], more["outcomes"]) == (3, 1, 3)
+    assert len(CollectionStore(tmp_path / "c").queries()) == 3

@@ -133,9 +133,12 @@ def collect(pool: Any, queries: pd.DataFrame, models: Sequence[str], strategies:
     check_strategies(plan_cells(queries["query_id"].tolist(), models, strategies, budgets,
                                 tasks=queries["task"].tolist()), dict(zip(queries["query_id"], queries["task"])))
     store = CollectionStore(out)
-    queries = store.init_queries(queries)  # plus the queries of earlier runs into the same folder
+    asked = set(queries["query_id"])
+    # the folder keeps every query it has seen (earlier runs' too); this run plans the queries asked for
+    queries = store.init_queries(queries)
     tasks_of = dict(zip(queries["query_id"], queries["task"]))
-    cells = plan_cells(queries["query_id"].tolist(), models, strategies, budgets, tasks=queries["task"].tolist())
+    planned = queries[queries["query_id"].isin(asked)]
+    cells = plan_cells(planned["query_id"].tolist(), models, strategies, budgets, tasks=planned["task"].tolist())
     strat_objs = check_strategies(cells, tasks_of)
     done = store.done_keys()
     todo = [c for c in cells if c.key not in done]

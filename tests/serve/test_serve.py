@@ -438,3 +438,36 @@ def test_serve_command_reports_config_errors_without_traceback(tmp_path):
                    f"ledger: {tmp_path / 'u.sqlite'}\nport: 0\n")
     r = CliRunner().invoke(serve_app, ["serve", "--config", str(cfg)])
     assert r.exit_code == 2 and "router 'auto'" in r.output and "cannot load" in r.output
+
+
+def test_builtin_is_the_shipped_learned_router_only_where_it_was_selected(tmp_path):
+    """``routers.auto`` defaults to ``builtin``: the learned router shipped with routecraft when its selection file
+    says it beat the heuristic on held-out questions and its models are served, else the heuristic — and
+    ``routecraft/heuristic`` is offered either way."""
+    import json
+
+    import pandas as pd
+
+    from routecraft.data.schema import RoutingData
+    from routecraft.routers import make_router
+
+    assert config_from_dict({"pool": "local"}).routers["auto"] == "builtin"
+    shipped = tmp_path / "default_router"
+    qs = pd.DataFrame({"query_id": ["q1", "q2"], "text": ["a", "b"], "task": ["gsm8k"] * 2, "gold": ["1", "2"]})
+    rows = [{"query_id": q, "model": m, "strategy": "default", "score": 0.5, "cost_usd": 1e-5}
+            for q in ("q1", "q2") for m in ("small", "big")]
+    make_router("fixed", candidate="big|default|default").fit(
+        RoutingData.from_frames(qs, pd.DataFrame(rows))).save(shipped)
+
+    def kinds(**over) -> dict:
+        gw = _gateway(tmp_path, **over)
+        gw.builtin_dir = shipped
+        return _run(gw, lambda c: asyncio.sleep(0, {n: e.kind for n, e in gw.routers.items()}))
+
+    assert kinds()["auto"] == "heuristic"  # no selection file: not selected
+    (shipped / "selection.json").write_text(json.dumps({"selected": False, "rule": "lost on held-out"}))
+    assert kinds()["auto"] == "heuristic"
+    (shipped / "selection.json").write_text(json.dumps({"selected": True, "rule": "beat the heuristic"}))
+    got = kinds()
+    assert got["auto"] == "fixed" and got["heuristic"] == "heuristic"
+    assert kinds(models=["small"])["auto"] == "heuristic"  # one of its models, big, is not served

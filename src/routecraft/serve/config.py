@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import json
 import os
 import re
 from importlib import resources
@@ -27,6 +28,9 @@ from routecraft.serve.ledger import parse_ledger_url
 from routecraft.strategies import get_strategy, task_kind
 
 HEURISTIC = "heuristic"
+#: the default of ``routers.auto``: the learned router shipped inside the package when its held-out comparison
+#: selected it over the heuristic (``builtin_router``), else the heuristic
+BUILTIN = "builtin"
 PREFIX = "routecraft/"
 
 
@@ -140,8 +144,10 @@ class ServeConfig(_Strict):
     pool: Union[str, dict] = Field("local", description="Built-in pool name, pool YAML path, or an inline pool.")
     models: Optional[list[str]] = Field(None, description="Pool models to serve (default: the instruct models).")
     servers: Servers = Field(default_factory=Servers)
-    routers: dict[str, str] = Field(default_factory=lambda: {"auto": HEURISTIC},
-                                    description="Offered as routecraft/<name>: 'heuristic' or a router artifact.")
+    routers: dict[str, str] = Field(default_factory=lambda: {"auto": BUILTIN},
+                                    description="Offered as routecraft/<name>: 'heuristic', 'builtin' (the learned "
+                                                "default shipped with routecraft where it was selected, else the "
+                                                "heuristic) or a router artifact.")
     heuristic: HeuristicConfig = Field(default_factory=HeuristicConfig)
     tradeoffs: dict[str, Tradeoff] = Field(default_factory=lambda: {
         "quality": Tradeoff(lam=0.0, description="best predicted score, cost ignored"),
@@ -209,7 +215,7 @@ class ServeConfig(_Strict):
             raise ValueError(f"default_tradeoff {self.default_tradeoff!r} is not in tradeoffs "
                              f"({', '.join(self.tradeoffs) or 'none'})")
         if "auto" not in self.routers:
-            self.routers = {"auto": HEURISTIC, **self.routers}
+            self.routers = {"auto": BUILTIN, **self.routers}
         names = [k.name for k in self.keys]
         dup = {n for n in names if names.count(n) > 1}
         if dup:
@@ -239,6 +245,24 @@ class ServeConfig(_Strict):
         data = self.model_dump()
         data.update({k: v for k, v in kw.items() if v is not None})
         return config_from_dict(data, "command-line options")
+
+
+def builtin_router(root: Optional[Path] = None) -> tuple[Optional[Path], str]:
+    """The learned default router shipped inside the package (``routecraft/configs/default_router``, or ``root``):
+    (its artifact folder, why) when its ``selection.json`` says it beat the heuristic router on held-out questions
+    (``{"selected": true, "rule": ..., "heldout": {...}}``), else (None, why the heuristic serves instead)."""
+    d = Path(root) if root is not None else Path(str(resources.files("routecraft") / "configs" / "default_router"))
+    sel = d / "selection.json"
+    if not (d / "router.json").is_file() or not sel.is_file():
+        return None, "no learned default router is shipped with this routecraft"
+    try:
+        info = json.loads(sel.read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"{sel}: unreadable ({exc})"
+    if not isinstance(info, dict) or info.get("selected") is not True:
+        why = info.get("rule") if isinstance(info, dict) else None
+        return None, f"the shipped learned router was not selected over the heuristic ({why or 'no rule'})"
+    return d, str(info.get("rule") or "selected")
 
 
 def hash_key(secret: str) -> str:

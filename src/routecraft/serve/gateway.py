@@ -75,7 +75,15 @@ from routecraft.routers.registry import load_router, make_router
 from routecraft.serve.admission import AuthThrottle, Held, Slots
 from routecraft.serve.auth import KeyStore
 from routecraft.serve.backends import DOWN, UP, Backend, Supervisor
-from routecraft.serve.config import HEURISTIC, PREFIX, ServeConfig, ServeConfigError, env_keys
+from routecraft.serve.config import (
+    BUILTIN,
+    HEURISTIC,
+    PREFIX,
+    ServeConfig,
+    ServeConfigError,
+    builtin_router,
+    env_keys,
+)
 from routecraft.serve.consult import execute_plan, is_consult_plan
 from routecraft.serve.conversation import (
     ChatRequest,
@@ -130,9 +138,11 @@ class Gateway:
     """The serving engine. ``endpoints`` maps served model names to base_urls (local models: their server's)."""
 
     def __init__(self, config: ServeConfig, *, base_dir: Optional[Path] = None,
-                 endpoints: Optional[dict[str, str]] = None, environ: Optional[dict] = None) -> None:
+                 endpoints: Optional[dict[str, str]] = None, environ: Optional[dict] = None,
+                 builtin_dir: Optional[Path] = None) -> None:
         self.config = config
         self.base_dir = base_dir
+        self.builtin_dir = builtin_dir  # where the shipped learned router is looked for (None: inside the package)
         self._endpoints = dict(endpoints or {})
         # a pool_endpoints() result also says which of them are private servers (restarted when they die) and which
         # come from `routecraft pool up` (followed in the pool state file)
@@ -271,7 +281,7 @@ class Gateway:
             raise ServeConfigError(f"host {cfg.host!r} is not a loopback address and no API key is configured: add "
                                    f"keys (or ${cfg.keys_env}), or set allow_open: true")
         heuristic_pal = [x for x in cfg.heuristic.strategies if "pal" in x]
-        if heuristic_pal and HEURISTIC in cfg.routers.values():  # start() refuses the same, after loading routers
+        if heuristic_pal and {HEURISTIC, BUILTIN} & set(cfg.routers.values()):  # start() refuses the same
             self._require_strict_sandbox(heuristic_pal, "the heuristic router offers")
 
     def _require_strict_sandbox(self, pal: list[str], offered: str) -> tuple[bool, str]:
@@ -318,6 +328,8 @@ class Gateway:
         specs = dict(self.config.routers)
         specs.setdefault(HEURISTIC, HEURISTIC)
         for name, spec in specs.items():
+            if spec == BUILTIN:
+                spec = self._builtin_spec(name)
             if spec in by_spec:
                 e = by_spec[spec]
                 loaded[name] = RouterEntry(name, spec, e.router, e.candidates, e.skipped, e.encoder, e.inline)
@@ -359,6 +371,23 @@ class Gateway:
             by_spec[spec] = e
             loaded[name] = e
         return loaded
+
+    def _builtin_spec(self, name: str) -> str:
+        """What ``builtin`` stands for here: the shipped learned router's folder when it was selected and all of its
+        candidates' models are served, else the heuristic (the log line says which, and why)."""
+        path, why = builtin_router(self.builtin_dir)
+        if path is not None:
+            try:
+                models = {Candidate.parse(c).model for c in json.loads((path / "router.json").read_text())
+                          ["candidates"]}
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                path, why = None, f"its artifact is unreadable ({exc})"
+            else:
+                missing = sorted(models - set(self.models))
+                if missing:
+                    path, why = None, f"its models {', '.join(missing)} are not all served here"
+        log.info("router %s: %s (%s)", name, "the shipped learned router" if path else "the heuristic", why)
+        return str(path) if path is not None else HEURISTIC
 
     #: a router whose decision (encode + decide) measured at most this at start-up decides on the event loop: a
     #: thread hop and the GIL hand-over cost more than such a decision, and under load the hop's queue dominates

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Collect routecraft's multi-task dataset on the local pool, in chunks of questions so that every task, model and
+# strategy grows together. Resumable: rerun the same command after a stop; finished cells are skipped.
+#
+#   scripts/collect_multitask.sh [PER_TASK=50] [CHUNK=5] [OUT=data/routecraft-multitask] [SPLIT=train]
+#
+# Questions: LLMRouter's query file of SPLIT (14 tasks), PER_TASK per task drawn with seed 0 and interleaved across
+# tasks (the first k*14 questions cover every task k times), so each chunk adds CHUNK questions per task.
+# Cells: the 4 local models x the strategies that apply to each task (`--strategies auto`: direct and cot
+# everywhere, cod where answers are reasoned, pal for numeric and math), at the default budget.
+# Held-out questions: SPLIT=test into another folder (scripts/collect_multitask.sh 10 5 data/routecraft-multitask-test test).
+set -euo pipefail
+PER_TASK=${1:-50}
+CHUNK=${2:-5}
+OUT=${3:-data/routecraft-multitask}
+SPLIT=${4:-train}
+export ROUTECRAFT_THREADS=${ROUTECRAFT_THREADS:-$(nproc)}
+MODELS=smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b
+for ((k = CHUNK; k <= PER_TASK; k += CHUNK)); do
+  echo "=== $k questions per task ($(date -u +%FT%TZ))"
+  until routecraft collect --data "llmrouter-$SPLIT:$PER_TASK" --limit $((k * 14)) --models "$MODELS" \
+    --strategies auto --out "$OUT" --concurrency 2 --parallel 2; do sleep 10; done
+done

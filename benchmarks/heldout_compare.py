@@ -46,6 +46,7 @@ from routecraft.data.schema import Candidate, DataValidationError, RoutingData
 from routecraft.evaluate.bench import align_prediction, takes_seed
 from routecraft.evaluate.cells import wilson
 from routecraft.routers import choose, make_router
+from routecraft.routers.base import ObservingRouter
 
 INSTRUCT = ["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"]
 MODEL_ROUTERS = ["random", "best-single", "knn", "mlp", "mf", "linear", "oracle"]
@@ -101,75 +102,54 @@ def summary_row(method: str, kind: str, score: np.ndarray, cost: np.ndarray, cal
     return row
 
 
-def _folds(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Candidate], folds: int, seed: int):
-    """(the complete outcomes over ``cands``, their query ids, the feature lookup, question -> fold)."""
+def _fold_splits(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Candidate], folds: int, seed: int):
+    """Per fold: (train split, test split, the test questions' positions in ``qids``, the feature lookup); the
+    train split is every other complete question of the dataset."""
     sub = data.filter_candidates(cands).complete()
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(qids))
-    return (sub, sub.queries["query_id"].tolist(), features_for(data, X),
-            {qids[i]: k % folds for k, i in enumerate(order)})
+    all_ids = sub.queries["query_id"].tolist()
+    feats = features_for(data, X)
+    order = np.random.default_rng(seed).permutation(len(qids))
+    fold_of = {qids[i]: k % folds for k, i in enumerate(order)}
+    pos = {q: i for i, q in enumerate(qids)}
+    for k in range(folds):
+        test_ids = [q for q in qids if fold_of[q] == k]
+        if not test_ids:
+            continue
+        test_set = set(test_ids)
+        test = sub.subset(test_ids)
+        yield (sub.subset([q for q in all_ids if q not in test_set]), test,
+               [pos[q] for q in test.queries["query_id"]], feats)
+
+
+def _realised(router, pred, test: RoutingData, Xt, cands: list[Candidate], lam: float):
+    """(score, cost, calls) per test question of the router's decision at ``lam``: a table router's pick (``pred``,
+    its prediction) scored on the logged cells, an observing router's plan replayed on the logged answers."""
+    if pred is None:
+        r = router.replay(test, Xt, lam)
+        return r.score, r.cost, r.calls
+    truth = test.matrices(candidates=cands)
+    p = choose(align_prediction(pred, truth.candidates), lam=lam)
+    rows = np.arange(len(p))
+    return truth.score[rows, p], truth.cost[rows, p], np.ones(len(rows))
 
 
 def cross_fit(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Candidate], router_name: str,
-              folds: int, seed: int, lambdas: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Realised score/cost per compared question at λ=0, and mean score/cost along ``lambdas`` (cross-fitted)."""
-    sub, all_ids, feats, fold_of = _folds(data, X, qids, cands, folds, seed)
-    s0 = np.zeros(len(qids))
-    c0 = np.zeros(len(qids))
-    sl = np.zeros((len(lambdas), len(qids)))
-    cl = np.zeros((len(lambdas), len(qids)))
-    pos = {q: i for i, q in enumerate(qids)}
-    for k in range(folds):
-        test_ids = [q for q in qids if fold_of[q] == k]
-        if not test_ids:
-            continue
-        test_set = set(test_ids)
-        train = sub.subset([q for q in all_ids if q not in test_set])
-        test = sub.subset(test_ids)
-        truth = test.matrices(candidates=cands)
+              folds: int, seed: int, lambdas: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per compared question, the cross-fitted router's realised score, cost and calls at λ=0; and mean score/cost
+    along ``lambdas``. A table router's pick is scored on the logged cells; an observing router's plan is replayed
+    on the logged answers (its cost: every consultation's)."""
+    n = len(qids)
+    s0, c0, k0 = np.zeros(n), np.zeros(n), np.ones(n)
+    sl, cl = np.zeros((len(lambdas), n)), np.zeros((len(lambdas), n))
+    for train, test, idx, feats in _fold_splits(data, X, qids, cands, folds, seed):
         router = make_router(router_name, **({"seed": seed} if takes_seed(router_name) else {}))
         fit_on = test if router.is_oracle else train
         router.fit(fit_on, feats(fit_on))
-        tq = test.queries
-        pred = router.predict(tq, feats(tq))
-        pred = align_prediction(pred, truth.candidates)
-        rows = np.arange(len(tq))
-        idx_of_test = [pos[q] for q in tq["query_id"]]
-        pick = choose(pred, lam=0.0)
-        s0[idx_of_test] = truth.score[rows, pick]
-        c0[idx_of_test] = truth.cost[rows, pick]
+        Xt = feats(test.queries)
+        pred = None if isinstance(router, ObservingRouter) else router.predict(test.queries, Xt)
+        s0[idx], c0[idx], k0[idx] = _realised(router, pred, test, Xt, cands, 0.0)
         for li, lam in enumerate(lambdas):
-            p = choose(pred, lam=float(lam))
-            sl[li, idx_of_test] = truth.score[rows, p]
-            cl[li, idx_of_test] = truth.cost[rows, p]
-    return s0, c0, sl.mean(1), cl.mean(1)
-
-
-def cross_fit_observing(data: RoutingData, X: np.ndarray, qids: list[str], cands: list[Candidate],
-                        router_name: str, folds: int, seed: int, lambdas: np.ndarray):
-    """As ``cross_fit`` for an observing router: per compared question, the replayed plan's score, cost and calls
-    at λ=0; and mean score/cost along ``lambdas``."""
-    sub, all_ids, feats, fold_of = _folds(data, X, qids, cands, folds, seed)
-    n = len(qids)
-    s0, c0, k0 = np.zeros(n), np.zeros(n), np.zeros(n)
-    sl, cl = np.zeros((len(lambdas), n)), np.zeros((len(lambdas), n))
-    pos = {q: i for i, q in enumerate(qids)}
-    for k in range(folds):
-        test_ids = [q for q in qids if fold_of[q] == k]
-        if not test_ids:
-            continue
-        test_set = set(test_ids)
-        train = sub.subset([q for q in all_ids if q not in test_set])
-        test = sub.subset(test_ids)
-        router = make_router(router_name, **({"seed": seed} if takes_seed(router_name) else {}))
-        router.fit(train, feats(train))
-        idx = [pos[q] for q in test.queries["query_id"]]
-        Xt = feats(test)
-        r = router.replay(test, Xt, 0.0)
-        s0[idx], c0[idx], k0[idx] = r.score, r.cost, r.calls
-        for li, lam in enumerate(lambdas):
-            r = router.replay(test, Xt, float(lam))
-            sl[li, idx], cl[li, idx] = r.score, r.cost
+            sl[li, idx], cl[li, idx], _ = _realised(router, pred, test, Xt, cands, float(lam))
     return s0, c0, k0, sl.mean(1), cl.mean(1)
 
 
@@ -242,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in MODEL_ROUTERS + ["rtr"]:
         cands = rtr_cands if name == "rtr" else model_cands
         t0 = time.perf_counter()
-        s0, c0, sl, cl = cross_fit(data, X, qids, cands, name, args.folds, args.seed, lambdas)
+        s0, c0, _, sl, cl = cross_fit(data, X, qids, cands, name, args.folds, args.seed, lambdas)
         label = f"{name} ({'model x strategy' if name == 'rtr' else 'model, ' + args.strategy})"
         rows.append(summary_row(label, "query-level router", s0, c0) | {"seconds": time.perf_counter() - t0})
         curves[label] = {"cost": cl.tolist(), "score": sl.tolist()}
@@ -250,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for name in OBSERVING_ROUTERS:
         t0 = time.perf_counter()
-        s0, c0, k0, sl, cl = cross_fit_observing(data, X, qids, rtr_cands, name, args.folds, args.seed, lambdas)
+        s0, c0, k0, sl, cl = cross_fit(data, X, qids, rtr_cands, name, args.folds, args.seed, lambdas)
         label = f"{name} (model x strategy, observes answers)"
         rows.append(summary_row(label, "observing router", s0, c0, k0) | {"seconds": time.perf_counter() - t0})
         curves[label] = {"cost": cl.tolist(), "score": sl.tolist()}

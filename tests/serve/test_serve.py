@@ -118,6 +118,17 @@ def test_query_kind():
     assert query_kind(MATH) == "numeric"
     assert query_kind(CHAT) == "qa"
     assert query_kind("Which is a mammal?\n(A) shark\n(B) whale\n(C) trout") == "choice"
+    # a request for a program is code (PAL cannot answer it: the gateway drops it), explaining code is not
+    assert query_kind("Write a Python function that reverses a string.") == "code"
+    assert query_kind("def add(a, b):\n    \"\"\"Return a + b.\"\"\"\n") == "code"
+    assert query_kind("Can you explain what a Python class is?") == "qa"
+    from routecraft.data.collect.multitask import llmrouter_queries  # LLMRouter's test file, shipped in the package
+
+    d = llmrouter_queries("test")
+    code = d[d["task"].isin(["mbpp", "human_eval"])]["text"]
+    assert len(code) == 100 and all(query_kind(q) == "code" for q in code)
+    other = d[d["task"].isin(["gsm8k", "natural_qa", "trivia_qa", "commonsense_qa"])]["text"]
+    assert len(other) == 200 and sum(query_kind(q) == "code" for q in other) == 0
     assert query_kind("I was born in 1990 and live at number 12.") == "qa"  # numbers without arithmetic
 
 

@@ -7,8 +7,10 @@ table, and answers ``decide_one`` without a queries table (the gateway's fast pa
 For a query (the routing text of a conversation) and each candidate (every pool model × the configured strategies,
 no length budget):
 
-* **kind** of the query: ``choice`` when it lists two or more options "(A) …", ``numeric`` when it has two or more
-  numbers and an arithmetic cue (how many/much, total, percent, +, ×, …), else ``qa`` (general chat).
+* **kind** of the query: ``choice`` when it lists two or more options "(A) …", ``code`` when it asks for a program
+  (write/implement/complete … a function/program/script/class, or it holds code: a fence, a ``def``), ``numeric``
+  when it has two or more numbers and an arithmetic cue (how many/much, total, percent, +, ×, …), else ``qa``
+  (general chat).
 * **difficulty** ``d = clip(0.1 + chars/3000 + 0.05·min(numbers, 8), 0, 0.9)``.
 * **model capability** ``q = clip(0.30 + 0.25·log10(size_b / 0.1), 0.05, 0.95)`` from ``size_b`` (parameters in
   billions); without a size, from the output price's rank in the pool (cheapest 0.3 … dearest 0.7).
@@ -43,6 +45,9 @@ MULT = {
     "math": {"default": 1.0, "direct": 0.8, "cod": 1.15, "cot": 1.25, "pal": 1.2, "sc": 1.35},
     "choice": {"default": 1.0, "direct": 1.0, "cod": 1.05, "cot": 1.1, "pal": 0.6, "sc": 1.15},
     "qa": {"default": 1.0, "direct": 0.7, "cod": 0.6, "cot": 0.6, "pal": 0.3, "sc": 0.6},
+    # a program is the answer: plain chat or a direct answer in a fenced block; PAL does not apply (the gateway
+    # drops it), step-by-step reasoning before the code helps little at these sizes
+    "code": {"default": 1.0, "direct": 1.0, "cod": 0.85, "cot": 0.9, "pal": 0.0, "sc": 0.9},
 }
 REASONING = {"cot", "cod", "pal", "sc"}
 
@@ -51,13 +56,19 @@ _ARITH = re.compile(r"\b(how (many|much|long|far|old)|total|sum|percent|average|
                     r"remain\w*|left|cost|price|profit|calculate|compute|solve|equation|product|difference)\b|"
                     r"[%$+×÷=*/^]|\d\s*[-x]\s*\d", re.I)
 _OPTION = re.compile(r"(?:^|\n|\s)\(?([A-J])[).:]\s+\S", re.M)
+_CODE_ASK = re.compile(r"\b(write|implement|complete|create|fix|refactor|code)\b[^.?!\n]{0,60}\b(function|program|"
+                       r"script|class|method|code|regex|query|snippet)\b|\b(python|javascript|sql|rust|java|c\+\+)"
+                       r"\s+(function|program|script|code)\b", re.I)
+_CODE_BODY = re.compile(r"```|^\s*(def|class|import|from \S+ import|#include|function)\b", re.M)
 
 
 def query_kind(text: str) -> str:
-    """"choice", "numeric" or "qa" for a routing text (see the module docstring)."""
+    """"choice", "code", "numeric" or "qa" for a routing text (see the module docstring)."""
     letters = set(_OPTION.findall(text or ""))
     if {"A", "B"} <= letters:
         return "choice"
+    if _CODE_ASK.search(text or "") or _CODE_BODY.search(text or ""):
+        return "code"
     if len(_NUM.findall(text or "")) >= 2 and _ARITH.search(text or ""):
         return "numeric"
     return "qa"

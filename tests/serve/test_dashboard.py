@@ -186,7 +186,7 @@ def test_every_dashboard_query_is_served_by_an_index(tmp_path):
     for r in random_rows(300, seed=3):
         led.record(r)
     led.close()
-    reader = LedgerReader(str(url))
+    reader = LedgerReader(str(url)).open()
     seen: list[tuple[str, tuple]] = []
     real = reader._conn
 

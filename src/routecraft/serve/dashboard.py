@@ -358,7 +358,7 @@ def _reader(app) -> LedgerReader:
     with _READER_LOCK:
         r = getattr(app.state, "dashboard_reader", None)
         if r is None:
-            r = app.state.dashboard_reader = LedgerReader(app.state.gateway.ledger)
+            r = app.state.dashboard_reader = LedgerReader(app.state.gateway.ledger).open()
         return r
 
 

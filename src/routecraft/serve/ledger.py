@@ -26,8 +26,8 @@ the row, so ``Ledger.spent(key)`` — what budgets are checked against across re
 however long the ledger is. A ledger created before ``key_spend`` existed is backfilled from ``requests`` on open.
 
 ``summarise(source, by=...)`` gives the totals that ``routecraft usage`` prints; ``read_rows(source)`` the rows;
-``usage_stats(LedgerReader(source), since)`` what the gateway's dashboard shows (SQL aggregates, each query served by
-an index, so a page stays fast on a ledger of 100,000 requests).
+``usage_stats(LedgerReader(source).open(), since)`` what the gateway's dashboard shows (SQL aggregates, each query
+served by an index, so a page stays fast on a ledger of 100,000 requests).
 Passwords never appear in errors, logs or ``Ledger.url`` (they read ``***``).
 """
 
@@ -695,24 +695,31 @@ class LedgerReader:
     connection can see, ``sqlite::memory:`` — the writer ``Ledger`` itself (read under its lock)."""
 
     def __init__(self, source: "str | Path | BaseLedger") -> None:
+        self.source = source
         self._pg: Optional[PostgresLedger] = None
         self._conn: Optional[sqlite3.Connection] = None
         self._own = True
+        self._lock = threading.Lock()
+        self.dialect: Optional[str] = None
+        self.url: Optional[str] = None
+
+    def open(self) -> "LedgerReader":
+        """Connect (read-only); LedgerError when the ledger cannot be read."""
+        source = self.source
         if isinstance(source, Ledger):
             if str(source.path) == ":memory:":  # only the writer's own connection sees it
                 self.dialect, self.url = "sqlite", source.url
                 self._conn, self._lock, self._own = source._c(), source._lock, False
-                return
+                return self
             source = source.path
         if isinstance(source, PostgresLedger):
             source = source._u
         u = source if isinstance(source, LedgerURL) else parse_ledger_url(source)
         self.url = u.display
-        self._lock = threading.Lock()
         if u.backend == "postgresql":
             self.dialect = "postgresql"
             self._pg = PostgresLedger(u, readonly=True).open()
-            return
+            return self
         self.dialect = "sqlite"
         if not u.path.exists():
             raise LedgerError(f"no usage ledger at {u.path}")
@@ -721,6 +728,7 @@ class LedgerReader:
                                          timeout=30.0, isolation_level=None)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read the usage ledger {u.path}: {exc}") from None
+        return self
 
     def read(self, fn):
         if self._pg is not None:
@@ -752,7 +760,7 @@ class LedgerReader:
             self._conn = None
 
     def __enter__(self) -> "LedgerReader":
-        return self
+        return self if self.dialect is not None else self.open()
 
     def __exit__(self, *exc) -> None:
         self.close()

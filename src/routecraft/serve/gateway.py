@@ -400,12 +400,16 @@ class Gateway:
         if isinstance(e.router, MultiStepRouter):
             return False
         times = []
+        upfront = getattr(e.router, "upfront_decision", None)  # an observing router's open-chat path
         for i in range(n):
-            text = f"warm-up question {i}: what is {i} plus {2 * i + 1}?"
+            # short and long texts (a long conversation's routing text costs more to encode)
+            text = f"warm-up question {i}: what is {i} plus {2 * i + 1}?" + (" and then" * 200 if i % 3 == 2 else "")
             t0 = time.perf_counter()
             try:
                 X = self._embed(e.encoder, text) if e.encoder else None
                 e.router.decide_one(text, X, lam=0.0, task="numeric", input_chars=len(text), max_tokens=None)
+                if upfront is not None and i % 2:
+                    upfront(text, X, lam=0.0, task="qa", input_chars=len(text), max_tokens=None)
             except Exception as exc:  # noqa: BLE001 - see the docstring
                 log.warning("router %s: a start-up trial decision failed (%s: %s); it decides on the routing "
                             "thread", e.name, type(exc).__name__, exc)

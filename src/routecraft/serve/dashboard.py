@@ -51,7 +51,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from routecraft.data.schema import candidate_id
 from routecraft.serve.auth import OPEN
 from routecraft.serve.conversation import RequestError
-from routecraft.serve.ledger import BYPASS, LedgerReader, Prices, usage_stats
+from routecraft.serve.ledger import BYPASS, LedgerError, LedgerReader, Prices, usage_stats
 
 WINDOWS: dict[str, Optional[float]] = {"15m": 900.0, "1h": 3600.0, "6h": 6 * 3600.0, "24h": 86400.0,
                                        "7d": 7 * 86400.0, "30d": 30 * 86400.0, "all": None}
@@ -225,7 +225,10 @@ async def dashboard(request: Request):
         return _html(login_page(nxt), 401)
     opts = view_options(qp)
     t0 = time.perf_counter()
-    stats = await asyncio.to_thread(read_stats, request.app, opts["window"], opts["last"])
+    try:
+        stats = await asyncio.to_thread(read_stats, request.app, opts["window"], opts["last"])
+    except LedgerError as exc:  # the ledger is unreachable (a PostgreSQL server down, a file gone): say so
+        return _html(f"<p id=\"ledger-error\">The usage ledger cannot be read: {html.escape(str(exc))}</p>", 503)
     t1 = time.perf_counter()
     live = live_state(_gateway(request))
     main = render_main(stats, live, opts)
@@ -244,7 +247,11 @@ async def dashboard_json(request: Request):
         return JSONResponse(RequestError(401, "missing API key: send 'Authorization: Bearer <key>' or log in at "
                                          "/dashboard", code="invalid_api_key").body(), status_code=401)
     opts = view_options(request.query_params)
-    stats = await asyncio.to_thread(read_stats, request.app, opts["window"], opts["last"])
+    try:
+        stats = await asyncio.to_thread(read_stats, request.app, opts["window"], opts["last"])
+    except LedgerError as exc:
+        return JSONResponse(RequestError(503, f"the usage ledger cannot be read: {exc}", type="server_error",
+                                         code="ledger_unavailable").body(), status_code=503)
     stats["window"] = opts["window"]
     stats["live"] = live_state(_gateway(request))
     return JSONResponse(stats, headers={"cache-control": "no-store"})

@@ -268,6 +268,22 @@ def plan_info(res: PlanResult, plan: dict) -> dict:
             "answered_by": res.chosen.candidate.id if res.chosen else None}
 
 
+def plain_outcome(cand: Candidate, r: Any, t0: float) -> Outcome:
+    """The outcome of a plain chat call (a ``ChatResult``) started at ``t0``: no extracted answer."""
+    mean, low = r.logprob_summary
+    return Outcome(cand, r.text, None, "plain", int(r.input_tokens or 0), int(r.output_tokens or 0),
+                   float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0,
+                   logprob_mean=mean, logprob_min=low)
+
+
+def run_outcome(cand: Candidate, run: Any, t0: float, details: Optional[dict] = None) -> Outcome:
+    """The outcome of a strategy run (a ``StrategyRun``) started at ``t0``."""
+    return Outcome(cand, run.text or "", run.answer, run.extraction.method, int(run.input_tokens or 0),
+                   int(run.output_tokens or 0), float(run.cost_usd or 0.0), run.finish_reason,
+                   time.perf_counter() - t0, dict(details or {}), logprob_mean=getattr(run, "logprob_mean", None),
+                   logprob_min=getattr(run, "logprob_min", None))
+
+
 class PoolExecutor:
     """An executor over pool models' chat clients (no gateway): a candidate with a strategy runs that strategy on
     the question (the last user message), a plain candidate (strategy ``default``) is one chat call with
@@ -299,16 +315,10 @@ class PoolExecutor:
             args = dict(self.chat_args)
             if self.max_tokens is not None:
                 args["max_tokens"] = self.max_tokens
-            r = await client.chat(messages, **args, **lp)
-            mean, low = r.logprob_summary
-            return Outcome(cand, r.text, None, "plain", int(r.input_tokens or 0), int(r.output_tokens or 0),
-                           float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0,
-                           logprob_mean=mean, logprob_min=low)
+            return plain_outcome(cand, await client.chat(messages, **args, **lp), t0)
         question = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), None)
         if not isinstance(question, str) or not question.strip():
             raise BackendError("no user question to run the strategy on", model=cand.model, endpoint="-",
                                status=400)
-        run = await get_strategy(cand.strategy).run(client, question, task, cand.budget, **lp)
-        return Outcome(cand, run.text or "", run.answer, run.extraction.method, int(run.input_tokens or 0),
-                       int(run.output_tokens or 0), float(run.cost_usd or 0.0), run.finish_reason,
-                       time.perf_counter() - t0, logprob_mean=run.logprob_mean, logprob_min=run.logprob_min)
+        return run_outcome(cand, await get_strategy(cand.strategy).run(client, question, task, cand.budget, **lp),
+                           t0)

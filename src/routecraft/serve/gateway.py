@@ -70,6 +70,7 @@ from routecraft.data.schema import DEFAULT, Candidate
 from routecraft.pool.client import ChatClient
 from routecraft.pool.config import Pool, PoolConfigError, load_pool
 from routecraft.routers.base import Decision, MultiStepRouter, Router
+from routecraft.routers.consult import plain_outcome, run_outcome
 from routecraft.routers.heuristic import query_kind
 from routecraft.routers.registry import load_router, make_router
 from routecraft.serve.admission import AuthThrottle, Held, Slots
@@ -881,11 +882,7 @@ class Gateway:
         t0 = time.perf_counter()
         lp = {"logprobs": True} if logprobs else {}
         if cand.strategy == DEFAULT:
-            r = await client.chat(messages, **self._plain_args(req), **lp)
-            mean, low = r.logprob_summary
-            return Outcome(cand, r.text, None, "plain", int(r.input_tokens or 0), int(r.output_tokens or 0),
-                           float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0,
-                           logprob_mean=mean, logprob_min=low)
+            return plain_outcome(cand, await client.chat(messages, **self._plain_args(req), **lp), t0)
         strat = get_strategy(cand.strategy)
         cap = req.output_cap
         q = single_question(messages)
@@ -930,10 +927,7 @@ class Gateway:
         details = ex_details(run.extraction)
         if run.samples:
             details["samples"] = [s.text for s in run.samples]
-        return Outcome(cand, run.text or "", run.answer, run.extraction.method, int(run.input_tokens or 0),
-                       int(run.output_tokens or 0), float(run.cost_usd or 0.0), run.finish_reason,
-                       time.perf_counter() - t0, details, logprob_mean=getattr(run, "logprob_mean", None),
-                       logprob_min=getattr(run, "logprob_min", None))
+        return run_outcome(cand, run, t0, details)
 
     async def execute(self, plan: Plan, messages: list[dict], req: ChatRequest) -> tuple[Outcome, list[dict]]:
         """Run the plan's candidates in order until one answers; (outcome, failures before it). A plan of

@@ -1,24 +1,33 @@
 """Pick the gateway's learned default router (``routers: {auto: builtin}``) by replay on held-out questions.
 
     python benchmarks/select_default_router.py --train data/routecraft-multitask \
-        --heldout data/routecraft-multitask-test [--routers mlp,mf,linear,knn] [--encoder static] \
-        [--out runs/default-router] [--ship]
+        --heldout data/routecraft-multitask-test [--routers mlp,mf,linear,knn,cascade,sequential] \
+        [--encoder static] [--out runs/default-router] [--ship]
 
-Candidates: every model × the strategies collected for *every* task (direct and CoT: the per-task strategies differ,
-and a router needs each candidate's outcome on each training question). Each learned router is fit on the
-training collection (features: ``--encoder``); the built-in heuristic router is built from the local pool's models
-with the same strategies. Both decide every held-out question at each of the gateway's trade-offs (``quality``,
-``balanced``, ``cheap``: the λs of the serve config's defaults), and a decision is scored by the collected cell of
-the chosen candidate on that question (greedy cells: the call the pool would make). The routing text of a question
-is what the gateway would see (a multiple-choice question with its options).
+**Candidates**: every model × strategy collected (direct, CoT, CoD, PAL). A strategy that does not apply to a
+task was never collected on it (PAL on a multiple-choice question); those cells are filled conservatively
+(``RoutingData.fill_inapplicable``: score 0 at the question's dearest cost), so that every router sees every
+candidate and a pick of one can only be scored as the worst call.
+
+**Replay as the gateway serves** (``routecraft serve`` with no task named): the task of a held-out question is what
+the gateway detects from its text (``query_kind``; a multiple-choice question is routed with its options), a
+candidate whose strategy does not apply to that task is dropped before the router's choice is taken
+(``Decision.restricted``, as the gateway does), and an observing router (``cascade``, ``sequential``) runs its plan
+of consultations only where the gateway would (a detected numeric, math or multiple-choice question: answers that
+can be compared), elsewhere its up-front decision. A pick is scored by the collected cell of the chosen candidate on
+that question (greedy cells: the call the pool would make); a plan is replayed on the logged answers. Each learned
+router is fit on the training collection (features: ``--encoder``); the built-in heuristic router is built from the
+local pool's models with the same strategies. Also shown: the best single candidate (chosen on the training
+questions at each trade-off) and the oracle (each held-out question's best collected cell).
 
 **The rule** (stated in selection.json): the learned router with the highest mean held-out utility (accuracy −
-λ·cost, averaged over the three trade-offs) is selected over the heuristic when its utility is higher at every
-trade-off; with ``--ship`` and a selection, its artifact and ``selection.json`` are written into
-``src/routecraft/configs/default_router``. Without a held-out collection (``--heldout`` omitted), a seeded 30% of the
-training questions is held out instead, and the result is a dry run: ``selected`` stays false.
+λ·cost, averaged over the gateway's trade-offs ``quality``, ``balanced``, ``cheap``: the serve config's default
+λs) is selected over the heuristic when its utility is higher at every trade-off; with ``--ship`` and a selection,
+its artifact and ``selection.json`` are written into ``src/routecraft/configs/default_router``. Without a held-out
+collection (``--heldout`` omitted), a seeded 30% of the training questions is held out instead, and the result is a
+dry run: ``selected`` stays false.
 
-Writes ``OUT/selection.json`` and ``OUT/heldout.md``.
+Writes ``OUT/selection.json`` and ``OUT/heldout.md`` (with a per-task table at the balanced trade-off).
 """
 
 from __future__ import annotations
@@ -38,10 +47,14 @@ from routecraft.data.features import EmbeddingCache, features_for
 from routecraft.data.schema import Candidate, RoutingData
 from routecraft.pool.config import load_pool
 from routecraft.routers import make_router
+from routecraft.routers.base import ObservingRouter
+from routecraft.routers.heuristic import query_kind
 from routecraft.serve.config import ServeConfig
+from routecraft.strategies import get_strategy, task_kind
 from routecraft.strategies.answers import format_choices
 
-COMMON = ("direct", "cot")
+STRATEGIES = ("direct", "cot", "cod", "pal")
+CONSULTABLE = ("numeric", "math", "choice")  # the gateway's consultable(): answers that can be compared
 SHIP = Path(__file__).resolve().parents[1] / "src" / "routecraft" / "configs" / "default_router"
 
 
@@ -56,12 +69,17 @@ def load(folder: str | Path) -> RoutingData:
     return RoutingData.from_frames(q, o)
 
 
-def common_cells(rd: RoutingData, models: list[str]) -> tuple[RoutingData, list[Candidate]]:
-    cands = [Candidate(m, s) for m in models for s in COMMON if Candidate(m, s).id in set(rd.candidate_ids)]
-    sub = rd.filter_candidates(cands).complete()
+def prepared(rd: RoutingData, models: list[str], cands: list[Candidate] | None = None
+             ) -> tuple[RoutingData, list[Candidate], int]:
+    """The questions with every candidate's cell (inapplicable ones filled), the candidates, the cells filled."""
+    rd, filled = rd.fill_inapplicable()
+    have = set(rd.candidate_ids)
+    if cands is None:
+        cands = [Candidate(m, s) for m in models for s in STRATEGIES if Candidate(m, s).id in have]
+    sub = rd.filter_candidates(cands).complete(cands)
     if not len(sub.queries):
-        raise SystemExit("no question has every (model, direct|cot) cell collected yet")
-    return sub, cands
+        raise SystemExit("no question has every (model, strategy) cell collected yet")
+    return sub, cands, filled
 
 
 def routing_texts(q: pd.DataFrame) -> list[str]:
@@ -72,26 +90,88 @@ def routing_texts(q: pd.DataFrame) -> list[str]:
     return out
 
 
-def replay(decide, test: RoutingData, cands: list[Candidate], lams: dict[str, float]) -> dict:
+def applies(strategy: str, task: str) -> bool:
+    return strategy == "default" or get_strategy(strategy).applies_to(task)
+
+
+def gateway_pick(decision, task: str, lam: float) -> Candidate:
+    """The gateway's choice from a router's decision: inapplicable strategies dropped, then the same rule."""
+    pred = decision.as_prediction()
+    keep = [j for j, c in enumerate(pred.candidates) if applies(c.strategy, task)]
+    return decision.restricted(keep, lam).candidate if keep else decision.candidate
+
+
+def score_picks(truth, picks: list[int], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return truth.score[rows, picks], truth.cost[rows, picks]
+
+
+def summarise(s: np.ndarray, c: np.ndarray, lam: float, picked: list[str], tasks: pd.Series,
+              calls: np.ndarray | None = None) -> dict:
+    shares = pd.Series(picked).value_counts(normalize=True).round(3)
+    per_task = {}
+    for t in sorted(set(tasks)):
+        m = (tasks == t).to_numpy()
+        top = pd.Series(np.asarray(picked, dtype=object)[m]).value_counts()
+        per_task[t] = {"accuracy": float(s[m].mean()), "cost_usd": float(c[m].mean()),
+                       "top_pick": str(top.index[0]), "top_share": float(top.iloc[0] / m.sum())}
+    out = {"lam": lam, "accuracy": float(s.mean()), "cost_usd": float(c.mean()),
+           "utility": float(s.mean() - lam * c.mean()), "shares": shares.head(5).to_dict(), "per_task": per_task}
+    if calls is not None:
+        out["calls"] = float(calls.mean())
+    return out
+
+
+def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candidate], lams: dict[str, float],
+           texts: list[str], tasks_seen: list[str]) -> dict:
+    """Each trade-off's accuracy, cost and utility of ``router`` on ``test`` as the gateway would serve it."""
     truth = test.matrices(candidates=cands)
     idx = {c.id: j for j, c in enumerate(truth.candidates)}
-    texts = routing_texts(test.queries)
+    n = len(texts)
+    feat = (lambda i: None) if Xte is None else (lambda i: Xte[i])
     out = {}
     for name, lam in lams.items():
-        picks = [idx[decide(i, texts[i], lam).candidate.id] for i in range(len(texts))]
-        rows = np.arange(len(picks))
-        s, c = truth.score[rows, picks], truth.cost[rows, picks]
-        shares = pd.Series([truth.candidates[j].id for j in picks]).value_counts(normalize=True).round(3)
-        out[name] = {"lam": lam, "accuracy": float(s.mean()), "cost_usd": float(c.mean()),
-                     "utility": float(s.mean() - lam * c.mean()), "shares": shares.head(5).to_dict()}
+        s, c, calls = np.zeros(n), np.zeros(n), np.ones(n)
+        picked = [""] * n
+        upfront = list(range(n))
+        if isinstance(router, ObservingRouter):
+            cons = np.array([task_kind(t) in CONSULTABLE for t in tasks_seen])
+            upfront = [i for i in range(n) if not cons[i]]
+            if cons.any():
+                rows = np.flatnonzero(cons)
+                sub = test.subset(set(test.queries["query_id"].iloc[rows]))
+                r = router.replay(sub, None if Xte is None else Xte[rows], lam)
+                s[rows], c[rows], calls[rows] = r.score, r.cost, r.calls
+                for i in rows:
+                    picked[i] = f"plan ({router.name})"
+        for i in upfront:
+            ctx = dict(lam=lam, task=tasks_seen[i], input_chars=len(texts[i]))
+            d = (router.upfront_decision(texts[i], feat(i), **ctx) if isinstance(router, ObservingRouter)
+                 else router.decide_one(texts[i], feat(i), **ctx))
+            j = idx[gateway_pick(d, tasks_seen[i], lam).id]
+            s[i], c[i], picked[i] = truth.score[i, j], truth.cost[i, j], truth.candidates[j].id
+        out[name] = summarise(s, c, lam, picked, test.queries["task"], calls)
     return out
+
+
+def reference(train: RoutingData, test: RoutingData, cands: list[Candidate], lams: dict[str, float]) -> dict:
+    """The best single candidate (picked on the training questions at each λ) and the per-question oracle."""
+    tr, te = train.matrices(candidates=cands), test.matrices(candidates=cands)
+    tasks = test.queries["task"]
+    best, oracle = {}, {}
+    for name, lam in lams.items():
+        j = int(np.argmax(tr.score.mean(0) - lam * tr.cost.mean(0)))
+        best[name] = summarise(te.score[:, j], te.cost[:, j], lam, [cands[j].id] * len(tasks), tasks)
+        k = np.argmax(te.score - lam * te.cost, axis=1)
+        rows = np.arange(len(k))
+        oracle[name] = summarise(te.score[rows, k], te.cost[rows, k], lam, [cands[x].id for x in k], tasks)
+    return {"best single": best, "oracle": oracle}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", required=True)
     ap.add_argument("--heldout", default=None)
-    ap.add_argument("--routers", default="mlp,mf,linear,knn")
+    ap.add_argument("--routers", default="mlp,mf,linear,knn,cascade,sequential")
     ap.add_argument("--encoder", default="static")
     ap.add_argument("--models", default=None, help="pool models to route between (default: every local model)")
     ap.add_argument("--seed", type=int, default=0)
@@ -101,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     pool = load_pool("local")
     models = [m.strip() for m in args.models.split(",")] if args.models else [m.name for m in pool.models]
     pool = pool.subset(models)
-    train_all, cands = common_cells(load(args.train), models)
+    train_all, cands, filled = prepared(load(args.train), models)
     dry = args.heldout is None
     if dry:
         ids = train_all.queries["query_id"].to_numpy()
@@ -109,47 +189,65 @@ def main(argv: list[str] | None = None) -> int:
         test_ids = set(rng.choice(ids, size=max(1, int(0.3 * len(ids))), replace=False))
         train = train_all.subset([q for q in ids if q not in test_ids])
         test = train_all.subset([q for q in ids if q in test_ids])
+        filled_test = 0
     else:
-        train, test = train_all, common_cells(load(args.heldout), models)[0]
+        train = train_all
+        test, _, filled_test = prepared(load(args.heldout), models, cands)
     lams = {k: t.lam for k, t in ServeConfig().tradeoffs.items()}
     enc = EmbeddingCache(args.encoder)
     both = pd.concat([train.queries, test.queries], ignore_index=True)
     X = enc.embed(routing_texts(both))
     feats = features_for(RoutingData.from_frames(both, pd.concat([train.outcomes, test.outcomes])), X)
     Xte = feats(test.queries)
+    texts = routing_texts(test.queries)
+    seen = [query_kind(t) for t in texts]  # the task the gateway detects (no task named)
+    detected = pd.crosstab(test.queries["task"], pd.Series(seen, name="detected")).to_dict(orient="index")
 
     results: dict[str, dict] = {}
-    heur = make_router("heuristic", strategies=list(COMMON)).fit_pool(pool.models)
-    results["heuristic"] = replay(lambda i, text, lam: heur.decide_one(text, lam=lam), test, cands, lams)
+    heur = make_router("heuristic", strategies=list(STRATEGIES)).fit_pool(pool.models)
+    results["heuristic"] = replay(heur, test, None, cands, lams, texts, seen)
     fitted = {}
     for name in [r.strip() for r in args.routers.split(",") if r.strip()]:
         r = make_router(name)
         r.encoder = enc.encoder
         r.fit(train, feats(train.queries))
         fitted[name] = r
-        results[name] = replay(lambda i, text, lam, r=r: r.decide_one(text, Xte[i], lam=lam), test, cands, lams)
+        results[name] = replay(r, test, Xte, cands, lams, texts, seen)
+        print(f"{name}: " + ", ".join(f"{t} {v['accuracy']:.3f}/${v['cost_usd']:.2g}" for t, v in
+                                      results[name].items()), file=sys.stderr)
+    refs = reference(train, test, cands, lams)
     mean_u = {k: float(np.mean([v["utility"] for v in res.values()])) for k, res in results.items()}
     best = max((k for k in results if k != "heuristic"), key=lambda k: mean_u[k])
     beats = all(results[best][t]["utility"] > results["heuristic"][t]["utility"] for t in lams)
     rule = ("the learned router with the highest mean held-out utility (accuracy − λ·cost over the trade-offs "
             f"{', '.join(f'{k} λ={v:g}' for k, v in lams.items())}) is selected when its utility beats the "
-            "heuristic's at every trade-off")
+            "heuristic's at every trade-off; replayed as the gateway serves (task detected from the text, "
+            "inapplicable strategies dropped, consultations only where answers compare)")
     selection = {"selected": bool(beats and not dry), "router": best, "rule": rule, "dry_run": dry,
                  "candidates": [c.id for c in cands], "n_train": int(len(train.queries)),
-                 "n_heldout": int(len(test.queries)), "encoder": args.encoder, "mean_utility": mean_u,
-                 "heldout": results, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                 "n_heldout": int(len(test.queries)), "filled_inapplicable": {"train": filled, "heldout": filled_test},
+                 "encoder": args.encoder, "mean_utility": mean_u, "heldout": results, "reference": refs,
+                 "detected_task": detected, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "selection.json").write_text(json.dumps(selection, indent=1))
     where = "dry run: 30% of the training collection" if dry else args.heldout
-    lines = [f"{len(test.queries)} held-out questions ({where}), "
-             f"{len(train.queries)} training questions; candidates {len(cands)} (model × direct|cot)", "",
-             "| router | " + " | ".join(f"{t} acc / $ / utility" for t in lams) + " |",
+    lines = [f"{len(test.queries)} held-out questions ({where}), {len(train.queries)} training questions; "
+             f"{len(cands)} candidates (model × {'|'.join(STRATEGIES)})", "",
+             "| router | " + " | ".join(f"{t} (λ={lams[t]:g}) acc / $ / utility" for t in lams) + " |",
              "|---|" + "---|" * len(lams)]
-    for k, res in results.items():
+    for k, res in {**results, **refs}.items():
         lines.append(f"| {k} | " + " | ".join(f"{res[t]['accuracy']:.3f} / {res[t]['cost_usd']:.2g} / "
                                                f"{res[t]['utility']:.3f}" for t in lams) + " |")
     lines += ["", f"best learned: {best}; beats the heuristic at every trade-off: {beats}; selected: "
-              f"{selection['selected']}"]
+              f"{selection['selected']}", "", "Per task at `balanced` (accuracy, the most frequent pick):", "",
+              "| task | " + " | ".join(["heuristic", best, "best single", "oracle"]) + " |", "|---|---|---|---|---|"]
+    cols = [results["heuristic"], results[best], refs["best single"], refs["oracle"]]
+    for t in sorted(set(test.queries["task"])):
+        cells = []
+        for res in cols:
+            pt = res["balanced"]["per_task"][t]
+            cells.append(f"{pt['accuracy']:.2f} {pt['top_pick']} ({pt['top_share']:.0%})")
+        lines.append(f"| {t} | " + " | ".join(cells) + " |")
     (args.out / "heldout.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.ship and selection["selected"]:

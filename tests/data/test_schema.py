@@ -98,3 +98,29 @@ def test_candidate_ids():
     assert Candidate.parse("m|cot|64") == Candidate("m", "cot", 64)
     assert Candidate.parse("m|default|default") == Candidate("m")
     assert Candidate.parse("m") == Candidate("m")
+
+
+def test_fill_inapplicable_fills_only_cells_whose_strategy_cannot_run():
+    """PAL has no cells on a multiple-choice question (never planned); a missing CoT cell is a real gap."""
+    q = pd.DataFrame({"query_id": ["n1", "c1", "c2", "x1"], "text": ["1+1?", "pick", "pick", "hi"],
+                      "task": ["gsm8k", "mmlu", "mmlu", "no-such-task"], "gold": ["2", "A", "B", None]})
+    rows = [("n1", "m", "cot", 1.0, 0.3), ("n1", "m", "pal", 1.0, 0.1),
+            ("c1", "m", "cot", 0.0, 0.5), ("c1", "m", "direct", 1.0, 0.05),
+            ("c2", "m", "direct", 1.0, 0.07),  # c2 lacks cot: applicable, stays missing
+            ("x1", "m", "cot", 1.0, 0.2), ("n1", "m", "direct", 0.0, 0.01), ("x1", "m", "direct", 1.0, 0.1)]
+    o = pd.DataFrame(rows, columns=["query_id", "model", "strategy", "score", "cost_usd"])
+    filled, n = RoutingData.from_frames(q, o).fill_inapplicable()
+    f = filled.outcomes[filled.outcomes["filled"]]
+    assert n == 2 and sorted(f["query_id"]) == ["c1", "c2"] and set(f["strategy"]) == {"pal"}
+    c1 = f[f["query_id"] == "c1"].iloc[0]
+    assert c1["score"] == 0 and c1["cost_usd"] == pytest.approx(0.5)  # the dearest collected cell of c1
+    assert not filled.outcomes.loc[~filled.outcomes["filled"], "score"].isna().any()
+    # the unknown task's missing PAL stays missing, and so does c2's cot: complete() keeps n1 and c1 only
+    assert sorted(filled.complete().queries["query_id"]) == ["c1", "n1"]
+    m = filled.complete().matrices()
+    j = m.candidate_ids.index(Candidate("m", "pal").id)
+    # a filled cell is never better than a real one: utility at any λ ≤ every collected cell of its query
+    row = m.query_ids.index("c1")
+    assert (m.score[row, j] - 3 * m.cost[row, j]) <= (m.score[row] - 3 * m.cost[row]).min() + 1e-12
+    again, n2 = filled.fill_inapplicable()
+    assert n2 == 0 and len(again.outcomes) == len(filled.outcomes)

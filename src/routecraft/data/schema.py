@@ -287,6 +287,53 @@ class RoutingData:
         keep = set(counts[counts == len(ids)].index)
         return self.subset(keep, outcomes=o)
 
+    def fill_inapplicable(self) -> tuple["RoutingData", int]:
+        """The data with a cell for every (query, candidate) that is missing *because the candidate's strategy does
+        not apply to the query's task* (``strategies.strategies_for``: PAL on a multiple-choice question, CoD on a
+        trivia question — a collection never plans those). A router needs every candidate's value on every query,
+        and the gateway never sends such a call, so the cell is filled conservatively: score 0 at the query's
+        dearest collected cost and tokens. Picking one is scored as the worst call that could have been made, so a
+        fill can never make a router look better. Filled rows have ``filled = True`` (collected rows ``False``) and
+        no response or answer. A missing cell whose strategy does apply stays missing (``complete()`` drops its
+        query), and queries of a task the strategies do not know are left as they are. Returns (data, rows
+        filled)."""
+        from routecraft.strategies.per_task import strategies_for
+
+        o = self.outcomes
+        cands = self.candidates
+        if not len(o) or not cands:
+            return self, 0
+        have = set(zip(o["query_id"], candidate_ids(o)))
+        dear = o.groupby("query_id").agg(cost_usd=("cost_usd", "max"),
+                                         input_tokens=("input_tokens", "max"),
+                                         output_tokens=("output_tokens", "max"))
+        applies: dict[str, set[str] | None] = {}
+        rows = []
+        for qid, task in zip(self.queries["query_id"], self.queries["task"]):
+            if qid not in dear.index:
+                continue
+            if task not in applies:
+                try:
+                    applies[task] = set(strategies_for(task)) | {DEFAULT}
+                except (ValueError, TypeError):
+                    applies[task] = None
+            ok = applies[task]
+            if ok is None:
+                continue
+            d = dear.loc[qid]
+            for c in cands:
+                if c.strategy in ok or (qid, c.id) in have:
+                    continue
+                rows.append({"query_id": qid, "model": c.model, "strategy": c.strategy, "budget": c.budget,
+                             "score": 0.0, "input_tokens": d["input_tokens"], "output_tokens": d["output_tokens"],
+                             "cost_usd": float(d["cost_usd"]), "filled": True})
+        if not rows:
+            return self, 0
+        fill = pd.DataFrame(rows)
+        base = o.assign(filled=o["filled"].fillna(False).astype(bool) if "filled" in o else False)
+        out = validate_outcomes(pd.concat([base, fill], ignore_index=True), file="<filled outcomes>")
+        return RoutingData(self.queries, out, dict(self.meta)), len(rows)
+
     def drop_sparse_candidates(self, min_coverage: float = 0.9) -> tuple["RoutingData", list[str]]:
         """Drop candidates that have outcomes for fewer than ``min_coverage`` of the queries; returns the dropped
         ids."""

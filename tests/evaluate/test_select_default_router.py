@@ -1,0 +1,96 @@
+"""benchmarks/select_default_router.py: held-out replay as the gateway serves — an inapplicable strategy is never
+the pick, a pick is scored by its collected cell, filled cells never help, the rule selects only a router that beats
+the heuristic at every trade-off."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from routecraft.data.schema import Candidate, RoutingData
+from routecraft.routers.base import Decision, Prediction
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sel():
+    spec = importlib.util.spec_from_file_location("select_default_router",
+                                                  ROOT / "benchmarks" / "select_default_router.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_gateway_pick_drops_an_inapplicable_strategy(sel):
+    cands = [Candidate("m", "pal"), Candidate("m", "cot"), Candidate("m", "direct")]
+    pred = Prediction(cands, np.array([[0.9, 0.6, 0.5]]), np.array([[1e-5, 2e-5, 1e-6]]))
+    d = Decision.from_prediction(pred, 0, lam=0.0)
+    assert d.candidate.strategy == "pal"
+    assert sel.gateway_pick(d, "code", 0.0).strategy == "cot"  # a program is the answer: PAL dropped
+    assert sel.gateway_pick(d, "numeric", 0.0).strategy == "pal"
+    assert sel.gateway_pick(d, "generation", 1e6).strategy == "direct"  # the same rule on what is left
+
+
+def _collection(n_per=6, seed=0):
+    """Arithmetic questions that only PAL of the big model solves, multiple-choice questions that only the small
+    model's direct answer gets right (PAL never collected on them)."""
+    rng = np.random.default_rng(seed)
+    q, o = [], []
+    for i in range(n_per):
+        q.append({"query_id": f"n{i}", "text": f"How many apples in total if Tom has {i + 2} and buys {i + 3}?",
+                  "task": "gsm8k", "gold": str(2 * i + 5)})
+        q.append({"query_id": f"c{i}", "text": f"Which is a fruit? {i}\n(A) apple\n(B) stone\n(C) car",
+                  "task": "mmlu", "gold": "A"})
+    for row in q:
+        num = row["task"] == "gsm8k"
+        for m, price in (("small", 1e-7), ("big", 1e-6)):
+            for s in ("direct", "cot") + (("pal",) if num else ()):
+                win = (num and m == "big" and s == "pal") or (not num and m == "small" and s == "direct")
+                o.append({"query_id": row["query_id"], "model": m, "strategy": s, "score": float(win),
+                          "cost_usd": price * (50 + rng.integers(0, 20)), "prediction": "x"})
+    return RoutingData.from_frames(pd.DataFrame(q), pd.DataFrame(o))
+
+
+def test_replay_scores_the_collected_cell_and_fills_never_help(sel):
+    rd = _collection()
+    sub, cands, filled = sel.prepared(rd, ["small", "big"])
+    assert filled == 12 and len(sub.queries) == 12  # PAL of both models on the 6 multiple-choice questions
+    assert {c.id for c in cands} == {Candidate(m, s).id for m in ("small", "big") for s in ("direct", "cot", "pal")}
+    texts = sel.routing_texts(sub.queries)
+    seen = [sel.query_kind(t) for t in texts]
+    assert seen.count("choice") == 6 and seen.count("numeric") == 6
+    ref = sel.reference(sub, sub, cands, {"quality": 0.0})
+    assert ref["oracle"]["quality"]["accuracy"] == 1.0
+    # no single candidate is right on both tasks (big PAL's multiple-choice cells are fills: 0)
+    best = ref["best single"]["quality"]
+    assert best["accuracy"] == 0.5
+    assert sorted(v["accuracy"] for v in best["per_task"].values()) == [0.0, 1.0]
+    X = np.eye(12)[:, :12]
+    r = sel.make_router("linear")
+    r.fit(sub, X)
+    res = sel.replay(r, sub, X, cands, {"quality": 0.0}, texts, seen)["quality"]
+    # a learned router that knows both tasks: PAL on arithmetic, never PAL on the letters (the gateway drops it)
+    assert res["per_task"]["gsm8k"]["top_pick"] == Candidate("big", "pal").id
+    assert res["per_task"]["mmlu"]["top_pick"] != Candidate("big", "pal").id
+    truth = sub.matrices(candidates=cands)
+    assert res["accuracy"] <= truth.score.max(1).mean() + 1e-12
+
+
+def test_observing_router_consults_only_where_answers_compare(sel):
+    rd = _collection()
+    sub, cands, _ = sel.prepared(rd, ["small", "big"])
+    texts = sel.routing_texts(sub.queries)
+    seen = [sel.query_kind(t) for t in texts]
+    seen = ["qa" if s == "choice" else s for s in seen]  # pretend the letters were not recognised: open chat
+    r = sel.make_router("cascade")
+    r.fit(sub, None)
+    res = sel.replay(r, sub, None, cands, {"quality": 0.0}, texts, seen)["quality"]
+    assert res["per_task"]["mmlu"]["top_pick"].startswith(("small", "big"))  # an up-front pick, no plan
+    assert not res["per_task"]["mmlu"]["top_pick"].startswith("plan")

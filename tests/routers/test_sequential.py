@@ -119,6 +119,24 @@ def test_sequential_equals_the_best_up_front_choice_where_observing_does_not_pay
     assert r.mode(0.0) == "cascade"
 
 
+def test_sequential_when_the_strongest_candidate_is_also_the_cheapest():
+    """Nothing is cheaper than the strongest candidate: the sequence is that one alone (no decision points); replay
+    and deciding still work (a split of routecraft's multi-task data did this and crashed the bench)."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(60):
+        for m, acc, cost in (("cheap-strong", 0.8, 0.1), ("dear-weak", 0.3, 1.0)):
+            rows.append((f"q{i:03d}", m, str(rng.integers(0, 3)), float(rng.random() < acc), cost))
+    d = _data(rows)
+    sp = d.split(seed=0, fractions=(0.7, 0.0, 0.3))
+    r = SequentialRouter(use_features=False, model="linear").fit(sp.train)
+    assert [r.candidates[j].model for j in r.policy.seq] == ["cheap-strong"]
+    for lam in (0.0, 1.0):
+        rep = r.replay(sp.test, None, lam)
+        assert len(rep.score) == len(sp.test.queries) and (rep.calls == 1).all()
+        assert rep.cost == pytest.approx(np.full(len(rep.cost), 0.1))
+
+
 @pytest.fixture(scope="module")
 def zeroeval():
     from routecraft.data.resolve import resolve_data

@@ -200,11 +200,13 @@ class SequentialPolicy:
                         0.0, 1.0) for m, st in zip(self.models, self.states(obs, X))]
 
     # ---- run -----------------------------------------------------------------------------------------------------
-    def actions(self, preds: list[np.ndarray], lam: float, max_cost: float | None = None) -> np.ndarray:
+    def actions(self, preds: list[np.ndarray], lam: float, max_cost: float | None = None,
+                n: int | None = None) -> np.ndarray:
         """(n,) how far each query goes: the number of sequence candidates consulted before stopping (1..K-1), or
-        ``K`` = every one in order, or ``-t`` = after t candidates, jump to the strongest."""
+        ``K`` = every one in order, or ``-t`` = after t candidates, jump to the strongest. A sequence of one
+        candidate has no decision points (``preds`` empty): every one of the ``n`` queries consults it."""
         K = len(self.seq)
-        n = preds[0].shape[0] if preds else 0
+        n = preds[0].shape[0] if preds else (n or 0)
         spent = np.full(n, self.step_cost[0])
         done = np.zeros(n, dtype=int)
         for t in range(1, K):
@@ -223,7 +225,7 @@ class SequentialPolicy:
 
     def replay(self, obs: Observations, preds: list[np.ndarray], lam: float,
                max_cost: float | None = None) -> Replay:
-        act = self.actions(preds, lam, max_cost)
+        act = self.actions(preds, lam, max_cost, n=obs.n)
         return self.replay_actions(obs, act)
 
     def replay_actions(self, obs: Observations, act: np.ndarray) -> Replay:

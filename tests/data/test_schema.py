@@ -124,3 +124,19 @@ def test_fill_inapplicable_fills_only_cells_whose_strategy_cannot_run():
     assert (m.score[row, j] - 3 * m.cost[row, j]) <= (m.score[row] - 3 * m.cost[row]).min() + 1e-12
     again, n2 = filled.fill_inapplicable()
     assert n2 == 0 and len(again.outcomes) == len(filled.outcomes)
+
+
+def test_densest_keeps_the_candidates_that_leave_the_most_complete_cells():
+    q = pd.DataFrame({"query_id": [f"q{i}" for i in range(10)], "text": ["t"] * 10, "task": ["gsm8k"] * 10})
+    rows = [(f"q{i}", "small", 1.0) for i in range(10)]  # a collection in progress: small on all 10,
+    rows += [(f"q{i}", m, 0.5) for i in range(6) for m in ("mid", "big")]  # the others on the first 6
+    rows += [("q0", "rare", 0.0)]  # one stray candidate
+    o = pd.DataFrame(rows, columns=["query_id", "model", "score"]).assign(cost_usd=0.1)
+    rd = RoutingData.from_frames(q, o)
+    d, dropped = rd.densest(0.9)
+    assert dropped == ["rare"] and len(d.queries) == 6 and len(d.candidates) == 3  # 18 cells, not small's 10
+    # the usual rule where it is the densest: 2 sparse candidates of 10 dropped, all queries kept
+    o2 = pd.DataFrame([(f"q{i}", m, 1.0) for i in range(10) for m in ("a", "b", "c")]
+                      + [(f"q{i}", "x", 0.0) for i in range(3)], columns=["query_id", "model", "score"])
+    d2, dropped2 = RoutingData.from_frames(q, o2.assign(cost_usd=0.1)).densest(0.9)
+    assert dropped2 == ["x"] and len(d2.queries) == 10

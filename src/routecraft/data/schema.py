@@ -345,6 +345,34 @@ class RoutingData:
             return self, []
         return RoutingData(self.queries, o[~cid.isin(dropped)].reset_index(drop=True), dict(self.meta)), dropped
 
+    def densest(self, min_coverage: float = 0.9) -> tuple["RoutingData", list[str]]:
+        """The candidates and queries that leave the most complete (query, candidate) cells, and the candidates
+        dropped. The usual rule drops candidates with outcomes for fewer than ``min_coverage`` of the queries; a
+        collection in progress (every model on the first N questions, the smallest on more) is the opposite case —
+        dropping the models not yet on every question would route between one model's strategies. So each
+        candidate set ``{coverage >= t}`` (``t``: ``min_coverage`` and every candidate's coverage) is tried, the
+        queries complete over it kept, and the one with the most cells wins (ties: ``min_coverage``'s, then more
+        candidates)."""
+        o = self.outcomes
+        cid = candidate_ids(o)
+        cover = cid.groupby(cid).size() / max(1, len(self.queries))
+        by_query = pd.crosstab(o["query_id"], cid).astype(bool)
+        best: tuple | None = None
+        for t in sorted({float(min_coverage), *cover.tolist()}, reverse=True):
+            keep = cover[cover >= t].index
+            if not len(keep):
+                continue
+            n_q = int(by_query[keep].all(axis=1).sum())
+            rank = (n_q * len(keep), t == float(min_coverage), len(keep))
+            if best is None or rank > best[0]:
+                best = (rank, set(keep))
+        if best is None:
+            return self, []
+        dropped = sorted(set(cover.index) - best[1])
+        kept = RoutingData(self.queries, o[~cid.isin(dropped)].reset_index(drop=True), dict(self.meta)) \
+            if dropped else self
+        return kept.complete(), dropped
+
     def subset(self, query_ids: Iterable[str], outcomes: pd.DataFrame | None = None) -> "RoutingData":
         keep = set(query_ids)
         o = self.outcomes if outcomes is None else outcomes

@@ -166,10 +166,11 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
     if filled and progress:
         progress(f"note: filled {filled} cells whose strategy does not apply to the query's task (PAL on a "
                  "multiple-choice question: never collected, never sent) as score 0 at the query's dearest cost")
-    data, dropped = data.drop_sparse_candidates(min_coverage)
+    n_q = len(data.queries)
+    data, dropped = data.densest(min_coverage)
     if dropped and progress:
-        progress(f"note: dropped candidates with outcomes for < {min_coverage:.0%} of queries: {', '.join(dropped)}")
-    data = data.complete()
+        progress(f"note: dropped {len(dropped)} candidates (the set leaving the most complete cells: "
+                 f"{len(data.queries)} of {n_q} queries × {len(data.candidates)} candidates): {', '.join(dropped)}")
     timings: dict = {"dropped_candidates": dropped, "filled_inapplicable": filled}
     if len(data.queries) < 10:
         raise ValueError(f"{data_name}: only {len(data.queries)} queries have an outcome for every candidate; "

@@ -14,7 +14,9 @@ gateway it is measured against:
 * Faults on request, by the request's ``model`` field: ``status-<code>`` answers that HTTP status with an
   OpenAI-style error body (``"stub error <code>"``), ``context`` answers llama.cpp's 400 for a prompt over the
   context, ``hang`` never answers, ``close`` closes the connection without answering, ``slow-<ms>`` answers after
-  that many milliseconds, ``stream-error`` streams one content chunk and then an ``error`` event.
+  that many milliseconds, ``stream-error`` streams one content chunk and then an ``error`` event, ``no-logprobs``
+  answers a request that asks for token log-probabilities (``logprobs``) with a 400, as backends without them do.
+  ``CALLS`` counts the chat requests per ``model`` field (tests read it).
 
     python benchmarks/openai_stub.py [--port 0] [--ready-file F]   # prints "port N" and writes {"port": N} to F
 
@@ -33,6 +35,7 @@ import threading
 import time
 
 ANSWER = "Paris."
+CALLS: dict[str, int] = {}
 _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found", 500: b"Internal Server Error",
             503: b"Service Unavailable"}
 
@@ -148,7 +151,10 @@ class _Conn(asyncio.Protocol):
                 w(_error(400, "invalid JSON", "invalid_request_error"))
                 return True
             model = str(req.get("model", ""))
-            if model.startswith("status-"):
+            CALLS[model] = CALLS.get(model, 0) + 1
+            if model == "no-logprobs" and req.get("logprobs"):
+                w(_error(400, "logprobs is not supported by this backend", "invalid_request_error"))
+            elif model.startswith("status-"):
                 code = int(model[7:])
                 w(_error(code, f"stub error {code}", "invalid_request_error" if code < 500 else "server_error"))
             elif model == "context":

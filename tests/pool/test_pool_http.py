@@ -226,3 +226,31 @@ def test_the_transport_follows_the_url_and_the_proxy_settings(monkeypatch):
     with pytest.raises(ValueError, match="transport must be"):
         ChatClient(PoolModel(name="m", endpoint="http://x/v1", price_in_per_m=0, price_out_per_m=0,
                              description="d"), transport="quic")
+
+
+def test_a_backend_that_refuses_logprobs_is_asked_again_without_them_once(stub):
+    """llama.cpp always returns log-probabilities, so the refusal (a 400 to a request asking for them, as some
+    OpenAI-compatible servers answer) comes from the stub. The call is answered, and the client stops asking; a 400
+    for any other reason is still an error."""
+    mod = _load_stub()  # its own module: CALLS counts this test's requests only
+    stub2, thread, loop = mod.start_stub()
+    try:
+        async def go():
+            async with ChatClient(_stub_model(stub2, "no-logprobs")) as c:
+                first = await c.chat(Q, logprobs=True)
+                refused = c.logprobs_refused
+                second = await c.chat(Q, logprobs=True)
+            async with ChatClient(_stub_model(stub2, "status-400")) as c:
+                with pytest.raises(BackendError) as err:
+                    await c.chat(Q, logprobs=True)
+                return first, refused, second, err.value, c.logprobs_refused
+
+        first, refused, second, err, other_refused = run(go())
+        assert first.text == second.text == "Paris." and first.logprobs is None
+        assert refused is True
+        assert mod.CALLS["no-logprobs"] == 3  # refused + asked again; the next call asks without them at once
+        assert err.status == 400 and other_refused is False  # the retry failed too: not a logprobs refusal
+        assert mod.CALLS["status-400"] == 2
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Optional, Sequence
+from typing import Any, AsyncIterator, Callable, Optional, Sequence
 
 from routecraft.pool.config import PoolModel
 from routecraft.pool.http import (
@@ -33,6 +34,11 @@ from routecraft.pool.http import (
 TRANSIENT_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 _USER_AGENT = "routecraft"
+
+log = logging.getLogger("routecraft.pool")
+
+#: the request fields that ask for token log-probabilities (chat: ``logprobs``/``top_logprobs``; completions: a count)
+LOGPROB_FIELDS = ("logprobs", "top_logprobs")
 
 
 class BackendError(RuntimeError):
@@ -243,6 +249,7 @@ class ChatClient:
         self.native_n = native_n
         self.transport_kind = transport
         self._transport = None
+        self.logprobs_refused = False  # set when the backend refused a call's token log-probabilities (a 400)
         if transport not in ("auto", "lean", "httpx"):
             raise ValueError(f"transport must be 'auto', 'lean' or 'httpx', got {transport!r}")
 
@@ -361,10 +368,10 @@ class ChatClient:
         if n > 1 and not self.native_n:
             return await self._fan_out(self.chat, n, seed, messages, max_tokens=max_tokens,
                                        temperature=temperature, stop=stop, **extra)
-        body = self._body({"model": self.model.api_model_id, "messages": list(messages), "temperature": temperature,
-                           "n": n}, max_tokens, stop, seed, extra)
         t0 = time.perf_counter()
-        resp, attempts = await self._with_retries(lambda: self._post("/chat/completions", body))
+        resp, attempts = await self._call("/chat/completions", lambda ex: self._body(
+            {"model": self.model.api_model_id, "messages": list(messages), "temperature": temperature, "n": n},
+            max_tokens, stop, seed, ex), extra)
         latency = time.perf_counter() - t0
         choices = _choices(resp)
         texts = [_text((c.get("message") or {}).get("content")) for c in choices]
@@ -379,15 +386,37 @@ class ChatClient:
         if n > 1 and not self.native_n:
             return await self._fan_out(self.complete, n, seed, prompt, max_tokens=max_tokens,
                                        temperature=temperature, stop=stop, **extra)
-        body = self._body({"model": self.model.api_model_id, "prompt": prompt, "temperature": temperature, "n": n},
-                          max_tokens, stop, seed, extra)
         t0 = time.perf_counter()
-        resp, attempts = await self._with_retries(lambda: self._post("/completions", body))
+        resp, attempts = await self._call("/completions", lambda ex: self._body(
+            {"model": self.model.api_model_id, "prompt": prompt, "temperature": temperature, "n": n},
+            max_tokens, stop, seed, ex), extra)
         latency = time.perf_counter() - t0
         choices = _choices(resp)
         texts = [_text(c.get("text")) for c in choices]
         finish = choices[0].get("finish_reason") if choices else None
         return self._result(resp.get("usage"), resp, texts, finish, latency, attempts, len(prompt))
+
+    async def _call(self, path: str, make_body: Callable[[dict], bytes], extra: dict) -> tuple[dict, int]:
+        """POST the body ``make_body(extra)`` (with retries). Token log-probabilities are optional: when a call that
+        asks for them (``logprobs``) is refused by the backend (a 400), it is sent again without them, and when
+        that one succeeds this client stops asking (``logprobs_refused``) — a backend that does not offer them is
+        not a failed call, and costs one extra request, once."""
+        wants = bool(extra.get("logprobs")) and any(k in extra for k in LOGPROB_FIELDS)
+        plain = {k: v for k, v in extra.items() if k not in LOGPROB_FIELDS}
+        if wants and self.logprobs_refused:
+            extra, wants = plain, False
+        body = make_body(dict(extra))
+        try:
+            return await self._with_retries(lambda: self._post(path, body))
+        except BackendError as exc:
+            if not wants or exc.status != 400:
+                raise
+            body = make_body(dict(plain))
+            out = await self._with_retries(lambda: self._post(path, body))
+            self.logprobs_refused = True
+            log.info("%s: the backend refused token log-probabilities (%s); not asking again", self.model.name,
+                     exc)
+            return out
 
     async def _post(self, path: str, body: bytes) -> dict:
         _, data = await self.transport.post(path, body)

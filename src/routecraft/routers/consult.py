@@ -132,19 +132,14 @@ def is_consult_plan(plan: Any) -> bool:
 async def consult(gw: Any, cand: Candidate, messages: list[dict], task: str, req: Any, stage: int,
                   logprobs: bool = False) -> Consultation:
     """One consultation; a failure is recorded, never raised (a backend fault still marks the model unhealthy).
-    ``logprobs``: ask for token log-probabilities; a backend that refuses the field (a client error) is asked again
-    without it, once."""
+    ``logprobs``: ask for token log-probabilities (a backend that refuses them is asked again without them, by the
+    pool client, and not asked again)."""
     c = Consultation(cand, stage=stage)
     if not gw.serves(cand.model):
         c.error, c.kind = f"model {cand.model!r} is not served here", "backend"
         return c
-    try:
-        try:
-            out = await gw.run_candidate(cand, messages, task, req, **({"logprobs": True} if logprobs else {}))
-        except BackendError as exc:
-            if not logprobs or failure_kind(exc) != "client":
-                raise
-            out = await gw.run_candidate(cand, messages, task, req)
+    try:  # a backend that refuses the log-probabilities is asked again without them by the client
+        out = await gw.run_candidate(cand, messages, task, req, **({"logprobs": True} if logprobs else {}))
     except Exception as exc:  # noqa: BLE001 - an observation: "no answer"
         c.error, c.kind = describe_failure(exc), failure_kind(exc)
         c.exc = exc

@@ -77,13 +77,9 @@ async def run_cell(cell: Cell, query: dict, client: Any, strategy: Any, grade: C
     t0 = time.perf_counter()
     choices = query_choices(query.get("choices"))
     kw: dict[str, Any] = {"choices": choices} if choices is not None else {}
-    try:
-        run = await strategy.run(client, query["text"], task=query["task"], budget=cell.budget,
-                                 **kw, **({"logprobs": True} if logprobs else {}))
-    except BackendError as exc:
-        if not logprobs or exc.status != 400:
-            raise
-        run = await strategy.run(client, query["text"], task=query["task"], budget=cell.budget, **kw)
+    # a backend that refuses the log-probabilities is asked again without them by the client (ChatClient._call)
+    run = await strategy.run(client, query["text"], task=query["task"], budget=cell.budget,
+                             **kw, **({"logprobs": True} if logprobs else {}))
     extra: dict[str, Any] = {}
     if choices is not None:
         extra["choices"] = choices

@@ -263,12 +263,20 @@ def plan_info(res: PlanResult, plan: dict) -> dict:
             "answered_by": res.chosen.candidate.id if res.chosen else None}
 
 
+def chat_outcome(cand: Candidate, r: Any, t0: float, extraction: Any = None,
+                 details: Optional[dict] = None) -> Outcome:
+    """The outcome of one chat call (a ``ChatResult``) started at ``t0``: with the strategy's ``extraction`` of its
+    text (answer and method), else no extracted answer (method "plain")."""
+    mean, low = r.logprob_summary
+    answer, method = (None, "plain") if extraction is None else (extraction.answer, extraction.method)
+    return Outcome(cand, r.text or "", answer, method, int(r.input_tokens or 0), int(r.output_tokens or 0),
+                   float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0, dict(details or {}),
+                   logprob_mean=mean, logprob_min=low)
+
+
 def plain_outcome(cand: Candidate, r: Any, t0: float) -> Outcome:
     """The outcome of a plain chat call (a ``ChatResult``) started at ``t0``: no extracted answer."""
-    mean, low = r.logprob_summary
-    return Outcome(cand, r.text, None, "plain", int(r.input_tokens or 0), int(r.output_tokens or 0),
-                   float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0,
-                   logprob_mean=mean, logprob_min=low)
+    return chat_outcome(cand, r, t0)
 
 
 def run_outcome(cand: Candidate, run: Any, t0: float, details: Optional[dict] = None) -> Outcome:

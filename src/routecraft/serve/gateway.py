@@ -70,7 +70,7 @@ from routecraft.data.schema import DEFAULT, Candidate
 from routecraft.pool.client import ChatClient
 from routecraft.pool.config import Pool, PoolConfigError, load_pool
 from routecraft.routers.base import Decision, MultiStepRouter, Router
-from routecraft.routers.consult import plain_outcome, run_outcome
+from routecraft.routers.consult import chat_outcome, plain_outcome, run_outcome
 from routecraft.routers.heuristic import query_kind
 from routecraft.routers.registry import load_router, make_router
 from routecraft.serve.admission import AuthThrottle, Held, Slots
@@ -918,10 +918,7 @@ class Gateway:
         r = await client.chat(msgs, max_tokens=max_t, temperature=strat.temperature, stop=strat.stop("chat"),
                               **(lp or {}))
         ex = await asyncio.to_thread(strat.extract, r.text or "", task)
-        mean, low = r.logprob_summary
-        return Outcome(cand, r.text or "", ex.answer, ex.method, int(r.input_tokens or 0), int(r.output_tokens or 0),
-                       float(r.cost_usd or 0.0), r.finish_reason, time.perf_counter() - t0, ex_details(ex),
-                       logprob_mean=mean, logprob_min=low)
+        return chat_outcome(cand, r, t0, ex, ex_details(ex))
 
     def _outcome(self, cand: Candidate, run: Any, t0: float) -> Outcome:
         details = ex_details(run.extraction)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import socket
 
 import httpx
@@ -482,3 +483,17 @@ def test_builtin_is_the_shipped_learned_router_only_where_it_was_selected(tmp_pa
     got = kinds()
     assert got["auto"] == "fixed" and got["heuristic"] == "heuristic"
     assert kinds(models=["small"])["auto"] == "heuristic"  # one of its models, big, is not served
+    # a shipped router whose query encoder cannot load here (say the `static` extra is missing): the heuristic
+    # serves routecraft/auto, with a warning, instead of the gateway refusing to start
+    lin = make_router("linear")
+    lin.fit(RoutingData.from_frames(qs, pd.DataFrame(rows)), np.eye(2))
+    lin.encoder = f"static:{tmp_path / 'no-such-encoder'}"
+    shutil.rmtree(shipped)
+    lin.save(shipped)
+    (shipped / "selection.json").write_text(json.dumps({"selected": True, "rule": "beat the heuristic"}))
+    got = kinds()
+    assert got["auto"] == "heuristic" and got["heuristic"] == "heuristic"
+    # named explicitly, the same artifact is a start-up error naming the encoder
+    gw = _gateway(tmp_path, routers={"auto": str(shipped)})
+    with pytest.raises(ServeConfigError, match=r"query encoder .*no-such-encoder.* cannot load"):
+        asyncio.run(gw.start())

@@ -329,49 +329,67 @@ class Gateway:
         specs = dict(self.config.routers)
         specs.setdefault(HEURISTIC, HEURISTIC)
         for name, spec in specs.items():
-            if spec == BUILTIN:
+            builtin = spec == BUILTIN
+            if builtin:
                 spec = self._builtin_spec(name)
+                if spec != HEURISTIC and spec not in by_spec:
+                    try:
+                        by_spec[spec] = self._load_entry(name, spec)
+                    except ServeConfigError as exc:  # not asked for by name: the heuristic serves instead
+                        log.warning("router %s: the shipped learned router cannot serve here (%s); the heuristic "
+                                    "serves instead", name, exc)
+                        spec = HEURISTIC
             if spec in by_spec:
                 e = by_spec[spec]
                 loaded[name] = RouterEntry(name, spec, e.router, e.candidates, e.skipped, e.encoder, e.inline)
                 continue
-            if spec == HEURISTIC:  # the built-in rule router, built from the served pool models
-                r: Router = make_router(HEURISTIC, strategies=self.config.heuristic.strategies).fit_pool(
-                    list(self.models.values()))
-            else:
-                path = self.config.router_dir(spec, self.base_dir)
-                try:
-                    r = load_router(path)
-                except (FileNotFoundError, ValueError, KeyError, ImportError, OSError) as exc:
-                    raise ServeConfigError(f"router {name!r} ({path}): cannot load: {exc}") from None
-            cands = [c for c in r.candidates if c.model in self.models]
-            skipped = [c.id for c in r.candidates if c.model not in self.models]
-            if not cands:
-                models = sorted({c.model for c in r.candidates})
-                raise ServeConfigError(f"router {name!r} ({spec}): none of its candidates' models is served "
-                                       f"(router models: {', '.join(models) or 'none'}; served: "
-                                       f"{', '.join(self.models)})")
-            encoder = None
-            if r.uses_features:
-                encoder = r.encoder
-                if not encoder:
-                    raise ServeConfigError(f"router {name!r} ({spec}) uses query features but its artifact names "
-                                           "no encoder")
-                try:  # one torch thread: the gateway shares the CPU with llama.cpp backends
-                    import torch
-
-                    torch.set_num_threads(1)
-                except ImportError:  # pragma: no cover - sentence-transformers needs torch anyway
-                    pass
-                self._embed(encoder, "warm-up")
-            if skipped:
-                log.warning("router %s: %d candidate(s) skipped (model not served): %s", name, len(skipped),
-                            ", ".join(skipped[:8]))
-            e = RouterEntry(name, spec, r, cands, skipped, encoder)
-            e.inline = r.light or self._fast_decider(e)
+            e = self._load_entry(name, spec)
             by_spec[spec] = e
             loaded[name] = e
         return loaded
+
+    def _load_entry(self, name: str, spec: str) -> RouterEntry:
+        """Load router ``spec`` (the heuristic or an artifact folder) for route ``name``, warm its encoder and time
+        its decisions; a ServeConfigError says what is wrong."""
+        if spec == HEURISTIC:  # the built-in rule router, built from the served pool models
+            r: Router = make_router(HEURISTIC, strategies=self.config.heuristic.strategies).fit_pool(
+                list(self.models.values()))
+        else:
+            path = self.config.router_dir(spec, self.base_dir)
+            try:
+                r = load_router(path)
+            except (FileNotFoundError, ValueError, KeyError, ImportError, OSError) as exc:
+                raise ServeConfigError(f"router {name!r} ({path}): cannot load: {exc}") from None
+        cands = [c for c in r.candidates if c.model in self.models]
+        skipped = [c.id for c in r.candidates if c.model not in self.models]
+        if not cands:
+            models = sorted({c.model for c in r.candidates})
+            raise ServeConfigError(f"router {name!r} ({spec}): none of its candidates' models is served "
+                                   f"(router models: {', '.join(models) or 'none'}; served: "
+                                   f"{', '.join(self.models)})")
+        encoder = None
+        if r.uses_features:
+            encoder = r.encoder
+            if not encoder:
+                raise ServeConfigError(f"router {name!r} ({spec}) uses query features but its artifact names "
+                                       "no encoder")
+            try:  # one torch thread: the gateway shares the CPU with llama.cpp backends
+                import torch
+
+                torch.set_num_threads(1)
+            except ImportError:  # pragma: no cover - sentence-transformers needs torch anyway
+                pass
+            try:
+                self._embed(encoder, "warm-up")
+            except Exception as exc:  # noqa: BLE001 - a missing extra, a missing or corrupt model folder
+                raise ServeConfigError(f"router {name!r} ({spec}): its query encoder {encoder!r} cannot load: "
+                                       f"{exc}") from None
+        if skipped:
+            log.warning("router %s: %d candidate(s) skipped (model not served): %s", name, len(skipped),
+                        ", ".join(skipped[:8]))
+        e = RouterEntry(name, spec, r, cands, skipped, encoder)
+        e.inline = r.light or self._fast_decider(e)
+        return e
 
     def _builtin_spec(self, name: str) -> str:
         """What ``builtin`` stands for here: the shipped learned router's folder when it was selected and all of its

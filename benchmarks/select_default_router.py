@@ -20,7 +20,8 @@ router is fit on the training collection (features: ``--encoder``); the built-in
 local pool's models with the same strategies. Also shown: the best single candidate (chosen on the training
 questions at each trade-off) and the oracle (each held-out question's best collected cell).
 
-**The rule** (stated in selection.json): the learned router with the highest mean held-out utility (accuracy −
+**The rule** (stated in selection.json): among the learned routers whose artifact fits in the package (at most
+``MAX_SHIP_BYTES``), the one with the highest mean held-out utility (accuracy −
 λ·cost, averaged over the gateway's trade-offs ``quality``, ``balanced``, ``cheap``: the serve config's default
 λs) is selected over the heuristic when its utility is higher at every trade-off; with ``--ship`` and a selection,
 its artifact and ``selection.json`` are written into ``src/routecraft/configs/default_router``. Without a held-out
@@ -56,6 +57,8 @@ from routecraft.strategies.answers import format_choices
 STRATEGIES = ("direct", "cot", "cod", "pal")
 CONSULTABLE = ("numeric", "math", "choice")  # the gateway's consultable(): answers that can be compared
 SHIP = Path(__file__).resolve().parents[1] / "src" / "routecraft" / "configs" / "default_router"
+#: the largest artifact shipped inside the package (router.json + state.safetensors)
+MAX_SHIP_BYTES = 4_000_000
 
 
 def load(folder: str | Path) -> RoutingData:
@@ -171,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", required=True)
     ap.add_argument("--heldout", default=None)
-    ap.add_argument("--routers", default="mlp,mf,linear,knn,cascade,sequential")
+    ap.add_argument("--routers", default="mlp,mf,linear,knn,ensemble,rtr,cascade,sequential")
     ap.add_argument("--encoder", default="static")
     ap.add_argument("--models", default=None, help="pool models to route between (default: every local model)")
     ap.add_argument("--seed", type=int, default=0)
@@ -206,38 +209,46 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict] = {}
     heur = make_router("heuristic", strategies=list(STRATEGIES)).fit_pool(pool.models)
     results["heuristic"] = replay(heur, test, None, cands, lams, texts, seen)
-    fitted = {}
+    fitted, sizes = {}, {}
     for name in [r.strip() for r in args.routers.split(",") if r.strip()]:
         r = make_router(name)
         r.encoder = enc.encoder
         r.fit(train, feats(train.queries))
         fitted[name] = r
+        art = r.save(args.out / "artifacts" / name)
+        sizes[name] = sum(f.stat().st_size for f in Path(art).iterdir() if f.is_file())
         results[name] = replay(r, test, Xte, cands, lams, texts, seen)
         print(f"{name}: " + ", ".join(f"{t} {v['accuracy']:.3f}/${v['cost_usd']:.2g}" for t, v in
                                       results[name].items()), file=sys.stderr)
     refs = reference(train, test, cands, lams)
     mean_u = {k: float(np.mean([v["utility"] for v in res.values()])) for k, res in results.items()}
-    best = max((k for k in results if k != "heuristic"), key=lambda k: mean_u[k])
+    shippable = [k for k in results if k != "heuristic" and sizes[k] <= MAX_SHIP_BYTES]
+    if not shippable:
+        raise SystemExit(f"no learned router's artifact is within {MAX_SHIP_BYTES:,} bytes: {sizes}")
+    best = max(shippable, key=lambda k: mean_u[k])
     beats = all(results[best][t]["utility"] > results["heuristic"][t]["utility"] for t in lams)
-    rule = ("the learned router with the highest mean held-out utility (accuracy − λ·cost over the trade-offs "
+    rule = (f"among the learned routers whose artifact is at most {MAX_SHIP_BYTES / 1e6:g} MB, the one with the "
+            "highest mean held-out utility (accuracy − λ·cost over the trade-offs "
             f"{', '.join(f'{k} λ={v:g}' for k, v in lams.items())}) is selected when its utility beats the "
             "heuristic's at every trade-off; replayed as the gateway serves (task detected from the text, "
             "inapplicable strategies dropped, consultations only where answers compare)")
     selection = {"selected": bool(beats and not dry), "router": best, "rule": rule, "dry_run": dry,
                  "candidates": [c.id for c in cands], "n_train": int(len(train.queries)),
                  "n_heldout": int(len(test.queries)), "filled_inapplicable": {"train": filled, "heldout": filled_test},
-                 "encoder": args.encoder, "mean_utility": mean_u, "heldout": results, "reference": refs,
+                 "encoder": args.encoder, "mean_utility": mean_u, "artifact_bytes": sizes, "heldout": results,
+                 "reference": refs,
                  "detected_task": detected, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "selection.json").write_text(json.dumps(selection, indent=1))
     where = "dry run: 30% of the training collection" if dry else args.heldout
     lines = [f"{len(test.queries)} held-out questions ({where}), {len(train.queries)} training questions; "
              f"{len(cands)} candidates (model × {'|'.join(STRATEGIES)})", "",
-             "| router | " + " | ".join(f"{t} (λ={lams[t]:g}) acc / $ / utility" for t in lams) + " |",
-             "|---|" + "---|" * len(lams)]
+             "| router | " + " | ".join(f"{t} (λ={lams[t]:g}) acc / $ / utility" for t in lams) + " | artifact |",
+             "|---|" + "---|" * len(lams) + "---|"]
     for k, res in {**results, **refs}.items():
+        size = f"{sizes[k] / 1e3:,.0f} kB" if k in sizes else "—"
         lines.append(f"| {k} | " + " | ".join(f"{res[t]['accuracy']:.3f} / {res[t]['cost_usd']:.2g} / "
-                                               f"{res[t]['utility']:.3f}" for t in lams) + " |")
+                                               f"{res[t]['utility']:.3f}" for t in lams) + f" | {size} |")
     lines += ["", f"best learned: {best}; beats the heuristic at every trade-off: {beats}; selected: "
               f"{selection['selected']}", "", "Per task at `balanced` (accuracy, the most frequent pick):", "",
               "| task | " + " | ".join(["heuristic", best, "best single", "oracle"]) + " |", "|---|---|---|---|---|"]
@@ -246,16 +257,14 @@ def main(argv: list[str] | None = None) -> int:
         cells = []
         for res in cols:
             pt = res["balanced"]["per_task"][t]
-            cells.append(f"{pt['accuracy']:.2f} {pt['top_pick']} ({pt['top_share']:.0%})")
+            pick = pt["top_pick"].removesuffix("|default").replace("qwen2.5-coder-", "qwen-")
+            cells.append(f"{pt['accuracy']:.2f} {pick} ({pt['top_share']:.0%})")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     (args.out / "heldout.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if args.ship and selection["selected"]:
         SHIP.mkdir(parents=True, exist_ok=True)
-        tmp = args.out / "artifact"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        fitted[best].save(tmp)
+        tmp = args.out / "artifacts" / best
         for f in ("router.json", "state.safetensors"):
             shutil.copy2(tmp / f, SHIP / f)
         (SHIP / "selection.json").write_text(json.dumps(selection, indent=1))

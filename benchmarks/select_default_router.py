@@ -12,21 +12,27 @@ candidate and a pick of one can only be scored as the worst call.
 **Replay as the gateway serves** (``routecraft serve`` with no task named): the task of a held-out question is what
 the gateway detects from its text (``query_kind``; a multiple-choice question is routed with its options), a
 candidate whose strategy does not apply to that task is dropped before the router's choice is taken
-(``Decision.restricted``, as the gateway does), and an observing router (``cascade``, ``sequential``) runs its plan
-of consultations only where the gateway would (a detected numeric, math or multiple-choice question: answers that
-can be compared), elsewhere its up-front decision. A pick is scored by the collected cell of the chosen candidate on
-that question (greedy cells: the call the pool would make); a plan is replayed on the logged answers. Each learned
-router is fit on the training collection (features: ``--encoder``); the built-in heuristic router is built from the
-local pool's models with the same strategies. Also shown: the best single candidate (chosen on the training
-questions at each trade-off) and the oracle (each held-out question's best collected cell).
+(``Decision.restricted``, as the gateway does) — and so is one never collected on the question's task (PAL applies
+to a multiple-choice question but was not collected there: the router's next choice is taken, which can only
+flatter a router that would have sent it; the served heuristic does at the cheap trade-off). An observing router
+(``cascade``, ``sequential``) runs its plan of consultations only where the gateway would (a detected numeric, math
+or multiple-choice question: answers that can be compared), elsewhere its up-front decision. A pick is scored by
+the collected cell of the chosen candidate on that question (greedy cells: the call the pool would make; collected
+under the question's own task, while the gateway prompts for the detected one — ``detected_task`` in
+selection.json says how often they differ); a plan is replayed on the logged answers. Each learned router is fit on
+the training collection (features: ``--encoder``). The heuristic router is built from the local pool's models as
+``routecraft serve`` builds it (its strategies ``default``, ``cot``, ``pal``; a plain ``default`` call was not
+collected and is scored on the model's ``direct`` cell), and once more over the collected strategies. Also shown:
+the best single candidate (chosen on the training questions at each trade-off) and the oracle (each held-out
+question's best collected cell).
 
 **The rule** (stated in selection.json): among the learned routers whose artifact fits in the package (at most
-``MAX_SHIP_BYTES``), the one with the highest mean held-out utility (accuracy −
-λ·cost, averaged over the gateway's trade-offs ``quality``, ``balanced``, ``cheap``: the serve config's default
-λs) is selected over the heuristic when its utility is higher at every trade-off; with ``--ship`` and a selection,
+``MAX_SHIP_BYTES``), the one with the highest mean held-out utility (accuracy − λ·cost, averaged over the
+gateway's trade-offs ``quality``, ``balanced``, ``cheap``: the serve config's default λs) is selected over the
+heuristic when its utility is higher than both heuristics' at every trade-off; with ``--ship`` and a selection,
 its artifact and ``selection.json`` are written into ``src/routecraft/configs/default_router``. Without a held-out
-collection (``--heldout`` omitted), a seeded 30% of the training questions is held out instead, and the result is a
-dry run: ``selected`` stays false.
+collection (``--heldout`` omitted), a seeded 30% of the training questions is held out instead, and the result is
+a dry run: ``selected`` stays false.
 
 Writes ``OUT/selection.json`` and ``OUT/heldout.md`` (with a per-task table at the balanced trade-off).
 """
@@ -45,7 +51,7 @@ import pandas as pd
 
 from routecraft.data.collect.local import query_choices
 from routecraft.data.features import EmbeddingCache, features_for
-from routecraft.data.schema import Candidate, RoutingData
+from routecraft.data.schema import Candidate, RoutingData, candidate_ids
 from routecraft.pool.config import load_pool
 from routecraft.routers import make_router
 from routecraft.routers.base import ObservingRouter
@@ -97,11 +103,28 @@ def applies(strategy: str, task: str) -> bool:
     return strategy == "default" or get_strategy(strategy).applies_to(task)
 
 
-def gateway_pick(decision, task: str, lam: float) -> Candidate:
-    """The gateway's choice from a router's decision: inapplicable strategies dropped, then the same rule."""
+def gateway_pick(decision, task: str, lam: float, collected: set[str] | None = None) -> Candidate:
+    """The gateway's choice from a router's decision: inapplicable strategies dropped, then the same rule.
+    ``collected``: the candidates with a collected cell on this question (a served router may pick a strategy
+    that applies but was never collected on the task, say PAL on a multiple-choice question: it takes its next
+    choice instead, as if the gateway offered the collection's strategies only)."""
     pred = decision.as_prediction()
-    keep = [j for j, c in enumerate(pred.candidates) if applies(c.strategy, task)]
+    keep = [j for j, c in enumerate(pred.candidates) if applies(c.strategy, task)
+            and (collected is None or c.id in collected
+                 or (c.strategy == "default" and Candidate(c.model, "direct", c.budget).id in collected))]
     return decision.restricted(keep, lam).candidate if keep else decision.candidate
+
+
+def cell_of(idx: dict[str, int], cand: Candidate) -> int:
+    """The collected cell a pick is scored on. The served heuristic's plain call (strategy ``default``: the
+    conversation as it is) was not collected; it is scored on the model's ``direct`` cell, the nearest (a short
+    answer, with the task's answer format asked for)."""
+    j = idx.get(cand.id)
+    if j is None and cand.strategy == "default":
+        j = idx.get(Candidate(cand.model, "direct", cand.budget).id)
+    if j is None:
+        raise KeyError(f"no collected cell for the pick {cand.id}")
+    return j
 
 
 def score_picks(truth, picks: list[int], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -130,6 +153,12 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
     truth = test.matrices(candidates=cands)
     idx = {c.id: j for j, c in enumerate(truth.candidates)}
     n = len(texts)
+    o = test.outcomes
+    real = o[~o["filled"].astype(bool)] if "filled" in o else o
+    collected: dict[str, set[str]] = {}
+    for qid, cid in zip(real["query_id"], candidate_ids(real)):
+        collected.setdefault(qid, set()).add(cid)
+    qids = test.queries["query_id"].tolist()
     feat = (lambda i: None) if Xte is None else (lambda i: Xte[i])
     out = {}
     for name, lam in lams.items():
@@ -150,7 +179,7 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
             ctx = dict(lam=lam, task=tasks_seen[i], input_chars=len(texts[i]))
             d = (router.upfront_decision(texts[i], feat(i), **ctx) if isinstance(router, ObservingRouter)
                  else router.decide_one(texts[i], feat(i), **ctx))
-            j = idx[gateway_pick(d, tasks_seen[i], lam).id]
+            j = cell_of(idx, gateway_pick(d, tasks_seen[i], lam, collected.get(qids[i], set())))
             s[i], c[i], picked[i] = truth.score[i, j], truth.cost[i, j], truth.candidates[j].id
         out[name] = summarise(s, c, lam, picked, test.queries["task"], calls)
     return out
@@ -207,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     detected = pd.crosstab(test.queries["task"], pd.Series(seen, name="detected")).to_dict(orient="index")
 
     results: dict[str, dict] = {}
-    heur = make_router("heuristic", strategies=list(STRATEGIES)).fit_pool(pool.models)
-    results["heuristic"] = replay(heur, test, None, cands, lams, texts, seen)
+    served = list(ServeConfig().heuristic.strategies)  # routecraft/heuristic as `routecraft serve` builds it
+    for label, strategies in (("heuristic", served), ("heuristic (collected strategies)", list(STRATEGIES))):
+        heur = make_router("heuristic", strategies=strategies).fit_pool(pool.models)
+        results[label] = replay(heur, test, None, cands, lams, texts, seen)
+    heuristics = [k for k in results]
     fitted, sizes = {}, {}
     for name in [r.strip() for r in args.routers.split(",") if r.strip()]:
         r = make_router(name)
@@ -222,16 +254,18 @@ def main(argv: list[str] | None = None) -> int:
                                       results[name].items()), file=sys.stderr)
     refs = reference(train, test, cands, lams)
     mean_u = {k: float(np.mean([v["utility"] for v in res.values()])) for k, res in results.items()}
-    shippable = [k for k in results if k != "heuristic" and sizes[k] <= MAX_SHIP_BYTES]
+    shippable = [k for k in results if k not in heuristics and sizes[k] <= MAX_SHIP_BYTES]
     if not shippable:
         raise SystemExit(f"no learned router's artifact is within {MAX_SHIP_BYTES:,} bytes: {sizes}")
     best = max(shippable, key=lambda k: mean_u[k])
-    beats = all(results[best][t]["utility"] > results["heuristic"][t]["utility"] for t in lams)
+    beats = all(results[best][t]["utility"] > results[h][t]["utility"] for t in lams for h in heuristics)
     rule = (f"among the learned routers whose artifact is at most {MAX_SHIP_BYTES / 1e6:g} MB, the one with the "
             "highest mean held-out utility (accuracy − λ·cost over the trade-offs "
             f"{', '.join(f'{k} λ={v:g}' for k, v in lams.items())}) is selected when its utility beats the "
-            "heuristic's at every trade-off; replayed as the gateway serves (task detected from the text, "
-            "inapplicable strategies dropped, consultations only where answers compare)")
+            f"heuristic's at every trade-off (the heuristic as served, strategies {', '.join(served)}, its plain "
+            "'default' call scored on the direct cell; and the heuristic over the collected strategies); replayed "
+            "as the gateway serves (task detected from the text, inapplicable strategies dropped, consultations "
+            "only where answers compare)")
     selection = {"selected": bool(beats and not dry), "router": best, "rule": rule, "dry_run": dry,
                  "candidates": [c.id for c in cands], "n_train": int(len(train.queries)),
                  "n_heldout": int(len(test.queries)), "filled_inapplicable": {"train": filled, "heldout": filled_test},

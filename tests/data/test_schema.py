@@ -140,3 +140,34 @@ def test_densest_keeps_the_candidates_that_leave_the_most_complete_cells():
                       + [(f"q{i}", "x", 0.0) for i in range(3)], columns=["query_id", "model", "score"])
     d2, dropped2 = RoutingData.from_frames(q, o2.assign(cost_usd=0.1)).densest(0.9)
     assert dropped2 == ["x"] and len(d2.queries) == 10
+
+
+def test_fill_inapplicable_leaves_collected_strategies_and_absent_models_alone():
+    q = pd.DataFrame({"query_id": ["n1", "n2", "t1", "t2"], "text": ["1+1?", "2+2?", "who?", "where?"],
+                      "task": ["gsm8k", "gsm8k", "trivia_qa", "trivia_qa"], "gold": ["2", "4", "x", "y"]})
+    rows = [("n1", "m", "direct", 1.0), ("n1", "m", "sc", 1.0), ("n2", "m", "direct", 0.0),  # sc named on purpose
+            ("t1", "m", "direct", 1.0), ("t1", "m", "cod", 0.0), ("t2", "m", "direct", 1.0),  # cod collected on t1
+            ("n1", "late", "direct", 1.0)]  # a model that has run on n1 only
+    o = pd.DataFrame(rows, columns=["query_id", "model", "strategy", "score"]).assign(cost_usd=0.1, latency_s=2.0)
+    filled, n = RoutingData.from_frames(q, o).fill_inapplicable()
+    f = filled.outcomes[filled.outcomes["filled"]]
+    # sc was collected on gsm8k (n1): n2's missing sc stays missing; cod was collected on trivia_qa (t1): t2's
+    # missing cod stays missing; sc was never collected on trivia_qa and is not in its plan: filled there
+    assert n == 2 and set(zip(f["query_id"], f["model"], f["strategy"])) == {("t1", "m", "sc"), ("t2", "m", "sc")}
+    assert not ((f["query_id"] == "n2") & (f["strategy"] == "sc")).any()
+    assert not ((f["query_id"] == "t2") & (f["strategy"] == "cod")).any()
+    assert not ((f["model"] == "late") & (f["query_id"] != "n1")).any()
+    assert f["tokens_estimated"].all() and (f["latency_s"] == 2.0).all()
+
+
+def test_densest_never_drops_a_candidate_the_usual_rule_keeps():
+    n = 100
+    q = pd.DataFrame({"query_id": [f"q{i:03d}" for i in range(n)], "text": ["t"] * n, "task": ["gsm8k"] * n})
+    rows = [(f"q{i:03d}", m) for i in range(n) for m in ("a", "b", "c")]
+    for k in range(9):  # nine candidates at 91% coverage, each missing 9 different queries
+        rows += [(f"q{i:03d}", f"x{k}") for i in range(n) if not (9 * k <= i < 9 * k + 9)]
+    o = pd.DataFrame(rows, columns=["query_id", "model"]).assign(score=1.0, cost_usd=0.1)
+    d, dropped = RoutingData.from_frames(q, o).densest(0.9)
+    assert dropped == [] and len(d.candidates) == 12 and len(d.queries) == n - 81
+    empty = RoutingData.from_frames(q, o.iloc[:0])
+    assert len(empty.densest(0.9)[0].queries) == 0

@@ -36,6 +36,15 @@ def test_gateway_pick_drops_an_inapplicable_strategy(sel):
     assert sel.gateway_pick(d, "code", 0.0).strategy == "cot"  # a program is the answer: PAL dropped
     assert sel.gateway_pick(d, "numeric", 0.0).strategy == "pal"
     assert sel.gateway_pick(d, "generation", 1e6).strategy == "direct"  # the same rule on what is left
+    # PAL applies to a multiple-choice question, but without a collected cell there the next choice is scored
+    assert sel.gateway_pick(d, "choice", 0.0).strategy == "pal"
+    collected = {Candidate("m", "cot").id, Candidate("m", "direct").id}
+    assert sel.gateway_pick(d, "choice", 0.0, collected).strategy == "cot"
+    # the served heuristic's plain call is scored on the model's direct cell
+    idx = {Candidate("m", "direct").id: 4}
+    assert sel.cell_of(idx, Candidate("m", "default")) == 4
+    with pytest.raises(KeyError, match="no collected cell"):
+        sel.cell_of(idx, Candidate("m", "cot"))
 
 
 def _collection(n_per=6, seed=0):

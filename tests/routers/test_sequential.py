@@ -133,7 +133,7 @@ def test_sequential_when_the_strongest_candidate_is_also_the_cheapest():
     assert [r.candidates[j].model for j in r.policy.seq] == ["cheap-strong"]
     for lam in (0.0, 1.0):
         rep = r.replay(sp.test, None, lam)
-        assert len(rep.score) == len(sp.test.queries) and (rep.calls == 1).all()
+        assert len(rep.score) == len(sp.test.queries) and (rep.calls == 1).all() and not rep.escalated.any()
         assert rep.cost == pytest.approx(np.full(len(rep.cost), 0.1))
 
 

@@ -289,12 +289,15 @@ class RoutingData:
 
     def fill_inapplicable(self) -> tuple["RoutingData", int]:
         """The data with a cell for every (query, candidate) that is missing *because the candidate's strategy does
-        not apply to the query's task* (``strategies.strategies_for``: PAL on a multiple-choice question, CoD on a
-        trivia question — a collection never plans those). A router needs every candidate's value on every query,
-        and the gateway never sends such a call, so the cell is filled conservatively: score 0 at the query's
-        dearest collected cost and tokens. Picking one is scored as the worst call that could have been made, so a
-        fill can never make a router look better. Filled rows have ``filled = True`` (collected rows ``False``) and
-        no response or answer. A missing cell whose strategy does apply stays missing (``complete()`` drops its
+        not apply to the query's task*: not in the task's plan (``strategies.strategies_for``: PAL on a
+        multiple-choice question, CoD on a trivia question) and collected on no question of that task. A router
+        needs every candidate's value on every query, so the cell is filled conservatively: score 0 at the query's
+        dearest collected cost, tokens and latency (``tokens_estimated``: they are a stand-in). Picking one is
+        scored as the worst call that could have been made, so a fill never raises a router's score; a
+        single-candidate baseline that is such a strategy scores 0 on the other tasks (as one candidate for every
+        request would). Only models with a collected cell on the query are filled; filled rows have ``filled =
+        True`` (collected rows ``False``) and no response or answer. A missing cell whose strategy was collected
+        on the task (in progress, or named on purpose: self-consistency) stays missing (``complete()`` drops its
         query), and queries of a task the strategies do not know are left as they are. Returns (data, rows
         filled)."""
         from routecraft.strategies.per_task import strategies_for
@@ -303,30 +306,39 @@ class RoutingData:
         cands = self.candidates
         if not len(o) or not cands:
             return self, 0
-        have = set(zip(o["query_id"], candidate_ids(o)))
-        dear = o.groupby("query_id").agg(cost_usd=("cost_usd", "max"),
-                                         input_tokens=("input_tokens", "max"),
-                                         output_tokens=("output_tokens", "max"))
-        applies: dict[str, set[str] | None] = {}
+        cid = candidate_ids(o)
+        have = set(zip(o["query_id"], cid))
+        ran = set(zip(o["query_id"], o["model"]))
+        task_of = dict(zip(self.queries["query_id"], self.queries["task"]))
+        seen: dict[str, set[str]] = {}
+        for qid, strat in zip(o["query_id"], o["strategy"]):
+            seen.setdefault(task_of.get(qid), set()).add(strat)
+        agg = {"cost_usd": ("cost_usd", "max"), "input_tokens": ("input_tokens", "max"),
+               "output_tokens": ("output_tokens", "max")}
+        if "latency_s" in o:
+            agg["latency_s"] = ("latency_s", "max")
+        dear = o.groupby("query_id").agg(**agg)
+        planned: dict[str, set[str] | None] = {}
         rows = []
-        for qid, task in zip(self.queries["query_id"], self.queries["task"]):
+        for qid, task in task_of.items():
             if qid not in dear.index:
                 continue
-            if task not in applies:
+            if task not in planned:
                 try:
-                    applies[task] = set(strategies_for(task)) | {DEFAULT}
+                    planned[task] = set(strategies_for(task)) | {DEFAULT} | seen.get(task, set())
                 except (ValueError, TypeError):
-                    applies[task] = None
-            ok = applies[task]
+                    planned[task] = None
+            ok = planned[task]
             if ok is None:
                 continue
             d = dear.loc[qid]
             for c in cands:
-                if c.strategy in ok or (qid, c.id) in have:
+                if c.strategy in ok or (qid, c.id) in have or (qid, c.model) not in ran:
                     continue
                 rows.append({"query_id": qid, "model": c.model, "strategy": c.strategy, "budget": c.budget,
                              "score": 0.0, "input_tokens": d["input_tokens"], "output_tokens": d["output_tokens"],
-                             "cost_usd": float(d["cost_usd"]), "filled": True})
+                             "tokens_estimated": True, "cost_usd": float(d["cost_usd"]),
+                             "latency_s": d.get("latency_s", np.nan), "filled": True})
         if not rows:
             return self, 0
         fill = pd.DataFrame(rows)
@@ -350,15 +362,15 @@ class RoutingData:
         dropped. The usual rule drops candidates with outcomes for fewer than ``min_coverage`` of the queries; a
         collection in progress (every model on the first N questions, the smallest on more) is the opposite case —
         dropping the models not yet on every question would route between one model's strategies. So each
-        candidate set ``{coverage >= t}`` (``t``: ``min_coverage`` and every candidate's coverage) is tried, the
-        queries complete over it kept, and the one with the most cells wins (ties: ``min_coverage``'s, then more
-        candidates)."""
+        candidate set ``{coverage >= t}`` (``t``: ``min_coverage`` and every candidate coverage below it) is tried,
+        the queries complete over it kept, and the one with the most cells wins (ties: ``min_coverage``'s, then
+        more candidates): it never drops a candidate the usual rule keeps."""
         o = self.outcomes
         cid = candidate_ids(o)
         cover = cid.groupby(cid).size() / max(1, len(self.queries))
         by_query = pd.crosstab(o["query_id"], cid).astype(bool)
         best: tuple | None = None
-        for t in sorted({float(min_coverage), *cover.tolist()}, reverse=True):
+        for t in sorted({float(min_coverage), *(c for c in cover.tolist() if c <= min_coverage)}, reverse=True):
             keep = cover[cover >= t].index
             if not len(keep):
                 continue
@@ -367,7 +379,7 @@ class RoutingData:
             if best is None or rank > best[0]:
                 best = (rank, set(keep))
         if best is None:
-            return self, []
+            return self.complete(), []
         dropped = sorted(set(cover.index) - best[1])
         kept = RoutingData(self.queries, o[~cid.isin(dropped)].reset_index(drop=True), dict(self.meta)) \
             if dropped else self

@@ -397,26 +397,26 @@ class ChatClient:
         return self._result(resp.get("usage"), resp, texts, finish, latency, attempts, len(prompt))
 
     async def _call(self, path: str, make_body: Callable[[dict], bytes], extra: dict) -> tuple[dict, int]:
-        """POST the body ``make_body(extra)`` (with retries). Token log-probabilities are optional: when a call that
-        asks for them (``logprobs``) is refused by the backend (a 400), it is sent again without them, and when
-        that one succeeds this client stops asking (``logprobs_refused``) — a backend that does not offer them is
-        not a failed call, and costs one extra request, once."""
-        wants = bool(extra.get("logprobs")) and any(k in extra for k in LOGPROB_FIELDS)
+        """POST the body ``make_body(extra)`` (with retries); (response, attempts). Token log-probabilities are
+        optional: when a call that asks for them (``logprobs``) is refused as a bad request (400 or 422, not a
+        context overflow), it is sent once more without them; when that one is answered, the backend is taken not
+        to offer them and this client stops asking (``logprobs_refused``, logged as a warning). A backend that
+        does not offer them is not a failed call, and costs one extra request, once."""
+        wants = bool(extra.get("logprobs")) and not self.logprobs_refused
         plain = {k: v for k, v in extra.items() if k not in LOGPROB_FIELDS}
-        if wants and self.logprobs_refused:
-            extra, wants = plain, False
-        body = make_body(dict(extra))
+        body = make_body(dict(extra if wants else plain))
         try:
             return await self._with_retries(lambda: self._post(path, body))
         except BackendError as exc:
-            if not wants or exc.status != 400:
+            if not wants or failure_kind(exc) != "client":
                 raise
-            body = make_body(dict(plain))
-            out = await self._with_retries(lambda: self._post(path, body))
-            self.logprobs_refused = True
-            log.info("%s: the backend refused token log-probabilities (%s); not asking again", self.model.name,
-                     exc)
-            return out
+            first = exc
+        body = make_body(dict(plain))
+        resp, attempts = await self._with_retries(lambda: self._post(path, body))
+        self.logprobs_refused = True
+        log.warning("%s: the backend refused a request asking for token log-probabilities (%s) and answered it "
+                    "without them; not asking again", self.model.name, first)
+        return resp, attempts + first.attempts
 
     async def _post(self, path: str, body: bytes) -> dict:
         _, data = await self.transport.post(path, body)

@@ -198,7 +198,7 @@ async def _run_cascade(gw, plan, by_id, messages, task, req) -> PlanResult:
 
 
 async def _finish(gw, final: Candidate, cons, messages, task, req, stage: int, escalated: bool) -> PlanResult:
-    have = next((c for c in cons if c.candidate == final and c.outcome is not None), None)
+    have = next((c for c in cons if c.candidate == final), None)  # consulted already (a sequence of one)
     c = have or await consult(gw, final, messages, task, req, stage)
     if have is None:
         cons.append(c)
@@ -241,7 +241,7 @@ async def _run_sequential(gw, router, plan, by_id, messages, task, req, features
             return await _finish(gw, seq[-1], cons, messages, task, req, t, escalated=True)
         cons.append(await consult(gw, seq[t], messages, task, req, t, lp))
         t += 1
-    return await _finish(gw, seq[-1], cons, messages, task, req, t, escalated=True)
+    return await _finish(gw, seq[-1], cons, messages, task, req, t, escalated=K > 1)
 
 
 def _as_observed(cons: list[Consultation]) -> list[dict]:

@@ -238,7 +238,7 @@ class SequentialPolicy:
         mask[jump, K - 1] = True
         top, _, _ = votes(keys, np.where(jump[:, None], False, mask))
         s = score_of(sub, top, mask & ~jump[:, None], np.zeros(n, dtype=int))
-        reached_strong = jump | (act == K)
+        reached_strong = (jump | (act == K)) & (K > 1)  # a sequence of one: that one answered, nothing escalated
         s = np.where(reached_strong, sub.score[:, K - 1], s)
         cost = np.where(mask, sub.cost, 0).sum(1)
         calls = mask.sum(1).astype(float)

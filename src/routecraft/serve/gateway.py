@@ -328,16 +328,19 @@ class Gateway:
         by_spec: dict[str, RouterEntry] = {}
         specs = dict(self.config.routers)
         specs.setdefault(HEURISTIC, HEURISTIC)
+        builtin_failed: set[str] = set()
         for name, spec in specs.items():
-            builtin = spec == BUILTIN
-            if builtin:
+            if spec == BUILTIN:
                 spec = self._builtin_spec(name)
-                if spec != HEURISTIC and spec not in by_spec:
+                if spec in builtin_failed:
+                    spec = HEURISTIC
+                elif spec != HEURISTIC and spec not in by_spec:
                     try:
                         by_spec[spec] = self._load_entry(name, spec)
-                    except ServeConfigError as exc:  # not asked for by name: the heuristic serves instead
+                    except Exception as exc:  # noqa: BLE001 - not asked for by name: the heuristic serves instead
                         log.warning("router %s: the shipped learned router cannot serve here (%s); the heuristic "
                                     "serves instead", name, exc)
+                        builtin_failed.add(spec)
                         spec = HEURISTIC
             if spec in by_spec:
                 e = by_spec[spec]

@@ -27,9 +27,10 @@ the best single candidate (chosen on the training questions at each trade-off) a
 question's best collected cell).
 
 **The rule** (stated in selection.json): among the learned routers whose artifact fits in the package (at most
-``MAX_SHIP_BYTES``), the one with the highest mean held-out utility (accuracy − λ·cost, averaged over the
-gateway's trade-offs ``quality``, ``balanced``, ``cheap``: the serve config's default λs) is selected over the
-heuristic when its utility is higher than both heuristics' at every trade-off; with ``--ship`` and a selection,
+``MAX_SHIP_BYTES``), the one with the highest mean utility (accuracy − λ·cost, averaged over the gateway's
+trade-offs ``quality``, ``balanced``, ``cheap``: the serve config's default λs) by 5-fold cross-validation on the
+training questions — the held-out ones are not used to choose — is selected over the heuristic when its held-out
+utility is higher than both heuristics' at every trade-off; with ``--ship`` and a selection,
 its artifact and ``selection.json`` are written into ``src/routecraft/configs/default_router``. Without a held-out
 collection (``--heldout`` omitted), a seeded 30% of the training questions is held out instead, and the result is
 a dry run: ``selected`` stays false.
@@ -185,6 +186,25 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
     return out
 
 
+def cv_utility(name: str, train: RoutingData, feats, cands: list[Candidate], lams: dict[str, float],
+               folds: int = 5, seed: int = 0) -> float:
+    """Mean utility over the trade-offs of router ``name`` by ``folds``-fold cross-validation on the training
+    questions, replayed as on the held-out ones: how the router to ship is chosen without looking at them."""
+    ids = train.queries["query_id"].to_numpy()
+    fold = np.random.default_rng(seed).permutation(len(ids)) % folds
+    utils = []
+    for f in range(folds):
+        tr, te = train.subset(ids[fold != f]), train.subset(ids[fold == f])
+        if not len(te.queries):
+            continue
+        r = make_router(name)
+        r.fit(tr, feats(tr.queries))
+        texts = routing_texts(te.queries)
+        res = replay(r, te, feats(te.queries), cands, lams, texts, [query_kind(t) for t in texts])
+        utils.append(np.mean([v["utility"] for v in res.values()]) * len(te.queries))
+    return float(np.sum(utils) / len(ids))
+
+
 def reference(train: RoutingData, test: RoutingData, cands: list[Candidate], lams: dict[str, float]) -> dict:
     """The best single candidate (picked on the training questions at each λ) and the per-question oracle."""
     tr, te = train.matrices(candidates=cands), test.matrices(candidates=cands)
@@ -237,11 +257,15 @@ def main(argv: list[str] | None = None) -> int:
 
     results: dict[str, dict] = {}
     served = list(ServeConfig().heuristic.strategies)  # routecraft/heuristic as `routecraft serve` builds it
+    fitted, sizes, cv = {}, {}, {}
+    tr_texts = routing_texts(train.queries)
+    tr_seen = [query_kind(t) for t in tr_texts]
     for label, strategies in (("heuristic", served), ("heuristic (collected strategies)", list(STRATEGIES))):
         heur = make_router("heuristic", strategies=strategies).fit_pool(pool.models)
         results[label] = replay(heur, test, None, cands, lams, texts, seen)
+        on_train = replay(heur, train, None, cands, lams, tr_texts, tr_seen)  # nothing learnt: no folds needed
+        cv[label] = float(np.mean([v["utility"] for v in on_train.values()]))
     heuristics = [k for k in results]
-    fitted, sizes = {}, {}
     for name in [r.strip() for r in args.routers.split(",") if r.strip()]:
         r = make_router(name)
         r.encoder = enc.encoder
@@ -250,40 +274,44 @@ def main(argv: list[str] | None = None) -> int:
         art = r.save(args.out / "artifacts" / name)
         sizes[name] = sum(f.stat().st_size for f in Path(art).iterdir() if f.is_file())
         results[name] = replay(r, test, Xte, cands, lams, texts, seen)
-        print(f"{name}: " + ", ".join(f"{t} {v['accuracy']:.3f}/${v['cost_usd']:.2g}" for t, v in
-                                      results[name].items()), file=sys.stderr)
+        cv[name] = cv_utility(name, train, feats, cands, lams, seed=args.seed)
+        held = ", ".join(f"{t} {v['accuracy']:.3f}/${v['cost_usd']:.2g}" for t, v in results[name].items())
+        print(f"{name}: cv utility {cv[name]:.3f}; held-out {held}", file=sys.stderr)
     refs = reference(train, test, cands, lams)
     mean_u = {k: float(np.mean([v["utility"] for v in res.values()])) for k, res in results.items()}
     shippable = [k for k in results if k not in heuristics and sizes[k] <= MAX_SHIP_BYTES]
     if not shippable:
         raise SystemExit(f"no learned router's artifact is within {MAX_SHIP_BYTES:,} bytes: {sizes}")
-    best = max(shippable, key=lambda k: mean_u[k])
+    best = max(shippable, key=lambda k: cv[k])  # chosen on the training questions, then tested held out
     beats = all(results[best][t]["utility"] > results[h][t]["utility"] for t in lams for h in heuristics)
     rule = (f"among the learned routers whose artifact is at most {MAX_SHIP_BYTES / 1e6:g} MB, the one with the "
-            "highest mean held-out utility (accuracy − λ·cost over the trade-offs "
-            f"{', '.join(f'{k} λ={v:g}' for k, v in lams.items())}) is selected when its utility beats the "
-            f"heuristic's at every trade-off (the heuristic as served, strategies {', '.join(served)}, its plain "
+            "highest mean utility by 5-fold cross-validation on the training questions (accuracy − λ·cost over "
+            "the trade-offs "
+            f"{', '.join(f'{k} λ={v:g}' for k, v in lams.items())}) is selected when its held-out utility beats "
+            f"the heuristic's at every trade-off (the heuristic as served, strategies {', '.join(served)}, its plain "
             "'default' call scored on the direct cell; and the heuristic over the collected strategies); replayed "
             "as the gateway serves (task detected from the text, inapplicable strategies dropped, consultations "
             "only where answers compare)")
     selection = {"selected": bool(beats and not dry), "router": best, "rule": rule, "dry_run": dry,
                  "candidates": [c.id for c in cands], "n_train": int(len(train.queries)),
                  "n_heldout": int(len(test.queries)), "filled_inapplicable": {"train": filled, "heldout": filled_test},
-                 "encoder": args.encoder, "mean_utility": mean_u, "artifact_bytes": sizes, "heldout": results,
-                 "reference": refs,
+                 "encoder": args.encoder, "mean_utility": mean_u, "cv_utility": cv, "artifact_bytes": sizes,
+                 "heldout": results, "reference": refs,
                  "detected_task": detected, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "selection.json").write_text(json.dumps(selection, indent=1))
     where = "dry run: 30% of the training collection" if dry else args.heldout
     lines = [f"{len(test.queries)} held-out questions ({where}), {len(train.queries)} training questions; "
              f"{len(cands)} candidates (model × {'|'.join(STRATEGIES)})", "",
-             "| router | " + " | ".join(f"{t} (λ={lams[t]:g}) acc / $ / utility" for t in lams) + " | artifact |",
-             "|---|" + "---|" * len(lams) + "---|"]
+             "| router | " + " | ".join(f"{t} (λ={lams[t]:g}) acc / $ / utility" for t in lams)
+             + " | train utility (CV) | artifact |",
+             "|---|" + "---|" * len(lams) + "---|---|"]
     for k, res in {**results, **refs}.items():
         size = f"{sizes[k] / 1e3:,.0f} kB" if k in sizes else "—"
+        cvu = f"{cv[k]:.3f}" if k in cv else "—"
         lines.append(f"| {k} | " + " | ".join(f"{res[t]['accuracy']:.3f} / {res[t]['cost_usd']:.2g} / "
-                                               f"{res[t]['utility']:.3f}" for t in lams) + f" | {size} |")
-    lines += ["", f"best learned: {best}; beats the heuristic at every trade-off: {beats}; selected: "
+                                               f"{res[t]['utility']:.3f}" for t in lams) + f" | {cvu} | {size} |")
+    lines += ["", f"chosen by train CV: {best}; beats both heuristics held out at every trade-off: {beats}; selected: "
               f"{selection['selected']}", "", "Per task at `balanced` (accuracy, the most frequent pick):", "",
               "| task | " + " | ".join(["heuristic", best, "best single", "oracle"]) + " |", "|---|---|---|---|---|"]
     cols = [results["heuristic"], results[best], refs["best single"], refs["oracle"]]

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from datetime import datetime, timezone
@@ -53,6 +54,7 @@ import pandas as pd
 from routecraft.data.collect.local import query_choices
 from routecraft.data.features import EmbeddingCache, features_for
 from routecraft.data.schema import Candidate, RoutingData, candidate_ids
+from routecraft.evaluate.bench import parse_router_spec
 from routecraft.pool.config import load_pool
 from routecraft.routers import make_router
 from routecraft.routers.base import ObservingRouter
@@ -186,9 +188,15 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
     return out
 
 
-def cv_utility(name: str, train: RoutingData, feats, cands: list[Candidate], lams: dict[str, float],
+def build(spec: str):
+    """A router from a spec as the bench takes it (``knn:k=10``)."""
+    _, name, params = parse_router_spec(spec)
+    return make_router(name, **params)
+
+
+def cv_utility(spec: str, train: RoutingData, feats, cands: list[Candidate], lams: dict[str, float],
                folds: int = 5, seed: int = 0) -> float:
-    """Mean utility over the trade-offs of router ``name`` by ``folds``-fold cross-validation on the training
+    """Mean utility over the trade-offs of router ``spec`` by ``folds``-fold cross-validation on the training
     questions, replayed as on the held-out ones: how the router to ship is chosen without looking at them."""
     ids = train.queries["query_id"].to_numpy()
     fold = np.random.default_rng(seed).permutation(len(ids)) % folds
@@ -197,7 +205,7 @@ def cv_utility(name: str, train: RoutingData, feats, cands: list[Candidate], lam
         tr, te = train.subset(ids[fold != f]), train.subset(ids[fold == f])
         if not len(te.queries):
             continue
-        r = make_router(name)
+        r = build(spec)
         r.fit(tr, feats(tr.queries))
         texts = routing_texts(te.queries)
         res = replay(r, te, feats(te.queries), cands, lams, texts, [query_kind(t) for t in texts])
@@ -223,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", required=True)
     ap.add_argument("--heldout", default=None)
-    ap.add_argument("--routers", default="mlp,mf,linear,knn,ensemble,rtr,cascade,sequential")
+    ap.add_argument("--routers", default="mlp,mf,linear,knn,knn:k=10,knn:k=5,ensemble,rtr,cascade,sequential",
+                    help="router specs as the bench takes them (knn:k=10); the one to ship is chosen by train CV")
     ap.add_argument("--encoder", default="static")
     ap.add_argument("--models", default=None, help="pool models to route between (default: every local model)")
     ap.add_argument("--seed", type=int, default=0)
@@ -267,11 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         cv[label] = float(np.mean([v["utility"] for v in on_train.values()]))
     heuristics = [k for k in results]
     for name in [r.strip() for r in args.routers.split(",") if r.strip()]:
-        r = make_router(name)
+        r = build(name)
         r.encoder = enc.encoder
         r.fit(train, feats(train.queries))
         fitted[name] = r
-        art = r.save(args.out / "artifacts" / name)
+        art = r.save(args.out / "artifacts" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
         sizes[name] = sum(f.stat().st_size for f in Path(art).iterdir() if f.is_file())
         results[name] = replay(r, test, Xte, cands, lams, texts, seen)
         cv[name] = cv_utility(name, train, feats, cands, lams, seed=args.seed)
@@ -326,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(lines))
     if args.ship and selection["selected"]:
         SHIP.mkdir(parents=True, exist_ok=True)
-        tmp = args.out / "artifacts" / best
+        tmp = args.out / "artifacts" / re.sub(r"[^A-Za-z0-9_.-]+", "_", best)
         for f in ("router.json", "state.safetensors"):
             shutil.copy2(tmp / f, SHIP / f)
         (SHIP / "selection.json").write_text(json.dumps(selection, indent=1))

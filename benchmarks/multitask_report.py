@@ -66,15 +66,23 @@ def markdown(t: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
+#: a pause longer than this between two of a model's rows is time it was not being collected (another model's
+#: turn, or between sittings): not counted in its rate
+GAP_S = 300.0
+
+
 def rate(o: pd.DataFrame) -> list[dict]:
-    """Cells per minute per model, from the timestamps of its rows (each model's rows are collected in one run,
-    one backend at a time): rows / (last − first)."""
+    """Cells per minute per model, from the timestamps of its rows: rows / the time spent collecting them (the sum
+    of the gaps between consecutive rows, leaving out pauses over ``GAP_S`` — other models' turns, other
+    sittings)."""
     ts = pd.to_datetime(o["collected_at"], utc=True, errors="coerce")
     out = []
     for m, g in o.assign(_t=ts).groupby("model", sort=False):
-        span = (g["_t"].max() - g["_t"].min()).total_seconds()
-        out.append({"model": m, "cells": int(len(g)), "minutes": span / 60,
-                    "cells_per_min": len(g) / (span / 60) if span > 0 else None,
+        gaps = g["_t"].sort_values().diff().dt.total_seconds().dropna()
+        busy = float(gaps[gaps <= GAP_S].sum())
+        out.append({"model": m, "cells": int(len(g)), "minutes": busy / 60,
+                    "cells_per_min": len(g) / (busy / 60) if busy > 0 else None,
+                    "sittings": int((gaps > GAP_S).sum()) + 1,
                     "mean_out_tokens": float(g["output_tokens"].mean()),
                     "hardware": sorted(g["hardware"].dropna().unique().tolist())})
     return out

@@ -113,25 +113,24 @@ def gateway_pick(decision, task: str, lam: float, collected: set[str] | None = N
     choice instead, as if the gateway offered the collection's strategies only)."""
     pred = decision.as_prediction()
     keep = [j for j, c in enumerate(pred.candidates) if applies(c.strategy, task)
-            and (collected is None or c.id in collected
-                 or (c.strategy == "default" and Candidate(c.model, "direct", c.budget).id in collected))]
+            and (collected is None or c.id in collected or scored_as(c).id in collected)]
     return decision.restricted(keep, lam).candidate if keep else decision.candidate
+
+
+def scored_as(cand: Candidate) -> Candidate:
+    """The candidate whose collected cell scores a pick when its own was not collected: for a plain ``default``
+    call, the model's ``direct``; else itself."""
+    return Candidate(cand.model, "direct", cand.budget) if cand.strategy == "default" else cand
 
 
 def cell_of(idx: dict[str, int], cand: Candidate) -> int:
     """The collected cell a pick is scored on. The served heuristic's plain call (strategy ``default``: the
     conversation as it is) was not collected; it is scored on the model's ``direct`` cell, the nearest (a short
     answer, with the task's answer format asked for)."""
-    j = idx.get(cand.id)
-    if j is None and cand.strategy == "default":
-        j = idx.get(Candidate(cand.model, "direct", cand.budget).id)
+    j = idx.get(cand.id, idx.get(scored_as(cand).id))
     if j is None:
         raise KeyError(f"no collected cell for the pick {cand.id}")
     return j
-
-
-def score_picks(truth, picks: list[int], rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return truth.score[rows, picks], truth.cost[rows, picks]
 
 
 def summarise(s: np.ndarray, c: np.ndarray, lam: float, picked: list[str], tasks: pd.Series,

@@ -51,8 +51,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from routecraft.data.collect.local import query_choices
 from routecraft.data.features import EmbeddingCache, features_for
+from routecraft.data.query_text import query_texts
 from routecraft.data.schema import Candidate, RoutingData, candidate_ids
 from routecraft.evaluate.bench import parse_router_spec
 from routecraft.pool.config import load_pool
@@ -61,7 +61,6 @@ from routecraft.routers.base import ObservingRouter
 from routecraft.routers.heuristic import query_kind
 from routecraft.serve.config import ServeConfig
 from routecraft.strategies import get_strategy, task_kind
-from routecraft.strategies.answers import format_choices
 
 STRATEGIES = ("direct", "cot", "cod", "pal")
 CONSULTABLE = ("numeric", "math", "choice")  # the gateway's consultable(): answers that can be compared
@@ -92,14 +91,6 @@ def prepared(rd: RoutingData, models: list[str], cands: list[Candidate] | None =
     if not len(sub.queries):
         raise SystemExit("no question has every (model, strategy) cell collected yet")
     return sub, cands, filled
-
-
-def routing_texts(q: pd.DataFrame) -> list[str]:
-    out = []
-    for text, choices in zip(q["text"], q["choices"] if "choices" in q else [None] * len(q)):
-        ch = query_choices(choices)
-        out.append(format_choices(text, ch) if ch else text)
-    return out
 
 
 def applies(strategy: str, task: str) -> bool:
@@ -150,8 +141,9 @@ def summarise(s: np.ndarray, c: np.ndarray, lam: float, picked: list[str], tasks
 
 
 def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candidate], lams: dict[str, float],
-           texts: list[str], tasks_seen: list[str]) -> dict:
-    """Each trade-off's accuracy, cost and utility of ``router`` on ``test`` as the gateway would serve it."""
+           texts: list[str], tasks_seen: list[str], per_question: dict | None = None) -> dict:
+    """Each trade-off's accuracy, cost and utility of ``router`` on ``test`` as the gateway would serve it
+    (``per_question``, when given, receives each trade-off's per-question utility array)."""
     truth = test.matrices(candidates=cands)
     idx = {c.id: j for j, c in enumerate(truth.candidates)}
     n = len(texts)
@@ -184,7 +176,18 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
             j = cell_of(idx, gateway_pick(d, tasks_seen[i], lam, collected.get(qids[i], set())))
             s[i], c[i], picked[i] = truth.score[i, j], truth.cost[i, j], truth.candidates[j].id
         out[name] = summarise(s, c, lam, picked, test.queries["task"], calls)
+        if per_question is not None:
+            per_question[name] = s - lam * c
     return out
+
+
+def paired_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
+    """Mean of ``a − b`` (per-question utilities of two routers on the same questions) and its 95% paired
+    bootstrap interval (questions resampled with replacement)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(reps, len(d)))
+    boot = d[idx].mean(axis=1)
+    return {"diff": float(d.mean()), "lo": float(np.quantile(boot, 0.025)), "hi": float(np.quantile(boot, 0.975))}
 
 
 def build(spec: str):
@@ -206,7 +209,7 @@ def cv_utility(spec: str, train: RoutingData, feats, cands: list[Candidate], lam
             continue
         r = build(spec)
         r.fit(tr, feats(tr.queries))
-        texts = routing_texts(te.queries)
+        texts = query_texts(te.queries)
         res = replay(r, te, feats(te.queries), cands, lams, texts, [query_kind(t) for t in texts])
         utils.append(np.mean([v["utility"] for v in res.values()]) * len(te.queries))
     return float(np.sum(utils) / len(ids))
@@ -230,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", required=True)
     ap.add_argument("--heldout", default=None)
-    ap.add_argument("--routers", default="mlp,mf,linear,knn,knn:k=10,knn:k=5,ensemble,rtr,cascade,sequential",
+    ap.add_argument("--routers", default="kind,mlp,mf,linear,knn,knn:k=10,knn:k=5,ensemble,rtr,cascade,sequential",
                     help="router specs as the bench takes them (knn:k=10); the one to ship is chosen by train CV")
     ap.add_argument("--encoder", default="static")
     ap.add_argument("--models", default=None, help="pool models to route between (default: every local model)")
@@ -256,21 +259,22 @@ def main(argv: list[str] | None = None) -> int:
     lams = {k: t.lam for k, t in ServeConfig().tradeoffs.items()}
     enc = EmbeddingCache(args.encoder)
     both = pd.concat([train.queries, test.queries], ignore_index=True)
-    X = enc.embed(routing_texts(both))
+    X = enc.embed(query_texts(both))
     feats = features_for(RoutingData.from_frames(both, pd.concat([train.outcomes, test.outcomes])), X)
     Xte = feats(test.queries)
-    texts = routing_texts(test.queries)
+    texts = query_texts(test.queries)
     seen = [query_kind(t) for t in texts]  # the task the gateway detects (no task named)
     detected = pd.crosstab(test.queries["task"], pd.Series(seen, name="detected")).to_dict(orient="index")
 
     results: dict[str, dict] = {}
     served = list(ServeConfig().heuristic.strategies)  # routecraft/heuristic as `routecraft serve` builds it
-    fitted, sizes, cv = {}, {}, {}
-    tr_texts = routing_texts(train.queries)
+    fitted, sizes, cv, per_q = {}, {}, {}, {}
+    tr_texts = query_texts(train.queries)
     tr_seen = [query_kind(t) for t in tr_texts]
     for label, strategies in (("heuristic", served), ("heuristic (collected strategies)", list(STRATEGIES))):
         heur = make_router("heuristic", strategies=strategies).fit_pool(pool.models)
-        results[label] = replay(heur, test, None, cands, lams, texts, seen)
+        per_q[label] = {}
+        results[label] = replay(heur, test, None, cands, lams, texts, seen, per_q[label])
         on_train = replay(heur, train, None, cands, lams, tr_texts, tr_seen)  # nothing learnt: no folds needed
         cv[label] = float(np.mean([v["utility"] for v in on_train.values()]))
     heuristics = [k for k in results]
@@ -281,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         fitted[name] = r
         art = r.save(args.out / "artifacts" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
         sizes[name] = sum(f.stat().st_size for f in Path(art).iterdir() if f.is_file())
-        results[name] = replay(r, test, Xte, cands, lams, texts, seen)
+        per_q[name] = {}
+        results[name] = replay(r, test, Xte, cands, lams, texts, seen, per_q[name])
         cv[name] = cv_utility(name, train, feats, cands, lams, seed=args.seed)
         held = ", ".join(f"{t} {v['accuracy']:.3f}/${v['cost_usd']:.2g}" for t, v in results[name].items())
         print(f"{name}: cv utility {cv[name]:.3f}; held-out {held}", file=sys.stderr)
@@ -292,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no learned router's artifact is within {MAX_SHIP_BYTES:,} bytes: {sizes}")
     best = max(shippable, key=lambda k: cv[k])  # chosen on the training questions, then tested held out
     beats = all(results[best][t]["utility"] > results[h][t]["utility"] for t in lams for h in heuristics)
+    # how sure: the chosen router's per-question utility minus each heuristic's, paired bootstrap 95% interval
+    margins = {h: {t: paired_ci(per_q[best][t], per_q[h][t]) for t in lams} for h in heuristics}
     rule = (f"among the learned routers whose artifact is at most {MAX_SHIP_BYTES / 1e6:g} MB, the one with the "
             "highest mean utility by 5-fold cross-validation on the training questions (accuracy − λ·cost over "
             "the trade-offs "
@@ -304,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
                  "candidates": [c.id for c in cands], "n_train": int(len(train.queries)),
                  "n_heldout": int(len(test.queries)), "filled_inapplicable": {"train": filled, "heldout": filled_test},
                  "encoder": args.encoder, "mean_utility": mean_u, "cv_utility": cv, "artifact_bytes": sizes,
-                 "heldout": results, "reference": refs,
+                 "heldout": results, "margin_vs_heuristics": margins, "reference": refs,
                  "detected_task": detected, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "selection.json").write_text(json.dumps(selection, indent=1))
@@ -320,7 +327,13 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {k} | " + " | ".join(f"{res[t]['accuracy']:.3f} / {res[t]['cost_usd']:.2g} / "
                                                f"{res[t]['utility']:.3f}" for t in lams) + f" | {cvu} | {size} |")
     lines += ["", f"chosen by train CV: {best}; beats both heuristics held out at every trade-off: {beats}; selected: "
-              f"{selection['selected']}", "", "Per task at `balanced` (accuracy, the most frequent pick):", "",
+              f"{selection['selected']}", "",
+              f"Held-out utility of {best} minus each heuristic's, with a 95% paired bootstrap interval over the "
+              "questions:", "", "| vs | " + " | ".join(lams) + " |", "|---|" + "---|" * len(lams)]
+    for h in heuristics:
+        lines.append(f"| {h} | " + " | ".join(f"{m['diff']:+.3f} [{m['lo']:+.3f}, {m['hi']:+.3f}]"
+                                              for m in margins[h].values()) + " |")
+    lines += ["", "Per task at `balanced` (accuracy, the most frequent pick):", "",
               "| task | " + " | ".join(["heuristic", best, "best single", "oracle"]) + " |", "|---|---|---|---|---|"]
     cols = [results["heuristic"], results[best], refs["best single"], refs["oracle"]]
     for t in sorted(set(test.queries["task"])):

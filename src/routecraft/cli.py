@@ -357,6 +357,7 @@ def calibrate(
     """Pick λ on the calibration split to hit a cost or call-share target; report what it achieves on test."""
     from routecraft.core.sweep import realised
     from routecraft.data.features import EmbeddingCache
+    from routecraft.data.query_text import query_texts
     from routecraft.data.resolve import resolve_data
     from routecraft.data.schema import DataValidationError
     from routecraft.evaluate.bench import align_prediction, parse_router_spec
@@ -370,7 +371,7 @@ def calibrate(
         r = make_router(rname, **params)
         sp = rd.split(seed=seed)
         enc = EmbeddingCache()
-        fx = (lambda d: enc.embed(d.queries["text"].tolist())) if r.uses_features else (lambda d: None)
+        fx = (lambda d: enc.embed(query_texts(d.queries))) if r.uses_features else (lambda d: None)
         r.fit(sp.train, fx(sp.train))
         val_truth, test_truth = sp.val.matrices(), sp.test.matrices()
         pv = align_prediction(r.predict(sp.val.queries, fx(sp.val)), val_truth.candidates)
@@ -401,6 +402,7 @@ def train(
 ) -> None:
     """Fit a router on a dataset (or train a multi-step router on the pool) and save a versioned artifact."""
     from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache, canonical_encoder
+    from routecraft.data.query_text import query_texts
     from routecraft.data.resolve import resolve_data
     from routecraft.data.schema import DataValidationError
     from routecraft.evaluate.bench import parse_router_spec
@@ -434,7 +436,7 @@ def train(
         r = make_router(rname, **params)
         X = None
         if r.uses_features:
-            X = EmbeddingCache(encoder or DEFAULT_ENCODER).embed(rd.queries["text"].tolist())
+            X = EmbeddingCache(encoder or DEFAULT_ENCODER).embed(query_texts(rd.queries))
             r.encoder = canonical_encoder(encoder or DEFAULT_ENCODER)
         r.fit(rd, X)
     except (DataValidationError, ValueError, KeyError) as exc:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from routecraft.data.query_text import query_texts
 from routecraft.data.schema import Candidate, RoutingData
 from routecraft.routers.base import Decision, Prediction
 
@@ -72,7 +73,7 @@ def test_replay_scores_the_collected_cell_and_fills_never_help(sel):
     sub, cands, filled = sel.prepared(rd, ["small", "big"])
     assert filled == 12 and len(sub.queries) == 12  # PAL of both models on the 6 multiple-choice questions
     assert {c.id for c in cands} == {Candidate(m, s).id for m in ("small", "big") for s in ("direct", "cot", "pal")}
-    texts = sel.routing_texts(sub.queries)
+    texts = query_texts(sub.queries)
     seen = [sel.query_kind(t) for t in texts]
     assert seen.count("choice") == 6 and seen.count("numeric") == 6
     ref = sel.reference(sub, sub, cands, {"quality": 0.0})
@@ -95,7 +96,7 @@ def test_replay_scores_the_collected_cell_and_fills_never_help(sel):
 def test_observing_router_consults_only_where_answers_compare(sel):
     rd = _collection()
     sub, cands, _ = sel.prepared(rd, ["small", "big"])
-    texts = sel.routing_texts(sub.queries)
+    texts = query_texts(sub.queries)
     seen = [sel.query_kind(t) for t in texts]
     seen = ["qa" if s == "choice" else s for s in seen]  # pretend the letters were not recognised: open chat
     r = sel.make_router("cascade")
@@ -103,3 +104,14 @@ def test_observing_router_consults_only_where_answers_compare(sel):
     res = sel.replay(r, sub, None, cands, {"quality": 0.0}, texts, seen)["quality"]
     assert res["per_task"]["mmlu"]["top_pick"].startswith(("small", "big"))  # an up-front pick, no plan
     assert not res["per_task"]["mmlu"]["top_pick"].startswith("plan")
+
+
+def test_paired_interval_of_a_utility_difference(sel):
+    rng = np.random.default_rng(0)
+    a = rng.random(200)
+    same = sel.paired_ci(a, a)
+    assert same == {"diff": 0.0, "lo": 0.0, "hi": 0.0}
+    m = sel.paired_ci(a + 0.1, a)  # a sure margin: the interval is the margin itself
+    assert m["diff"] == pytest.approx(0.1) and m["lo"] == pytest.approx(0.1) and m["hi"] == pytest.approx(0.1)
+    noisy = sel.paired_ci(a, rng.random(200))
+    assert noisy["lo"] < noisy["diff"] < noisy["hi"] and noisy["lo"] < 0 < noisy["hi"]

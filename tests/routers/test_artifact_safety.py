@@ -81,6 +81,7 @@ CASES = [
     ("linear+ridge-cost", "linear", {"cost_model": "ridge"}, "zeroeval"),
     ("ensemble", "ensemble", {}, "zeroeval"),
     ("heuristic", "heuristic", {}, None),
+    ("kind", "kind", {"prior": 2}, "zeroeval"),
     ("cascade", "cascade", {}, "zeroeval"),
     ("sequential", "sequential", {}, "zeroeval"),
     ("sequential-mlp", "sequential", {"model": "mlp", "upfront": "none"}, "zeroeval"),

@@ -497,3 +497,32 @@ def test_builtin_is_the_shipped_learned_router_only_where_it_was_selected(tmp_pa
     gw = _gateway(tmp_path, routers={"auto": str(shipped)})
     with pytest.raises(ServeConfigError, match=r"query encoder .*no-such-encoder.* cannot load"):
         asyncio.run(gw.start())
+
+
+def test_a_kind_router_artifact_routes_by_the_detected_kind(tmp_path):
+    """The learned ``kind`` router, served from its artifact: the kind it detects in the request's text picks the
+    candidate (here ``small`` is right on multiple choice, ``big`` on arithmetic)."""
+    from routecraft.data.schema import RoutingData
+    from routecraft.routers import make_router
+
+    # the options are kept apart, as a collection stores them: without them the two mmlu rows read as plain
+    # questions, like the two trivia rows, on which big is right (and a kind never seen would predict big too)
+    qs = pd.DataFrame({"query_id": ["c1", "c2", "n1", "n2", "t1", "t2"],
+                       "text": ["Which is a mammal?", "Which is a metal?",
+                                "Ann has 3 pens and buys 4 more. How many in total?",
+                                "A box holds 12 eggs. How many eggs are in 5 boxes?",
+                                "who wrote hamlet", "capital city of peru"],
+                       "task": ["mmlu", "mmlu", "gsm8k", "gsm8k", "trivia_qa", "trivia_qa"],
+                       "choices": [["shark", "whale"], ["iron", "wood"], None, None, None, None]})
+    rows = [{"query_id": q, "model": m, "strategy": "direct", "score": float((q[0] == "c") == (m == "small")),
+             "cost_usd": 1e-6 if m == "small" else 1e-5} for q in qs["query_id"] for m in ("small", "big")]
+    make_router("kind", prior=0).fit(RoutingData.from_frames(qs, pd.DataFrame(rows))).save(tmp_path / "kind")
+    gw = _gateway(tmp_path, routers={"auto": str(tmp_path / "kind")})
+
+    async def go(c):
+        return [await c.post("/v1/routecraft/route", json=_chat(content=text)) for text in (
+            "Which gas do plants take in?\n(A) Oxygen\n(B) Carbon dioxide", MATH)]
+
+    choice, numeric = (r.json() for r in _run(gw, go))
+    assert choice["decision"]["model"] == "small" and numeric["decision"]["model"] == "big"
+    assert gw.routers["auto"].kind == "kind"

@@ -28,6 +28,7 @@ import pandas as pd
 from routecraft.core import metrics as M
 from routecraft.core.sweep import choose_indices, lambda_grid, sweep
 from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache, features_for
+from routecraft.data.query_text import query_texts
 from routecraft.data.schema import Candidate, OutcomeMatrices, RoutingData
 from routecraft.evaluate.html_report import render_html, write_html
 from routecraft.evaluate.plots import plot_tradeoff
@@ -180,7 +181,7 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
         t0 = time.perf_counter()
         if progress:
             progress(f"embedding {len(data.queries)} queries with {encoder}")
-        features = EmbeddingCache(encoder).embed(data.queries["text"].tolist())
+        features = EmbeddingCache(encoder).embed(query_texts(data.queries))
         timings["embed_s"] = time.perf_counter() - t0
     feats = features_for(data, features)
     result = BenchResult(data_name, seeds, [lbl for lbl, _, _ in specs], timings=timings)

@@ -50,6 +50,8 @@ MULT = {
     "code": {"default": 1.0, "direct": 1.0, "cod": 0.85, "cot": 0.9, "pal": 0.0, "sc": 0.9},
 }
 REASONING = {"cot", "cod", "pal", "sc"}
+#: what ``query_kind`` returns
+QUERY_KINDS = ("choice", "code", "numeric", "qa")
 
 _NUM = re.compile(r"(?<![A-Za-z])\d+(?:[.,]\d+)?")
 _ARITH = re.compile(r"\b(how (many|much|long|far|old)|total|sum|percent|average|each|per|times|twice|half|"

@@ -23,6 +23,8 @@ REGISTRY: dict[str, str] = {
     "ensemble": "routecraft.routers.ensemble:EnsembleRouter",
     # the built-in rule router: built from the pool's sizes and prices (fit_pool), no training data
     "heuristic": "routecraft.routers.heuristic:HeuristicRouter",
+    # the best candidate per detected kind of query (choice, code, numeric, qa), learnt from outcomes
+    "kind": "routecraft.routers.kind:KindRouter",
     # reasoning-aware routers: model × strategy (RTR), model × length budget (R2-Router), all three (joint)
     "rtr": "routecraft.routers.rtr:RTRRouter",
     "r2": "routecraft.routers.r2_router:R2Router",

@@ -6,9 +6,7 @@ appends their rows to the store in shards as they finish.
 
 from __future__ import annotations
 
-import ast
 import asyncio
-import json
 import logging
 import math
 import time
@@ -17,6 +15,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from routecraft.data.collect.store import Cell, CollectionStore, hardware_tag
+from routecraft.data.query_text import query_choices
 from routecraft.pool.client import BackendError
 from routecraft.strategies.answers import task_kind
 
@@ -37,29 +36,6 @@ def _runs_code(task: str, metric: str | None) -> bool:
         return task_kind(task) == "code"
     except (TypeError, ValueError):
         return False
-
-
-def query_choices(v: Any) -> list[str] | None:
-    """A query's options as a list of strings: a list/tuple/array (a Parquet list column reads back as an array),
-    the JSON or Python-literal text of a list; None when it has none."""
-    if _missing(v):
-        return None
-    if isinstance(v, str):
-        s = v.strip()
-        if not s:
-            return None
-        try:
-            v = json.loads(s)
-        except json.JSONDecodeError:
-            try:
-                v = ast.literal_eval(s)
-            except (ValueError, SyntaxError):
-                raise ValueError(f"choices {s[:80]!r} are not a list") from None
-    if hasattr(v, "tolist"):
-        v = v.tolist()
-    if not isinstance(v, (list, tuple)):
-        raise ValueError(f"choices must be a list of option texts, got {type(v).__name__}")
-    return [str(c) for c in v] or None
 
 
 async def run_cell(cell: Cell, query: dict, client: Any, strategy: Any, grade: Callable[..., float],

@@ -1,0 +1,78 @@
+"""``kind`` router: the best candidate for each kind of query, learnt from outcomes.
+
+The kind of a query is what the gateway detects from its routing text (``query_kind``: ``choice`` when it lists
+options "(A) …", ``code`` when it asks for a program, ``numeric`` for arithmetic, else ``qa``). Fit on an outcomes
+table, the router keeps, for every kind and candidate, the mean training score and cost over the training queries
+of that kind, shrunk toward the candidate's mean over all training queries by ``prior`` pseudo-queries::
+
+    score[kind, c] = (Σ_{q of kind} score[q, c] + prior · mean_q score[q, c]) / (n_kind + prior)
+
+(cost and output tokens alike). A kind with no training query predicts the overall means. The decision is the
+usual one (maximise score − λ·cost, or the best score within a cost cap), so one table serves every trade-off.
+
+It is a cluster router whose clusters are the detected kinds rather than k-means cells of an embedding: it reads
+no embedding (no encoder to load, microseconds per query), and what it learns transfers to any traffic the kind
+detector sees. Its queries' text is :func:`routecraft.data.query_text.query_texts` (options appended), the text
+the gateway routes on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from routecraft.data.query_text import query_texts
+from routecraft.data.schema import RoutingData
+from routecraft.routers.base import Prediction, TabularRouter
+from routecraft.routers.heuristic import QUERY_KINDS, query_kind
+from routecraft.routers.validation import check_fitted, query_ids, training_matrices
+
+
+class KindRouter(TabularRouter):
+    """Per-kind mean training score and cost of every candidate, shrunk toward the overall mean by ``prior``
+    pseudo-queries (see the module docstring)."""
+
+    name = "kind"
+    uses_features = False
+    light = True
+
+    def __init__(self, prior: float = 5.0) -> None:
+        prior = float(prior)
+        if not prior >= 0 or not np.isfinite(prior):
+            raise ValueError(f"kind router: prior must be a finite number >= 0, got {prior!r}")
+        super().__init__(prior=prior)
+
+    def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "KindRouter":
+        m = training_matrices(data, self.name)
+        self.candidates = list(m.candidates)
+        texts = dict(zip(data.queries["query_id"].astype(str), query_texts(data.queries)))
+        kinds = np.array([query_kind(texts[str(q)]) for q in m.query_ids], dtype=object)
+        self.kinds_ = list(QUERY_KINDS)
+        prior = self.params["prior"]
+        tok = m.output_tokens
+        tables = {"score": m.score.astype(np.float64), "cost": m.cost.astype(np.float64)}
+        if tok is not None and not np.isnan(tok).any():
+            tables["tokens"] = tok.astype(np.float64)
+        self.counts_ = np.array([int((kinds == k).sum()) for k in self.kinds_], dtype=np.int64)
+        for key, arr in tables.items():
+            overall = arr.mean(axis=0)
+            rows = []
+            for k, n in zip(self.kinds_, self.counts_):
+                total = arr[kinds == k].sum(axis=0)
+                rows.append(overall if n + prior == 0 else (total + prior * overall) / (n + prior))
+            setattr(self, f"{key}_", np.vstack(rows))
+        if "tokens" not in tables:
+            self.tokens_ = None
+        return self
+
+    def kind_counts(self) -> dict[str, int]:
+        """Training queries per detected kind."""
+        check_fitted(self, "counts_")
+        return {k: int(n) for k, n in zip(self.kinds_, self.counts_)}
+
+    def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
+        check_fitted(self, "score_")
+        query_ids(queries, self.name)
+        rows = np.array([self.kinds_.index(query_kind(t)) for t in query_texts(queries)], dtype=int)
+        return Prediction(list(self.candidates), self.score_[rows], self.cost_[rows],
+                          None if self.tokens_ is None else self.tokens_[rows])

@@ -60,10 +60,9 @@ from routecraft.routers import make_router
 from routecraft.routers.base import ObservingRouter
 from routecraft.routers.heuristic import query_kind
 from routecraft.serve.config import ServeConfig
-from routecraft.strategies import get_strategy, task_kind
+from routecraft.strategies import COMPARABLE_KINDS, strategy_applies, task_kind
 
 STRATEGIES = ("direct", "cot", "cod", "pal")
-CONSULTABLE = ("numeric", "math", "choice")  # the gateway's consultable(): answers that can be compared
 SHIP = Path(__file__).resolve().parents[1] / "src" / "routecraft" / "configs" / "default_router"
 #: the largest artifact shipped inside the package (router.json + state.safetensors)
 MAX_SHIP_BYTES = 4_000_000
@@ -93,17 +92,13 @@ def prepared(rd: RoutingData, models: list[str], cands: list[Candidate] | None =
     return sub, cands, filled
 
 
-def applies(strategy: str, task: str) -> bool:
-    return strategy == "default" or get_strategy(strategy).applies_to(task)
-
-
 def gateway_pick(decision, task: str, lam: float, collected: set[str] | None = None) -> Candidate:
     """The gateway's choice from a router's decision: inapplicable strategies dropped, then the same rule.
     ``collected``: the candidates with a collected cell on this question (a served router may pick a strategy
     that applies but was never collected on the task, say PAL on a multiple-choice question: it takes its next
     choice instead, as if the gateway offered the collection's strategies only)."""
     pred = decision.as_prediction()
-    keep = [j for j, c in enumerate(pred.candidates) if applies(c.strategy, task)
+    keep = [j for j, c in enumerate(pred.candidates) if strategy_applies(c.strategy, task)
             and (collected is None or c.id in collected or scored_as(c).id in collected)]
     return decision.restricted(keep, lam).candidate if keep else decision.candidate
 
@@ -160,7 +155,7 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
         picked = [""] * n
         upfront = list(range(n))
         if isinstance(router, ObservingRouter):
-            cons = np.array([task_kind(t) in CONSULTABLE for t in tasks_seen])
+            cons = np.array([task_kind(t) in COMPARABLE_KINDS for t in tasks_seen])
             upfront = [i for i in range(n) if not cons[i]]
             if cons.any():
                 rows = np.flatnonzero(cons)

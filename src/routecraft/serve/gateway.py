@@ -112,7 +112,7 @@ from routecraft.serve.outcomes import (
     refusal,
 )
 from routecraft.serve.session import Reply, Session, StreamGuard, consultations_of
-from routecraft.strategies import SelfConsistency, get_strategy, task_kind
+from routecraft.strategies import COMPARABLE_KINDS, SelfConsistency, get_strategy, strategy_applies, task_kind
 from routecraft.strategies.sandbox import allow_weak_isolation, strong_isolation_available
 
 log = logging.getLogger("routecraft.serve")
@@ -175,7 +175,6 @@ class Gateway:
         self._route_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="routecraft-route")
         self._embed_cache: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
         self._embed_lock = threading.Lock()  # inline (event loop) and threaded routers share the memo
-        self._applies_cache: dict[tuple[str, str], bool] = {}
         self.routers = await asyncio.get_running_loop().run_in_executor(self._route_pool, self._load_routers)
         self.keys = KeyStore(list(cfg.keys) + env_keys(cfg, self._environ))
         try:
@@ -711,16 +710,6 @@ class Gateway:
             return task
         return query_kind(rtext)
 
-    def _applies(self, strategy: str, task: str) -> bool:
-        """Whether ``strategy`` can run on ``task`` (memoised: a handful of strategies × tasks)."""
-        if strategy == DEFAULT:
-            return True
-        key = (strategy, task)
-        hit = self._applies_cache.get(key)
-        if hit is None:
-            hit = self._applies_cache[key] = get_strategy(strategy).applies_to(task)
-        return hit
-
     def consultable(self, req: ChatRequest, task: str) -> bool:
         """Whether consulted candidates' answers can be compared for this request: the client (or the config) named
         the task, or the text was recognised as one with a comparable answer (a number, a formula, an option
@@ -728,7 +717,7 @@ class Gateway:
         the consultations and then the strong model."""
         if req.option("task") is not None or self.config.task != "auto":
             return True
-        return task_kind(task) in ("numeric", "math", "choice")
+        return task_kind(task) in COMPARABLE_KINDS
 
     def _decide(self, entry: RouterEntry, rtext: str, task: str, chars: int, cap: Optional[int], lam: float,
                 max_cost: Optional[float], tokens: Optional[int] = None, consult: bool = True
@@ -756,7 +745,7 @@ class Gateway:
             m = self.models.get(c.model)
             if m is None:
                 continue
-            if not self._applies(c.strategy, task):  # e.g. PAL on a chat or code request: never sent
+            if not strategy_applies(c.strategy, task):  # e.g. PAL on a chat or code request: never sent
                 dropped.append({"candidate": c.id, "reason": f"strategy {c.strategy!r} does not apply to task "
                                                               f"{task!r}"})
                 continue

@@ -27,6 +27,9 @@ from typing import Any, Iterable, Sequence
 # --------------------------------------------------------------------------------------------------- task kinds
 
 KINDS = ("numeric", "math", "choice", "qa", "code", "generation", "chat")
+#: the kinds whose answers can be compared across models (a number, a formula, an option letter): where
+#: consulting several candidates and looking at their agreement means something
+COMPARABLE_KINDS = ("numeric", "math", "choice")
 
 #: task name -> answer kind. The kind decides the answer format asked for, the extractor and the default grader.
 TASK_KINDS: dict[str, str] = {

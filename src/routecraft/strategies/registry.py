@@ -7,6 +7,7 @@ Strategies register themselves: ``@register_strategy("cot")`` above the class (t
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Mapping
 
 from pydantic import ValidationError
@@ -70,3 +71,12 @@ def strategy_from_config(cfg: Mapping[str, Any] | str) -> Strategy:
     if name is None:
         raise ValueError(f"strategy config {cfg!r} has no 'name'")
     return get_strategy(name, **cfg)
+
+
+@functools.lru_cache(maxsize=1024)
+def strategy_applies(strategy: str, task: str) -> bool:
+    """Whether ``strategy`` can run on ``task`` (``default``, the conversation as it is, runs on everything; PAL
+    does not run on a code, generation or chat task). Memoised: a server asks per candidate and request."""
+    if strategy == "default":
+        return True
+    return get_strategy(strategy).applies_to(task)

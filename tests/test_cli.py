@@ -98,3 +98,24 @@ def test_import_generic_train_route_calibrate(tmp_path):
 def test_more_clear_errors(args, needle):
     r = rc(*args)
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr
+
+
+def test_train_on_a_multi_task_collection_keeps_every_question(tmp_path):
+    """PAL was never collected on the multiple-choice and open questions of the multi-task collection: train fills
+    those cells (score 0 at the dearest cost, as the bench does) instead of fitting on the arithmetic questions only,
+    says so, and the kind router learns from every kind."""
+    from pathlib import Path
+
+    data = Path(__file__).resolve().parents[1] / "data" / "routecraft-multitask-test"
+    n = len(pd.read_parquet(data / "queries.parquet"))
+    art = tmp_path / "kind"
+    r = rc("train", "--router", "kind", "--data", str(data), "--out", str(art))
+    assert r.returncode == 0, r.stderr[-2000:]
+    text = " ".join(r.stderr.split())
+    assert f"({n} queries, 16 candidates)" in text and "note: filled" in text
+    meta = json.loads((art / "router.json").read_text())
+    assert meta["router"] == "kind"
+    r = rc("route", "--router", str(art), "--json", "Which is a mammal?\n(A) shark\n(B) whale")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["model"] in {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+

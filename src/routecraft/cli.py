@@ -97,6 +97,17 @@ console = Console(stderr=True)
 out_console = Console()
 
 
+def _for_routers(rd):
+    """The data a router is fit on (``RoutingData.for_routers``), saying on stderr what was filled or dropped."""
+    from routecraft.evaluate.bench import preparation_notes
+
+    n = len(rd.queries)
+    out, filled, dropped = rd.for_routers()
+    for note in preparation_notes(filled, dropped, len(out.queries), n, len(out.candidates)):
+        console.print(note)
+    return out
+
+
 def _fail(msg: str, code: int = 2) -> None:
     msg = str(msg)
     if len(msg) > 1 and msg[0] == msg[-1] and msg[0] in "'\"":  # str() of a KeyError quotes its message
@@ -366,7 +377,7 @@ def calibrate(
 
     try:
         name, rd = resolve_data(data)
-        rd = rd.complete()
+        rd = _for_routers(rd)
         label, rname, params = parse_router_spec(router)
         r = make_router(rname, **params)
         sp = rd.split(seed=seed)
@@ -432,7 +443,7 @@ def train(
         _fail(f"--data is required to fit {rname} (a built-in dataset or a data folder)")
     try:
         name, rd = resolve_data(data)
-        rd = rd.complete()
+        rd = _for_routers(rd)
         r = make_router(rname, **params)
         X = None
         if r.uses_features:

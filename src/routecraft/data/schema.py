@@ -385,6 +385,14 @@ class RoutingData:
             if dropped else self
         return kept.complete(), dropped
 
+    def for_routers(self, min_coverage: float = 0.9) -> tuple["RoutingData", int, list[str]]:
+        """What a router is fit on (the bench, ``routecraft train``, ``routecraft calibrate``): inapplicable cells
+        filled (``fill_inapplicable``), then the densest complete candidate set (``densest``). Returns (data, cells
+        filled, candidates dropped)."""
+        data, filled = self.fill_inapplicable()
+        data, dropped = data.densest(min_coverage)
+        return data, filled, dropped
+
     def subset(self, query_ids: Iterable[str], outcomes: pd.DataFrame | None = None) -> "RoutingData":
         keep = set(query_ids)
         o = self.outcomes if outcomes is None else outcomes

@@ -152,6 +152,21 @@ def _curve_metrics(cost: np.ndarray, score: np.ndarray, ref: dict) -> dict:
     return out
 
 
+def preparation_notes(filled: int, dropped: list[str], n_kept: int, n_queries: int, n_candidates: int) -> list[str]:
+    """What ``RoutingData.for_routers`` did, in words (the bench and ``routecraft train`` print them)."""
+    notes = []
+    if filled:
+        notes.append(f"note: filled {filled} cells whose strategy does not apply to the query's task (PAL on a "
+                     "multiple-choice question: never collected, never sent) as score 0 at the query's dearest cost")
+    if dropped:
+        notes.append(f"note: dropped {len(dropped)} candidates (the set leaving the most complete cells: "
+                     f"{n_kept} of {n_queries} queries × {n_candidates} candidates): {', '.join(dropped)}")
+    if n_kept < n_queries:
+        notes.append(f"note: {n_queries - n_kept} of {n_queries} queries lack a cell of a kept candidate and are "
+                     "left out")
+    return notes
+
+
 def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterable[int] = (0, 1, 2),
               features: np.ndarray | None = None, encoder: str | None = None, n_lambdas: int = 60,
               fractions: tuple[float, float, float] = (0.6, 0.2, 0.2), data_name: str = "data",
@@ -163,15 +178,11 @@ def run_bench(data: RoutingData, routers: list[str] | None = None, seeds: Iterab
     for _, name, _ in specs:
         check_benchable(name)
     seeds = list(seeds)
-    data, filled = data.fill_inapplicable()
-    if filled and progress:
-        progress(f"note: filled {filled} cells whose strategy does not apply to the query's task (PAL on a "
-                 "multiple-choice question: never collected, never sent) as score 0 at the query's dearest cost")
     n_q = len(data.queries)
-    data, dropped = data.densest(min_coverage)
-    if dropped and progress:
-        progress(f"note: dropped {len(dropped)} candidates (the set leaving the most complete cells: "
-                 f"{len(data.queries)} of {n_q} queries × {len(data.candidates)} candidates): {', '.join(dropped)}")
+    data, filled, dropped = data.for_routers(min_coverage)
+    if progress:
+        for note in preparation_notes(filled, dropped, len(data.queries), n_q, len(data.candidates)):
+            progress(note)
     timings: dict = {"dropped_candidates": dropped, "filled_inapplicable": filled}
     if len(data.queries) < 10:
         raise ValueError(f"{data_name}: only {len(data.queries)} queries have an outcome for every candidate; "

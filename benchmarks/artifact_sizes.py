@@ -109,6 +109,7 @@ def main() -> int:
     import joblib
 
     from routecraft.data.features import EmbeddingCache, canonical_encoder
+    from routecraft.data.query_text import query_texts
     from routecraft.data.resolve import resolve_data
     from routecraft.pool.config import load_pool
     from routecraft.routers import REGISTRY, MultiStepRouter, load_router, make_router
@@ -123,12 +124,12 @@ def main() -> int:
     _, rd = resolve_data(args.data)
     rd = rd.complete()
     train, test = split(rd)
-    Xtr, Xte = cache.embed(train.queries["text"].tolist()), cache.embed(test.queries["text"].tolist())
+    Xtr, Xte = cache.embed(query_texts(train.queries)), cache.embed(query_texts(test.queries))
     reasoning = None
     if Path(args.reasoning_data).exists():
         _, rg = resolve_data(args.reasoning_data)
         gtr, gte = split(rg.complete())
-        reasoning = (gtr, cache.embed(gtr.queries["text"].tolist()), gte, cache.embed(gte.queries["text"].tolist()))
+        reasoning = (gtr, cache.embed(query_texts(gtr.queries)), gte, cache.embed(query_texts(gte.queries)))
 
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="artifact-sizes-"))

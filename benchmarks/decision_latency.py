@@ -98,10 +98,11 @@ def prepare(data: str):
 
 def time_router(router, encoder_name: str, queries, lam: float, n: int, warmup: int) -> dict:
     from routecraft.data.features import load_encoder
+    from routecraft.data.query_text import query_texts
 
     enc = load_encoder(encoder_name)
     use_one = hasattr(router, "decide_one")
-    texts = queries["text"].astype(str).tolist()
+    texts = query_texts(queries)
     tasks = queries["task"].astype(str).tolist() if "task" in queries else ["general"] * len(texts)
     tot, e_ms, d_ms = [], [], []
     import pandas as pd
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from routecraft.core.sweep import lambda_grid
     from routecraft.data.features import EmbeddingCache, canonical_encoder, load_encoder
+    from routecraft.data.query_text import query_texts
     from routecraft.routers import make_router
 
     torch.set_num_threads(1)
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
             lam = float(np.asarray(lambda_grid(train.matrices().cost.mean(0), 60))[30])
             for enc_name in encoders:
                 log(f"{dname}: embedding {len(rd.queries)} training texts with {enc_name} (cached on disk)")
-                X = EmbeddingCache(enc_name).embed(train.queries["text"].tolist())
+                X = EmbeddingCache(enc_name).embed(query_texts(train.queries))
                 load_encoder(enc_name)  # loaded before timing
                 for rname in names:
                     params = {"text_encoder": enc_name} if rname == "rtr" else {}

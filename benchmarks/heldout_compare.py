@@ -42,6 +42,7 @@ import pandas as pd
 from routecraft.core.sweep import lambda_grid
 from routecraft.data.features import features_for
 from routecraft.data.importers.common import read_jsonl
+from routecraft.data.query_text import query_texts
 from routecraft.data.schema import Candidate, DataValidationError, RoutingData
 from routecraft.evaluate.bench import align_prediction, takes_seed
 from routecraft.evaluate.cells import wilson
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     from routecraft.data.features import EmbeddingCache
 
     t0 = time.perf_counter()
-    X = EmbeddingCache().embed(data.queries["text"].tolist())
+    X = EmbeddingCache().embed(query_texts(data.queries))
     embed_s = time.perf_counter() - t0
     lambdas = lambda_grid(data.filter_candidates(rtr_cands).complete().matrices().cost.mean(0), 40)
     curves = {}

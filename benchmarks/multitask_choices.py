@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from routecraft.data.features import EmbeddingCache, features_for
+from routecraft.data.query_text import query_texts
 from routecraft.data.resolve import resolve_data
 from routecraft.data.schema import RoutingData
 from routecraft.routers import make_router
@@ -72,9 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:
         raise SystemExit(f"--lam: {args.lam!r} is neither a number nor one of {', '.join(tradeoffs)}") from None
     name, data = resolve_data(args.data)
-    data, filled = data.fill_inapplicable()
-    data, dropped = data.densest()
-    X = EmbeddingCache(args.encoder).embed(data.queries["text"].tolist())
+    data, filled, dropped = data.for_routers()
+    X = EmbeddingCache(args.encoder).embed(query_texts(data.queries))
     seeds = [int(s) for s in args.seeds.split(",")]
     lines = [f"# What the routers choose per task — {name}", "",
              f"{len(data.queries)} questions × {len(data.candidates)} candidates ({filled} inapplicable cells "

@@ -55,6 +55,7 @@ import pandas as pd
 from routecraft.core import metrics as M
 from routecraft.core.sweep import lambda_grid
 from routecraft.data.features import features_for
+from routecraft.data.query_text import query_texts
 from routecraft.data.schema import Candidate, OutcomeMatrices, RoutingData
 from routecraft.routers import Prediction, choose, make_router
 
@@ -711,7 +712,7 @@ def run(data: RoutingData, name: str, seeds: Sequence[int], out: str | Path, st:
     summary["items_run"] = items
     if features is None:
         log(f"embedding {info['queries']} queries with {encoder}")
-        X = EmbeddingCache(encoder).embed(data.queries["text"].astype(str).tolist())
+        X = EmbeddingCache(encoder).embed(query_texts(data.queries))
     else:
         X = features_of(data)
     cmodel = cold_model(data, st) if 5 in items else None

@@ -15,9 +15,11 @@ CHUNK=${2:-5}
 OUT=${3:-data/routecraft-multitask}
 SPLIT=${4:-train}
 export ROUTECRAFT_THREADS=${ROUTECRAFT_THREADS:-$(nproc)}
+# requests each backend runs at once (its llama.cpp slots; each slot keeps the full context)
+CONCURRENCY=${CONCURRENCY:-2}
 MODELS=smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b
 for ((k = CHUNK; k <= PER_TASK; k += CHUNK)); do
   echo "=== $k questions per task ($(date -u +%FT%TZ))"
   until routecraft collect --data "llmrouter-$SPLIT:$PER_TASK" --limit $((k * 14)) --models "$MODELS" \
-    --strategies auto --out "$OUT" --concurrency 2 --parallel 2; do sleep 10; done
+    --strategies auto --out "$OUT" --concurrency "$CONCURRENCY" --parallel "$CONCURRENCY"; do sleep 10; done
 done

@@ -115,7 +115,13 @@ def test_train_on_a_multi_task_collection_keeps_every_question(tmp_path):
     assert f"({n} queries, 16 candidates)" in text and "note: filled" in text
     meta = json.loads((art / "router.json").read_text())
     assert meta["router"] == "kind"
-    r = rc("route", "--router", str(art), "--json", "Which is a mammal?\n(A) shark\n(B) whale")
+    from routecraft.routers import load_router
+
+    question = "Which is a mammal?\n(A) shark\n(B) whale"
+    r = rc("route", "--router", str(art), "--json", question)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert json.loads(r.stdout)["model"] in {"smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"}
+    want = load_router(art).decide_one(question)  # the choice row of the table the artifact holds
+    assert json.loads(r.stdout)["candidate"] == want.candidate.id
+    r = rc("train", "--router", "kind", "--data", str(data), "--out", str(art), "--min-coverage", "1.5")
+    assert r.returncode == 2 and "--min-coverage must be in (0, 1]" in r.stderr and "Traceback" not in r.stderr
 

@@ -97,14 +97,20 @@ console = Console(stderr=True)
 out_console = Console()
 
 
-def _for_routers(rd):
+_COVERAGE_HELP = ("Keep the candidates with an outcome on at least this share of the queries (or the larger set "
+                  "that leaves more complete cells), then the queries complete over them.")
+
+
+def _for_routers(rd, min_coverage: float = 0.9):
     """The data a router is fit on (``RoutingData.for_routers``), saying on stderr what was filled or dropped."""
     from routecraft.evaluate.bench import preparation_notes
 
+    if not 0 < min_coverage <= 1:
+        _fail(f"--min-coverage must be in (0, 1], got {min_coverage}")
     n = len(rd.queries)
-    out, filled, dropped = rd.for_routers()
+    out, filled, dropped = rd.for_routers(min_coverage)
     for note in preparation_notes(filled, dropped, len(out.queries), n, len(out.candidates)):
-        console.print(note)
+        console.print(note, markup=False, soft_wrap=True)
     return out
 
 
@@ -148,6 +154,7 @@ def bench(
     candidates: Optional[str] = typer.Option(None, help="Restrict to these candidates (comma-separated ids)."),
     html: bool = typer.Option(False, "--html", help="Also write report.html: the table and the accuracy-cost plot "
                               "with hover (λ, routed shares) in one self-contained file."),
+    min_coverage: float = typer.Option(0.9, help=_COVERAGE_HELP),
 ) -> None:
     """Train and compare routers on logged outcomes; print the metrics table and write a report."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -180,7 +187,7 @@ def bench(
 
         try:
             result = run_bench(rd, router_list, seed_list, encoder=encoder, n_lambdas=n_lambdas,
-                               data_name=name, progress=progress)
+                               min_coverage=min_coverage, data_name=name, progress=progress)
         except (DataValidationError, ValueError, KeyError) as exc:
             _fail(str(exc))
     paths = write_report(result, out, title=f"routecraft bench — {name}", html=html)
@@ -364,6 +371,7 @@ def calibrate(
     model: Optional[str] = typer.Option(None, help="With --share: the model whose call share is targeted."),
     share: Optional[float] = typer.Option(None, help="Target share of calls to --model, in [0, 1]."),
     seed: int = typer.Option(0, help="Split seed."),
+    min_coverage: float = typer.Option(0.9, help=_COVERAGE_HELP),
 ) -> None:
     """Pick λ on the calibration split to hit a cost or call-share target; report what it achieves on test."""
     from routecraft.core.sweep import realised
@@ -377,7 +385,7 @@ def calibrate(
 
     try:
         name, rd = resolve_data(data)
-        rd = _for_routers(rd)
+        rd = _for_routers(rd, min_coverage)
         label, rname, params = parse_router_spec(router)
         r = make_router(rname, **params)
         sp = rd.split(seed=seed)
@@ -410,6 +418,7 @@ def train(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a multi-step router's config field: "
                                              "section.field=value (repeatable)."),
     no_resume: bool = typer.Option(False, "--no-resume", help="Multi-step routers: start over instead of resuming."),
+    min_coverage: float = typer.Option(0.9, help=_COVERAGE_HELP),
 ) -> None:
     """Fit a router on a dataset (or train a multi-step router on the pool) and save a versioned artifact."""
     from routecraft.data.features import DEFAULT_ENCODER, EmbeddingCache, canonical_encoder
@@ -443,7 +452,7 @@ def train(
         _fail(f"--data is required to fit {rname} (a built-in dataset or a data folder)")
     try:
         name, rd = resolve_data(data)
-        rd = _for_routers(rd)
+        rd = _for_routers(rd, min_coverage)
         r = make_router(rname, **params)
         X = None
         if r.uses_features:

@@ -20,8 +20,8 @@ from routecraft.data.collect import (
     plan_cells,
     strategies_per_task,
 )
-from routecraft.data.collect.local import query_choices
 from routecraft.data.importers.common import dataset_root, find, read_jsonl
+from routecraft.data.query_text import query_choices
 from routecraft.data.schema import RoutingData, validate_queries
 from routecraft.strategies import get_strategy, strategies_for
 from routecraft.strategies.graders import grade

@@ -49,9 +49,26 @@ def test_the_routing_text_carries_the_options_so_the_kind_is_detected_as_the_gat
     assert query_texts(data.queries.drop(columns=["choices"])) == data.queries["text"].tolist()
 
 
+def test_options_as_published_logs_store_them_and_only_where_the_task_takes_options():
+    # LLMRouter's logs keep a dict of labels and texts as Python-literal text, and mbpp's "choices" are its tests
+    q = pd.DataFrame({"query_id": ["c", "m", "u"], "text": ["Where is a bus?", "Write a function f.", "Pick one"],
+                      "task": ["commonsense_qa", "mbpp", "my-own-task"],
+                      "choices": ["{'label': ['A', 'B'], 'text': ['depot', 'beach']}", "['assert f(1) == 2']",
+                                  '["red", "blue"]']})
+    texts = query_texts(q)
+    assert texts == ["Where is a bus?\n(A) depot\n(B) beach", "Write a function f.", "Pick one\n(A) red\n(B) blue"]
+    assert [query_kind(t) for t in texts] == ["choice", "code", "choice"]
+
+
 def test_bad_choices_are_an_error_naming_the_query():
     q = pd.DataFrame({"query_id": ["x1", "x2"], "text": ["a", "b"], "choices": [None, "not a [list"]})
     with pytest.raises(ValueError, match="query 'x2'.*not a list"):
+        query_texts(q)
+    q = pd.DataFrame({"query_id": ["y1"], "text": ["a"], "choices": [[str(i) for i in range(12)]]})
+    with pytest.raises(ValueError, match="query 'y1'.*2..10 options, got 12"):
+        query_texts(q)
+    q = pd.DataFrame({"query_id": ["z1"], "text": ["a"], "choices": ["{'label': ['A']}"]})
+    with pytest.raises(ValueError, match="query 'z1'.*'text' list"):
         query_texts(q)
 
 
@@ -68,6 +85,11 @@ def test_it_learns_the_best_candidate_of_each_kind():
     # one query as a server sees it: the routing text with its options inline
     one = r.decide_one("Which gas do plants absorb?\n(A) Oxygen\n(B) Carbon dioxide", lam=100.0)
     assert one.candidate.model == "a"
+    # decide_one (no queries table: the gateway's fast path) decides as decide does on the same texts
+    for text, want in zip(query_texts(test.queries), picks):
+        fast = r.decide_one(text, lam=100.0, task="ignored")
+        assert fast.candidate.model == want
+        assert fast.table == r.decide(pd.DataFrame({"query_id": ["x"], "text": [text]}), lam=100.0)[0].table
 
 
 def test_the_prior_shrinks_a_kind_toward_the_overall_mean_and_an_unseen_kind_gets_it():
@@ -90,7 +112,7 @@ def test_round_trip_and_bad_settings(tmp_path):
     a, b = r.predict(test.queries), back.predict(test.queries)
     assert np.array_equal(a.score, b.score) and np.array_equal(a.cost, b.cost)
     assert back.kind_counts() == r.kind_counts() and back.light and not back.uses_features
-    for bad in (-1, float("nan"), float("inf")):
+    for bad in (-1, float("nan"), float("inf"), "abc", None):
         with pytest.raises(ValueError, match="prior"):
             make_router("kind", prior=bad)
     with pytest.raises(RuntimeError, match="not fitted"):

@@ -7,7 +7,9 @@ of that kind, shrunk toward the candidate's mean over all training queries by ``
 
     score[kind, c] = (Σ_{q of kind} score[q, c] + prior · mean_q score[q, c]) / (n_kind + prior)
 
-(cost and output tokens alike). A kind with no training query predicts the overall means. The decision is the
+(cost and output tokens alike). A kind with no training query predicts the overall means. The kind is always
+the one detected from the text, in training and in serving: a task named in the request (or the dataset's task
+label in the bench) is not read, so the bench measures what the gateway does when no task is named. The decision is the
 usual one (maximise score − λ·cost, or the best score within a cost cap), so one table serves every trade-off.
 
 It is a cluster router whose clusters are the detected kinds rather than k-means cells of an embedding: it reads
@@ -18,12 +20,14 @@ the gateway routes on.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
 from routecraft.data.query_text import query_texts
 from routecraft.data.schema import RoutingData
-from routecraft.routers.base import Prediction, TabularRouter
+from routecraft.routers.base import Decision, Prediction, TabularRouter
 from routecraft.routers.heuristic import QUERY_KINDS, query_kind
 from routecraft.routers.validation import check_fitted, query_ids, training_matrices
 
@@ -37,7 +41,10 @@ class KindRouter(TabularRouter):
     light = True
 
     def __init__(self, prior: float = 5.0) -> None:
-        prior = float(prior)
+        try:
+            prior = float(prior)
+        except (TypeError, ValueError):
+            raise ValueError(f"kind router: prior must be a number >= 0, got {prior!r}") from None
         if not prior >= 0 or not np.isfinite(prior):
             raise ValueError(f"kind router: prior must be a finite number >= 0, got {prior!r}")
         super().__init__(prior=prior)
@@ -60,6 +67,7 @@ class KindRouter(TabularRouter):
             for k, n in zip(self.kinds_, self.counts_):
                 total = arr[kinds == k].sum(axis=0)
                 rows.append(overall if n + prior == 0 else (total + prior * overall) / (n + prior))
+            rows.append(overall)  # the last row: a kind this artifact does not know
             setattr(self, f"{key}_", np.vstack(rows))
         if "tokens" not in tables:
             self.tokens_ = None
@@ -70,9 +78,23 @@ class KindRouter(TabularRouter):
         check_fitted(self, "counts_")
         return {k: int(n) for k, n in zip(self.kinds_, self.counts_)}
 
+    def _rows(self, texts: list[str]) -> np.ndarray:
+        at = {k: i for i, k in enumerate(self.kinds_)}
+        return np.array([at.get(query_kind(t), len(self.kinds_)) for t in texts], dtype=int)
+
+    def _prediction(self, rows: np.ndarray) -> Prediction:
+        return Prediction(list(self.candidates), self.score_[rows], self.cost_[rows],
+                          None if self.tokens_ is None else self.tokens_[rows])
+
     def predict(self, queries: pd.DataFrame, X: np.ndarray | None = None) -> Prediction:
         check_fitted(self, "score_")
         query_ids(queries, self.name)
-        rows = np.array([self.kinds_.index(query_kind(t)) for t in query_texts(queries)], dtype=int)
-        return Prediction(list(self.candidates), self.score_[rows], self.cost_[rows],
-                          None if self.tokens_ is None else self.tokens_[rows])
+        return self._prediction(self._rows(query_texts(queries)))
+
+    def decide_one(self, text: str, features: np.ndarray | None = None, *, lam: float = 0.0,
+                   max_cost: float | None = None, **context: Any) -> Decision:
+        """The decision for one routing text (the conversation's text, options inline), without a queries table:
+        a regex and a table row. ``context`` (a task the client named, among others) is not read: the kind is
+        always the one detected from the text, as in training."""
+        check_fitted(self, "score_")
+        return Decision.from_prediction(self._prediction(self._rows([text or ""])), 0, lam=lam, max_cost=max_cost)

@@ -3,10 +3,13 @@ collection, as it stands (compacted rows and checkpoint shards alike, so a colle
 plus the collection rate per model from the rows' timestamps and the hardware that produced them.
 
     python benchmarks/multitask_report.py data/routecraft-multitask [--out runs/multitask] [--common]
+        [--since 2026-12-01T16:43:00Z]
 
 ``--common``: per task, only the questions every (model, strategy) cell of that task has answered, so cells are
-compared on the same questions while the collection grows. Writes ``OUT/cells.md`` (the table, tasks in rows), ``OUT
-/cells.json`` and ``OUT/accuracy.png`` (a heat map: tasks × (model, strategy), each cell's accuracy and n).
+compared on the same questions while the collection grows. ``--since``: the rate from the rows collected at or
+after that time only (a sitting run with other settings, say more llama.cpp slots). Writes ``OUT/cells.md`` (the
+table, tasks in rows), ``OUT/cells.json`` and ``OUT/accuracy.png`` (a heat map: tasks × (model, strategy), each
+cell's accuracy and n).
 """
 
 from __future__ import annotations
@@ -71,11 +74,15 @@ def markdown(t: pd.DataFrame) -> str:
 GAP_S = 300.0
 
 
-def rate(o: pd.DataFrame) -> list[dict]:
+def rate(o: pd.DataFrame, since: str | None = None) -> list[dict]:
     """Cells per minute per model, from the timestamps of its rows: rows / the time spent collecting them (the sum
     of the gaps between consecutive rows, leaving out pauses over ``GAP_S`` — other models' turns, other
-    sittings)."""
+    sittings); ``since``: only rows collected at or after that time."""
     ts = pd.to_datetime(o["collected_at"], utc=True, errors="coerce")
+    if since is not None:
+        keep = (ts >= pd.Timestamp(since, tz="UTC") if pd.Timestamp(since).tzinfo is None
+                else ts >= pd.Timestamp(since)).to_numpy()
+        o, ts = o[keep], ts[keep]
     out = []
     for m, g in o.assign(_t=ts).groupby("model", sort=False):
         gaps = g["_t"].sort_values().diff().dt.total_seconds().dropna()
@@ -124,12 +131,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("folder", type=Path)
     ap.add_argument("--out", type=Path, default=Path("runs/multitask"))
     ap.add_argument("--common", action="store_true")
+    ap.add_argument("--since", default=None, help="rate from the rows collected at or after this time (ISO 8601)")
     args = ap.parse_args(argv)
+    if args.since is not None:
+        try:
+            pd.Timestamp(args.since)
+        except ValueError:
+            raise SystemExit(f"--since: {args.since!r} is not an ISO 8601 time") from None
     o, q = rows_of(args.folder)
     t = task_cells(o, args.common)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cells.md").write_text(markdown(t))
-    r = rate(o)
+    r = rate(o, args.since)
     (args.out / "cells.json").write_text(json.dumps({"rows": int(len(o)), "queries": int(o["query_id"].nunique()),
                                                      "queries_in_plan": int(len(q)), "rate": r,
                                                      "cells": t.to_dict("records")}, indent=1, default=float))

@@ -1,0 +1,34 @@
+"""benchmarks/multitask_report.py: the collection rate counts only the time a model was being collected."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+
+@pytest.fixture(scope="module")
+def rep():
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "multitask_report.py"
+    spec = importlib.util.spec_from_file_location("multitask_report", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rows(times: list[str], model: str = "m") -> pd.DataFrame:
+    return pd.DataFrame({"model": model, "collected_at": times, "output_tokens": 10, "hardware": "cpu:2:x86_64"})
+
+
+def test_rate_leaves_out_pauses_and_can_start_at_a_time(rep):
+    # 4 rows a minute apart, a 2-hour pause (another sitting), then 3 rows 30 s apart
+    t = ["2026-12-01T10:00:00Z", "2026-12-01T10:01:00Z", "2026-12-01T10:02:00Z", "2026-12-01T10:03:00Z",
+         "2026-12-01T12:03:00Z", "2026-12-01T12:03:30Z", "2026-12-01T12:04:00Z"]
+    (r,) = rep.rate(_rows(t))
+    assert r["cells"] == 7 and r["minutes"] == pytest.approx(4.0) and r["sittings"] == 2
+    assert r["cells_per_min"] == pytest.approx(7 / 4.0)
+    (late,) = rep.rate(_rows(t), since="2026-12-01T12:00:00Z")
+    assert late["cells"] == 3 and late["minutes"] == pytest.approx(1.0) and late["sittings"] == 1
+    assert rep.rate(_rows(t), since="2026-12-02T00:00:00") == []

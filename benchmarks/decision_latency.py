@@ -89,10 +89,11 @@ def prepare(data: str):
     from routecraft.data.resolve import resolve_data
 
     name, rd = resolve_data(data)
-    rd, dropped = rd.drop_sparse_candidates(0.9)
-    rd = rd.complete()
+    rd, filled, dropped = rd.for_routers(0.9)  # the bench's preparation
+    if filled:
+        log(f"{name}: filled {filled} cells whose strategy does not apply to the query's task")
     if dropped:
-        log(f"{name}: dropped candidates answering < 90% of the queries: {', '.join(dropped)}")
+        log(f"{name}: dropped candidates (the densest complete set): {', '.join(dropped)}")
     return name, rd
 
 
@@ -111,10 +112,12 @@ def time_router(router, encoder_name: str, queries, lam: float, n: int, warmup: 
         j = i % len(texts)
         text, task = texts[j], tasks[j]
         t0 = time.perf_counter()
-        x = np.asarray(enc.encode([text], convert_to_numpy=True, normalize_embeddings=True), dtype=np.float32)
+        # a router without features (kind) is not given an embedding, as the gateway does not compute one for it
+        x = (np.asarray(enc.encode([text], convert_to_numpy=True, normalize_embeddings=True), dtype=np.float32)
+             if router.uses_features else None)
         t1 = time.perf_counter()
         if use_one:
-            d = router.decide_one(text, x[0], lam=lam, task=task, input_chars=len(text))
+            d = router.decide_one(text, None if x is None else x[0], lam=lam, task=task, input_chars=len(text))
         else:  # the gateway's one-row frame
             q = pd.DataFrame({"query_id": ["q0"], "text": [text], "task": [task], "gold": [None],
                               "input_chars": [len(text)], "max_tokens": [None]})

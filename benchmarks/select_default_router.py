@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     heuristics = [k for k in results]
     for name in [r.strip() for r in args.routers.split(",") if r.strip()]:
         r = build(name)
-        r.encoder = enc.encoder
+        r.encoder = enc.encoder if r.uses_features else None  # a router without features names no encoder
         r.fit(train, feats(train.queries))
         fitted[name] = r
         art = r.save(args.out / "artifacts" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name))

@@ -15,8 +15,10 @@ CHUNK=${2:-5}
 OUT=${3:-data/routecraft-multitask}
 SPLIT=${4:-train}
 export ROUTECRAFT_THREADS=${ROUTECRAFT_THREADS:-$(nproc)}
-# requests each backend runs at once (its llama.cpp slots; each slot keeps the full context)
-CONCURRENCY=${CONCURRENCY:-2}
+# requests each backend runs at once (its llama.cpp slots; each slot keeps the full context). 4 measured on the 2-core
+# VM (docs/RESULTS.md §10.1): smollm2 and gemma3 ~2x the cells/min of 2 slots, qwen-0.5b 1.5x, qwen-1.5b the same;
+# 8 no better than 4
+CONCURRENCY=${CONCURRENCY:-4}
 MODELS=smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b
 for ((k = CHUNK; k <= PER_TASK; k += CHUNK)); do
   echo "=== $k questions per task ($(date -u +%FT%TZ))"

@@ -136,9 +136,11 @@ def summarise(s: np.ndarray, c: np.ndarray, lam: float, picked: list[str], tasks
 
 
 def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candidate], lams: dict[str, float],
-           texts: list[str], tasks_seen: list[str], per_question: dict | None = None) -> dict:
+           texts: list[str], tasks_seen: list[str], per_question: dict | None = None, open_router=None) -> dict:
     """Each trade-off's accuracy, cost and utility of ``router`` on ``test`` as the gateway would serve it
-    (``per_question``, when given, receives each trade-off's per-question utility array)."""
+    (``per_question``, when given, receives each trade-off's per-question utility array). ``open_router``: the
+    router that takes an open question instead (detected kind ``qa``): the served heuristic, as the gateway does
+    for the shipped learned default."""
     truth = test.matrices(candidates=cands)
     idx = {c.id: j for j, c in enumerate(truth.candidates)}
     n = len(texts)
@@ -166,8 +168,12 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
                     picked[i] = f"plan ({router.name})"
         for i in upfront:
             ctx = dict(lam=lam, task=tasks_seen[i], input_chars=len(texts[i]))
-            d = (router.upfront_decision(texts[i], feat(i), **ctx) if isinstance(router, ObservingRouter)
-                 else router.decide_one(texts[i], feat(i), **ctx))
+            if open_router is not None and tasks_seen[i] == "qa":
+                d = open_router.decide_one(texts[i], None, **ctx)
+            elif isinstance(router, ObservingRouter):
+                d = router.upfront_decision(texts[i], feat(i), **ctx)
+            else:
+                d = router.decide_one(texts[i], feat(i), **ctx)
             j = cell_of(idx, gateway_pick(d, tasks_seen[i], lam, collected.get(qids[i], set())))
             s[i], c[i], picked[i] = truth.score[i, j], truth.cost[i, j], truth.candidates[j].id
         out[name] = summarise(s, c, lam, picked, test.queries["task"], calls)
@@ -192,7 +198,7 @@ def build(spec: str):
 
 
 def cv_utility(spec: str, train: RoutingData, feats, cands: list[Candidate], lams: dict[str, float],
-               folds: int = 5, seed: int = 0) -> float:
+               folds: int = 5, seed: int = 0, open_router=None) -> float:
     """Mean utility over the trade-offs of router ``spec`` by ``folds``-fold cross-validation on the training
     questions, replayed as on the held-out ones: how the router to ship is chosen without looking at them."""
     ids = train.queries["query_id"].to_numpy()
@@ -205,7 +211,8 @@ def cv_utility(spec: str, train: RoutingData, feats, cands: list[Candidate], lam
         r = build(spec)
         r.fit(tr, feats(tr.queries))
         texts = query_texts(te.queries)
-        res = replay(r, te, feats(te.queries), cands, lams, texts, [query_kind(t) for t in texts])
+        res = replay(r, te, feats(te.queries), cands, lams, texts, [query_kind(t) for t in texts],
+                     open_router=open_router)
         utils.append(np.mean([v["utility"] for v in res.values()]) * len(te.queries))
     return float(np.sum(utils) / len(ids))
 
@@ -266,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     fitted, sizes, cv, per_q = {}, {}, {}, {}
     tr_texts = query_texts(train.queries)
     tr_seen = [query_kind(t) for t in tr_texts]
+    heuristic_served = make_router("heuristic", strategies=served).fit_pool(pool.models)
     for label, strategies in (("heuristic", served), ("heuristic (collected strategies)", list(STRATEGIES))):
         heur = make_router("heuristic", strategies=strategies).fit_pool(pool.models)
         per_q[label] = {}
@@ -281,8 +289,9 @@ def main(argv: list[str] | None = None) -> int:
         art = r.save(args.out / "artifacts" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name))
         sizes[name] = sum(f.stat().st_size for f in Path(art).iterdir() if f.is_file())
         per_q[name] = {}
-        results[name] = replay(r, test, Xte, cands, lams, texts, seen, per_q[name])
-        cv[name] = cv_utility(name, train, feats, cands, lams, seed=args.seed)
+        # open questions (detected qa) go to the served heuristic's plain call, as routecraft/auto does
+        results[name] = replay(r, test, Xte, cands, lams, texts, seen, per_q[name], open_router=heuristic_served)
+        cv[name] = cv_utility(name, train, feats, cands, lams, seed=args.seed, open_router=heuristic_served)
         held = ", ".join(f"{t} {v['accuracy']:.3f}/${v['cost_usd']:.2g}" for t, v in results[name].items())
         print(f"{name}: cv utility {cv[name]:.3f}; held-out {held}", file=sys.stderr)
     refs = reference(train, test, cands, lams)

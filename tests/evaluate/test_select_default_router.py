@@ -91,6 +91,13 @@ def test_replay_scores_the_collected_cell_and_fills_never_help(sel):
     assert res["per_task"]["mmlu"]["top_pick"] != Candidate("big", "pal").id
     truth = sub.matrices(candidates=cands)
     assert res["accuracy"] <= truth.score.max(1).mean() + 1e-12
+    # an open question (detected qa) is routed by the open router instead, as routecraft/auto does
+    plain = sel.make_router("fixed", candidate="small|cot|default").fit(sub)
+    as_open = ["qa" if k == "numeric" else k for k in seen]
+    res = sel.replay(r, sub, X, cands, {"quality": 0.0}, texts, as_open, open_router=plain)["quality"]
+    assert res["per_task"]["gsm8k"]["top_pick"] == Candidate("small", "cot").id
+    assert res["per_task"]["gsm8k"]["top_share"] == 1.0 and res["per_task"]["gsm8k"]["accuracy"] == 0.0
+    assert res["per_task"]["mmlu"]["top_pick"] != Candidate("small", "cot").id
 
 
 def test_observing_router_consults_only_where_answers_compare(sel):

@@ -526,3 +526,45 @@ def test_a_kind_router_artifact_routes_by_the_detected_kind(tmp_path):
     choice, numeric = (r.json() for r in _run(gw, go))
     assert choice["decision"]["model"] == "small" and numeric["decision"]["model"] == "big"
     assert gw.routers["auto"].kind == "kind"
+
+
+def test_the_shipped_learned_default_leaves_open_requests_to_the_heuristic(tmp_path):
+    """The learned default's cells all ask for an answer format ("a short answer", a letter, a number): an open
+    request (no task named, none detected) would be told to give "a short answer", so routecraft/auto routes it
+    with the heuristic's plain call; a multiple-choice request gets the learned router. A router named in the
+    config routes everything itself."""
+    import json
+
+    from routecraft.data.schema import RoutingData
+    from routecraft.routers import make_router
+
+    qs = pd.DataFrame({"query_id": ["c1", "c2", "t1", "t2"],
+                       "text": ["Which is a mammal?", "Which is a metal?", "who wrote hamlet", "capital of peru"],
+                       "task": ["mmlu", "mmlu", "trivia_qa", "trivia_qa"],
+                       "choices": [["shark", "whale"], ["iron", "wood"], None, None]})
+    rows = [{"query_id": q, "model": m, "strategy": "direct", "score": float(m == "small"),
+             "cost_usd": 1e-6 if m == "small" else 1e-5} for q in qs["query_id"] for m in ("small", "big")]
+    shipped = tmp_path / "default_router"
+    make_router("kind", prior=0).fit(RoutingData.from_frames(qs, pd.DataFrame(rows))).save(shipped)
+    (shipped / "selection.json").write_text(json.dumps({"selected": True, "rule": "beat the heuristic"}))
+
+    def route(**over):
+        gw = _gateway(tmp_path, **over)
+        gw.builtin_dir = shipped
+
+        async def go(c):
+            return [(await c.post("/v1/routecraft/route", json=_chat(content=text, **kw))).json() for text, kw in (
+                ("Write me a short poem about the sea.", {}),
+                ("Which gas do plants take in?\n(A) Oxygen\n(B) Carbon dioxide", {}),
+                ("Write me a short poem about the sea.", {"task": "trivia_qa"}))]
+
+        return gw, _run(gw, go)
+
+    gw, (open_, choice, named) = route()
+    assert gw.routers["auto"].kind == "kind" and gw.routers["auto"].open_requests == "heuristic"
+    assert open_["decision"]["strategy"] == "default" and open_["router"] == "heuristic"
+    assert choice["decision"] == {**choice["decision"], "model": "small", "strategy": "direct"}
+    assert choice["router"] == "kind"
+    assert named["router"] == "kind" and named["decision"]["strategy"] == "direct"  # a task named: learned
+    gw, (open_, _, _) = route(routers={"auto": str(shipped)})  # named in the config: it routes open requests too
+    assert gw.routers["auto"].open_requests is None and open_["router"] == "kind"

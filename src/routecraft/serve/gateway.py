@@ -329,6 +329,7 @@ class Gateway:
         specs.setdefault(HEURISTIC, HEURISTIC)
         builtin_failed: set[str] = set()
         for name, spec in specs.items():
+            shipped = spec == BUILTIN
             if spec == BUILTIN:
                 spec = self._builtin_spec(name)
                 if spec in builtin_failed:
@@ -341,14 +342,29 @@ class Gateway:
                                     "serves instead", name, exc)
                         builtin_failed.add(spec)
                         spec = HEURISTIC
+            # the shipped learned default was trained on cells that all prompt for an answer format (a short answer,
+            # a letter, a number, a program): an open request — no task named, none detected — would be told to give
+            # "a short answer", so the heuristic's plain call routes those
+            open_requests = HEURISTIC if shipped and spec != HEURISTIC and not self._plain(by_spec.get(spec)) else None
             if spec in by_spec:
                 e = by_spec[spec]
-                loaded[name] = RouterEntry(name, spec, e.router, e.candidates, e.skipped, e.encoder, e.inline)
+                loaded[name] = RouterEntry(name, spec, e.router, e.candidates, e.skipped, e.encoder, e.inline,
+                                           open_requests)
                 continue
             e = self._load_entry(name, spec)
+            e.open_requests = None if self._plain(e) else open_requests
             by_spec[spec] = e
             loaded[name] = e
+        plain = next((n for n, e in loaded.items() if e.spec == HEURISTIC), None)  # "heuristic" unless overridden
+        for e in loaded.values():
+            if e.open_requests:
+                e.open_requests = plain
         return loaded
+
+    @staticmethod
+    def _plain(entry: Optional[RouterEntry]) -> bool:
+        """Whether a loaded router can make a plain call (a ``default``-strategy candidate) for open requests."""
+        return entry is not None and any(c.strategy == DEFAULT for c in entry.candidates)
 
     def _load_entry(self, name: str, spec: str) -> RouterEntry:
         """Load router ``spec`` (the heuristic or an artifact folder) for route ``name``, warm its encoder and time
@@ -485,7 +501,8 @@ class Gateway:
             return self.reject(exc)
         d = plan.decision
         return Reply(200, {"decision": d.to_dict() if d is not None else None, "order": [c.id for c in plan.order],
-                           "task": plan.task, "lam": plan.lam, "max_cost": plan.max_cost,
+                           "task": plan.task, "router": plan.router.name if plan.router is not None else None,
+                           "lam": plan.lam, "max_cost": plan.max_cost,
                            "decision_ms": plan.decision_ms, "sticky": plan.sticky, "skipped": plan.skipped},
                      encode=True)
 
@@ -790,6 +807,8 @@ class Gateway:
         chars = conversation_chars(messages)
         tokens = conversation_tokens(messages)
         entry = target.router
+        if entry.open_requests and task == "qa" and req.option("task") is None and self.config.task == "auto":
+            entry = self.routers[entry.open_requests]  # an open request: see _load_routers
         consult = self.consultable(req, task)
         if entry.inline:  # a fast decision (measured at start-up): not worth a thread hop
             decision, dropped, X = self._decide(entry, rtext, task, chars, cap, lam, max_cost, tokens, consult)

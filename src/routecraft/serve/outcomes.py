@@ -35,6 +35,9 @@ class RouterEntry:
     skipped: list[str]            # candidates dropped because their model is not served
     encoder: Optional[str] = None
     inline: bool = False          # decides on the event loop (fast, measured at start-up) instead of a thread
+    #: the entry that routes an open request instead (no task named, none detected: the catch-all ``qa`` kind);
+    #: set on the shipped learned default, whose candidates all prompt for an answer format (see Gateway._route)
+    open_requests: Optional[str] = None
 
     @property
     def kind(self) -> str:

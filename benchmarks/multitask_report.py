@@ -80,8 +80,8 @@ def rate(o: pd.DataFrame, since: str | None = None) -> list[dict]:
     sittings); ``since``: only rows collected at or after that time."""
     ts = pd.to_datetime(o["collected_at"], utc=True, errors="coerce")
     if since is not None:
-        keep = (ts >= pd.Timestamp(since, tz="UTC") if pd.Timestamp(since).tzinfo is None
-                else ts >= pd.Timestamp(since)).to_numpy()
+        start = pd.Timestamp(since)
+        keep = (ts >= (start.tz_localize("UTC") if start.tzinfo is None else start)).to_numpy()
         o, ts = o[keep], ts[keep]
     out = []
     for m, g in o.assign(_t=ts).groupby("model", sort=False):

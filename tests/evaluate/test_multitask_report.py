@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
+
+from _benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def rep():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "multitask_report.py"
-    spec = importlib.util.spec_from_file_location("multitask_report", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("multitask_report")
 
 
 def _rows(times: list[str], model: str = "m") -> pd.DataFrame:

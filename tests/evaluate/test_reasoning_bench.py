@@ -4,26 +4,18 @@ need strategies/budgets with a note instead of an error."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _benchmarks import load_benchmark
 from _reasoning_tables import budget_table, strategy_table
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("reasoning_routers", ROOT / "benchmarks" / "reasoning_routers.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("reasoning_routers", register=True)  # dataclasses look their module up
 
 
 def fake_encoder(dim):

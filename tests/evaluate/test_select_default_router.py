@@ -4,29 +4,19 @@ the heuristic at every trade-off."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
+from _benchmarks import load_benchmark
 from routecraft.data.query_text import query_texts
 from routecraft.data.schema import Candidate, RoutingData
 from routecraft.routers.base import Decision, Prediction
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def sel():
-    spec = importlib.util.spec_from_file_location("select_default_router",
-                                                  ROOT / "benchmarks" / "select_default_router.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("select_default_router", register=True)
 
 
 def test_gateway_pick_drops_an_inapplicable_strategy(sel):

@@ -10,13 +10,12 @@ answer, an error event in the middle of a stream, a backend that never answers.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import socket
-from pathlib import Path
 
 import openai
 import pytest
 
+from _benchmarks import load_benchmark
 from routecraft.pool.client import BackendError, ChatClient
 from routecraft.pool.config import PoolModel
 from routecraft.pool.http import HttpxTransport, LeanTransport, make_transport
@@ -27,11 +26,7 @@ TRANSPORTS = ("lean", "httpx")
 
 
 def _load_stub():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "openai_stub.py"
-    spec = importlib.util.spec_from_file_location("openai_stub", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("openai_stub")
 
 
 @pytest.fixture(scope="module")

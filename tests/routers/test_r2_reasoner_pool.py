@@ -14,6 +14,7 @@ import json
 
 import pytest
 
+from _benchmarks import load_benchmark
 from routecraft.pool.config import Pool, PoolModel
 
 pytestmark = pytest.mark.slow
@@ -238,16 +239,10 @@ def test_train_pipeline_tiny_and_route(ladder_pool, tmp_path):
 def test_saving_benchmark_against_labels_and_all_top(ladder_pool, tmp_path):
     """benchmarks/r2_reasoner_saving.py: the allocator's plans executed, their saving and the share of the label's
     saving kept computed from real executions (the heuristic allocator; cached calls are reused)."""
-    import importlib.util
-    from pathlib import Path
-
     from routecraft.routers.r2_reasoner.protocol import heuristic_allocation
     from routecraft.routers.r2_reasoner.runtime import Pipeline
 
-    spec = importlib.util.spec_from_file_location(
-        "r2_reasoner_saving", Path(__file__).resolve().parents[2] / "benchmarks" / "r2_reasoner_saving.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("r2_reasoner_saving")
     _, pool_yaml = ladder_pool
     cfg, ladder, ex = make(pool_yaml, tmp_path / "c.sqlite")
     q, steps = "What is 2 plus 2?", ["What is 2 plus 2?", "State the final number."]

@@ -6,7 +6,6 @@ tests (disagreement, escalation, a killed backend) are in test_serve_consult.py.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from _benchmarks import load_benchmark
 from routecraft.serve.app import create_app
 from routecraft.serve.config import config_from_dict
 from routecraft.serve.gateway import Gateway
@@ -24,11 +24,7 @@ A, B, C = ("small", "default"), ("cheap", "direct"), ("big", "default")
 
 @pytest.fixture(scope="module")
 def stub():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "openai_stub.py"
-    spec = importlib.util.spec_from_file_location("openai_stub", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    stub, thread, loop = mod.start_stub()
+    stub, thread, loop = load_benchmark("openai_stub").start_stub()
     yield stub
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)

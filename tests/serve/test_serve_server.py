@@ -8,7 +8,6 @@ The workers tests share one gateway and run in file order; the last one stops it
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import re
@@ -22,16 +21,13 @@ import httpx
 import pytest
 from gateway_proc import launch_gateway, stop_gateway
 
+from _benchmarks import load_benchmark
 from routecraft.serve.http_server import http_impl, json_error_protocol, run_loop
 from routecraft.serve.ledger import read_rows
 
 
 def _load_stub():
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "openai_stub.py"
-    spec = importlib.util.spec_from_file_location("openai_stub", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("openai_stub")
 
 
 def _raw(port: int, data: bytes) -> bytes:

@@ -328,9 +328,10 @@ class Gateway:
         specs = dict(self.config.routers)
         specs.setdefault(HEURISTIC, HEURISTIC)
         builtin_failed: set[str] = set()
+        shipped_names: list[str] = []  # routes served by the shipped learned default
         for name, spec in specs.items():
             shipped = spec == BUILTIN
-            if spec == BUILTIN:
+            if shipped:
                 spec = self._builtin_spec(name)
                 if spec in builtin_failed:
                     spec = HEURISTIC
@@ -342,29 +343,24 @@ class Gateway:
                                     "serves instead", name, exc)
                         builtin_failed.add(spec)
                         spec = HEURISTIC
-            # the shipped learned default was trained on cells that all prompt for an answer format (a short answer,
-            # a letter, a number, a program): an open request — no task named, none detected — would be told to give
-            # "a short answer", so the heuristic's plain call routes those
-            open_requests = HEURISTIC if shipped and spec != HEURISTIC and not self._plain(by_spec.get(spec)) else None
+            if shipped and spec != HEURISTIC:
+                shipped_names.append(name)
             if spec in by_spec:
                 e = by_spec[spec]
-                loaded[name] = RouterEntry(name, spec, e.router, e.candidates, e.skipped, e.encoder, e.inline,
-                                           open_requests)
+                loaded[name] = RouterEntry(name, spec, e.router, e.candidates, e.skipped, e.encoder, e.inline)
                 continue
             e = self._load_entry(name, spec)
-            e.open_requests = None if self._plain(e) else open_requests
             by_spec[spec] = e
             loaded[name] = e
+        # the shipped learned default was trained on cells that all prompt for an answer format (a short answer, a
+        # letter, a number, a program): an open request — no task named, none detected — would be told to give "a
+        # short answer", so the heuristic's plain call routes those, unless the router can make a plain call itself
         plain = next((n for n, e in loaded.items() if e.spec == HEURISTIC), None)  # "heuristic" unless overridden
-        for e in loaded.values():
-            if e.open_requests:
+        for name in shipped_names:
+            e = loaded[name]
+            if not any(c.strategy == DEFAULT for c in e.candidates):
                 e.open_requests = plain
         return loaded
-
-    @staticmethod
-    def _plain(entry: Optional[RouterEntry]) -> bool:
-        """Whether a loaded router can make a plain call (a ``default``-strategy candidate) for open requests."""
-        return entry is not None and any(c.strategy == DEFAULT for c in entry.candidates)
 
     def _load_entry(self, name: str, spec: str) -> RouterEntry:
         """Load router ``spec`` (the heuristic or an artifact folder) for route ``name``, warm its encoder and time

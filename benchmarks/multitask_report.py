@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.since is not None:
         try:
-            pd.Timestamp(args.since)
+            if pd.isna(pd.Timestamp(args.since)):  # "", "nat": no time at all
+                raise ValueError(args.since)
         except ValueError:
             raise SystemExit(f"--since: {args.since!r} is not an ISO 8601 time") from None
     o, q = rows_of(args.folder)

@@ -182,11 +182,20 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
     return out
 
 
-def paired_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0) -> dict:
+def paired_ci(a: np.ndarray, b: np.ndarray, reps: int = 2000, seed: int = 0, strata=None) -> dict:
     """Mean of ``a − b`` (per-question utilities of two routers on the same questions) and its 95% paired
-    bootstrap interval (questions resampled with replacement)."""
+    bootstrap interval (questions resampled with replacement; with ``strata``, one label per question — the task —
+    within each stratum, as the held-out questions were drawn: a fixed number per task)."""
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
-    idx = np.random.default_rng(seed).integers(0, len(d), size=(reps, len(d)))
+    rng = np.random.default_rng(seed)
+    if strata is None:
+        idx = rng.integers(0, len(d), size=(reps, len(d)))
+    else:
+        strata = np.asarray(strata)
+        if strata.shape != d.shape:
+            raise ValueError(f"strata: {strata.shape[0]} labels for {len(d)} questions")
+        groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+        idx = np.concatenate([g[rng.integers(0, len(g), size=(reps, len(g)))] for g in groups], axis=1)
     boot = d[idx].mean(axis=1)
     return {"diff": float(d.mean()), "lo": float(np.quantile(boot, 0.025)), "hi": float(np.quantile(boot, 0.975))}
 
@@ -302,7 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     best = max(shippable, key=lambda k: cv[k])  # chosen on the training questions, then tested held out
     beats = all(results[best][t]["utility"] > results[h][t]["utility"] for t in lams for h in heuristics)
     # how sure: the chosen router's per-question utility minus each heuristic's, paired bootstrap 95% interval
-    margins = {h: {t: paired_ci(per_q[best][t], per_q[h][t]) for t in lams} for h in heuristics}
+    tasks = test.queries["task"].astype(str).to_numpy()  # per_q follows test.queries: resample within each task
+    margins = {h: {t: paired_ci(per_q[best][t], per_q[h][t], strata=tasks) for t in lams} for h in heuristics}
     rule = (f"among the learned routers whose artifact is at most {MAX_SHIP_BYTES / 1e6:g} MB, the one with the "
             "highest mean utility by 5-fold cross-validation on the training questions (accuracy − λ·cost over "
             "the trade-offs "

@@ -27,3 +27,9 @@ def test_rate_leaves_out_pauses_and_can_start_at_a_time(rep):
     (late,) = rep.rate(_rows(t), since="2026-12-01T12:00:00Z")
     assert late["cells"] == 3 and late["minutes"] == pytest.approx(1.0) and late["sittings"] == 1
     assert rep.rate(_rows(t), since="2026-12-02T00:00:00") == []
+
+
+@pytest.mark.parametrize("since", ["", "nat", "yesterday"])
+def test_since_that_is_no_time_is_an_error_naming_the_flag(rep, tmp_path, since):
+    with pytest.raises(SystemExit, match="--since: .* is not an ISO 8601 time"):
+        rep.main([str(tmp_path), "--since", since])

@@ -112,3 +112,12 @@ def test_paired_interval_of_a_utility_difference(sel):
     assert m["diff"] == pytest.approx(0.1) and m["lo"] == pytest.approx(0.1) and m["hi"] == pytest.approx(0.1)
     noisy = sel.paired_ci(a, rng.random(200))
     assert noisy["lo"] < noisy["diff"] < noisy["hi"] and noisy["lo"] < 0 < noisy["hi"]
+    # within strata (a fixed number of questions per task): a difference that is constant within each task has no
+    # spread left, where resampling across tasks mixes them
+    tasks = np.repeat(["t1", "t2"], 100)
+    d = np.where(tasks == "t1", 0.2, -0.1)
+    flat, strat = sel.paired_ci(d, np.zeros(200)), sel.paired_ci(d, np.zeros(200), strata=tasks)
+    assert strat["diff"] == flat["diff"] == pytest.approx(0.05)
+    assert strat["lo"] == pytest.approx(0.05) and strat["hi"] == pytest.approx(0.05) and flat["lo"] < 0.04
+    with pytest.raises(ValueError, match="strata: 3 labels for 200"):
+        sel.paired_ci(a, a, strata=["t1", "t2", "t1"])

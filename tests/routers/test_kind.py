@@ -70,6 +70,11 @@ def test_bad_choices_are_an_error_naming_the_query():
     q = pd.DataFrame({"query_id": ["z1"], "text": ["a"], "choices": ["{'label': ['A']}"]})
     with pytest.raises(ValueError, match="query 'z1'.*'text' list"):
         query_texts(q)
+    q = pd.DataFrame({"query_id": ["w1"], "text": ["a"], "choices": ["[" * 100_000]})  # too deep to parse
+    with pytest.raises(ValueError, match="query 'w1'.*not a list"):
+        query_texts(q)
+    with pytest.raises(ValueError, match=r"min_coverage.*\(0, 1\], got nan"):
+        table().for_routers(float("nan"))
 
 
 def test_it_learns_the_best_candidate_of_each_kind():
@@ -117,3 +122,26 @@ def test_round_trip_and_bad_settings(tmp_path):
             make_router("kind", prior=bad)
     with pytest.raises(RuntimeError, match="not fitted"):
         make_router("kind").predict(test.queries)
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda st: st.update(kinds_="qa"), "kinds_"),
+    (lambda st: st.update(kinds_=["choice", "choice", "numeric", "qa"]), "kinds_"),
+    (lambda st: st.update(kinds_=5), "kinds_"),
+    (lambda st: st.pop("score_"), "score_"),
+    (lambda st: st["cost_"].update(shape=[5, 3]), "cost_"),
+    (lambda st: st["counts_"].update(shape=[3]), "counts_"),
+])
+def test_an_edited_artifact_fails_on_load_naming_the_field(tmp_path, edit, says):
+    """Hand-edited state (a wrong kind list, a missing or misshapen table) is one clear error on load, before any
+    request is routed on it."""
+    import json
+
+    from routecraft.routers.artifact import ArtifactError
+
+    path = make_router("kind").fit(table()).save(tmp_path / "kind")
+    meta = json.loads((path / "router.json").read_text())
+    edit(meta["state"])
+    (path / "router.json").write_text(json.dumps(meta))
+    with pytest.raises(ArtifactError, match=says):
+        load_router(path)

@@ -253,3 +253,19 @@ def test_execute_applies_the_length_instruction(ridge, pool):
     assert run.budget == d.candidate.budget
     assert run.max_tokens == d.candidate.budget + 10
     assert 0 < run.output_tokens <= d.candidate.budget + 10
+
+
+def test_query_chars_counts_what_the_gateway_sends():
+    """Input tokens grow with the prompt: a multiple-choice question's options count (the gateway routes on the
+    text with its options), and the conversation length the gateway passes (``input_chars``) wins over the text."""
+    import pandas as pd
+
+    from routecraft.routers.token_budget import query_chars
+
+    q = pd.DataFrame({"query_id": ["a", "b"], "text": ["Which is a metal?", "hi"], "task": ["mmlu", "trivia_qa"],
+                      "choices": [["iron", "wood"], None]})
+    bare = len("Which is a metal?")
+    a, b = query_chars(q)
+    assert a > bare + len("iron") + len("wood") and b == 2
+    q["input_chars"] = [1000, None]
+    assert query_chars(q).tolist() == [1000.0, 2.0]

@@ -566,5 +566,33 @@ def test_the_shipped_learned_default_leaves_open_requests_to_the_heuristic(tmp_p
     assert choice["decision"] == {**choice["decision"], "model": "small", "strategy": "direct"}
     assert choice["router"] == "kind"
     assert named["router"] == "kind" and named["decision"]["strategy"] == "direct"  # a task named: learned
+    routes = {s.labels["router"] for s in gw.metrics.decisions.collect()[0].samples}
+    assert routes == {"auto"}  # counted under the route asked for, as the request log names it
     gw, (open_, _, _) = route(routers={"auto": str(shipped)})  # named in the config: it routes open requests too
     assert gw.routers["auto"].open_requests is None and open_["router"] == "kind"
+
+
+def test_the_shipped_default_warns_when_open_requests_cannot_get_a_plain_call(tmp_path, caplog):
+    """A config without a heuristic route, or whose heuristic has no plain call, leaves open requests to a router
+    that prompts for an answer format: the start-up log says so (the config is valid, so not an error)."""
+    import json
+    import logging
+
+    from routecraft.data.schema import RoutingData
+    from routecraft.routers import make_router
+
+    qs = pd.DataFrame({"query_id": ["c1", "t1"], "text": ["Which is a mammal?", "who wrote hamlet"],
+                       "task": ["mmlu", "trivia_qa"], "choices": [["shark", "whale"], None]})
+    rows = [{"query_id": q, "model": m, "strategy": "direct", "score": 1.0, "cost_usd": 1e-6}
+            for q in qs["query_id"] for m in ("small", "big")]
+    shipped = tmp_path / "default_router"
+    make_router("kind").fit(RoutingData.from_frames(qs, pd.DataFrame(rows))).save(shipped)
+    (shipped / "selection.json").write_text(json.dumps({"selected": True, "rule": "beat the heuristic"}))
+    for over, says in (({"heuristic": {"strategies": ["cot", "pal"]}}, "no plain call"),
+                       ({"routers": {"auto": "builtin", "heuristic": str(shipped)}}, "no route serves the heuristic")):
+        caplog.clear()
+        gw = _gateway(tmp_path, **over)
+        gw.builtin_dir = shipped
+        with caplog.at_level(logging.WARNING, logger="routecraft"):
+            _run(gw, lambda c: c.get("/health"))
+        assert any(says in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]

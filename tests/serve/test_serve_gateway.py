@@ -123,6 +123,7 @@ def test_chat_completion_returns_the_decision_in_headers_and_body(gateway):
     assert resp.model == h["x-routecraft-model"] == rc["model"] == "smollm2-b"  # the bigger model at λ = 0
     assert h["x-routecraft-strategy"] == rc["strategy"] == "default" and h["x-routecraft-budget"] == "default"
     assert h["x-routecraft-router"] == "auto" and rc["tradeoff"] == "quality" and rc["task"] == "qa"
+    assert h["x-routecraft-decided-by"] == "heuristic"
     assert float(h["x-routecraft-predicted-score"]) == pytest.approx(rc["predicted_score"], rel=1e-5)
     assert float(h["x-routecraft-predicted-cost"]) == pytest.approx(rc["predicted_cost"], rel=1e-5)
     u = resp.usage
@@ -316,7 +317,7 @@ def test_fallback_when_the_chosen_backend_is_killed_mid_request(gateway):
     while _health(gateway)["inflight"] < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.7)  # smollm2-b is generating
-    assert t.is_alive(), "the request finished before the backend could be killed"
+    assert t.is_alive(), f"the request finished before the backend could be killed: {out}"
     os.kill(b.pid, signal.SIGKILL)
     t.join(120)
     assert "error" not in out, out.get("error")

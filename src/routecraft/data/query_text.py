@@ -34,10 +34,10 @@ def query_choices(v: Any) -> list[str] | None:
             return None
         try:
             v = json.loads(s)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             try:
                 v = ast.literal_eval(s)
-            except (ValueError, SyntaxError):
+            except (ValueError, SyntaxError, RecursionError, MemoryError):  # nested too deep: not options
                 raise ValueError(f"choices {s[:80]!r} are not a list") from None
     if isinstance(v, Mapping):
         if "text" not in v:

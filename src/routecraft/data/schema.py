@@ -365,6 +365,8 @@ class RoutingData:
         candidate set ``{coverage >= t}`` (``t``: ``min_coverage`` and every candidate coverage below it) is tried,
         the queries complete over it kept, and the one with the most cells wins (ties: ``min_coverage``'s, then
         more candidates): it never drops a candidate the usual rule keeps."""
+        if not isinstance(min_coverage, (int, float)) or not 0 < min_coverage <= 1:
+            raise ValueError(f"min_coverage (--min-coverage) must be in (0, 1], got {min_coverage!r}")
         o = self.outcomes
         cid = candidate_ids(o)
         cover = cid.groupby(cid).size() / max(1, len(self.queries))

@@ -73,6 +73,32 @@ class KindRouter(TabularRouter):
             self.tokens_ = None
         return self
 
+    def set_state(self, state: dict) -> None:
+        """A saved state, checked: unique kind names, a count per kind, and (kinds + 1) × candidates finite tables
+        (an artifact edited by hand fails here, on load, not on the first request)."""
+        kinds = state.get("kinds_")
+        if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) for k in kinds) \
+                or len(set(kinds)) != len(kinds):
+            raise ValueError("kinds_ must be a list of unique kind names")
+        counts = np.asarray(state.get("counts_"))
+        if counts.shape != (len(kinds),) or not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+            raise ValueError(f"counts_ must be {len(kinds)} counts >= 0, one per kind")
+        shape = (len(kinds) + 1, len(self.candidates))
+        tables = {}
+        for key in ("score_", "cost_", "tokens_"):
+            arr = state.get(key)
+            if arr is None and key == "tokens_":
+                tables[key] = None
+                continue
+            arr = np.asarray(arr)
+            if arr.shape != shape or not np.issubdtype(arr.dtype, np.floating) or not np.isfinite(arr).all():
+                raise ValueError(f"{key} must be a finite {shape[0]} x {shape[1]} table (kinds + 1 rows, one "
+                                 f"column per candidate)")
+            tables[key] = arr.astype(np.float64)
+        self.kinds_, self.counts_ = list(kinds), counts.astype(np.int64)
+        for key, arr in tables.items():
+            setattr(self, key, arr)
+
     def kind_counts(self) -> dict[str, int]:
         """Training queries per detected kind."""
         check_fitted(self, "counts_")

@@ -29,6 +29,7 @@ import pandas as pd
 from routecraft.core import metrics as M
 from routecraft.core.sweep import lambda_grid
 from routecraft.data.features import EmbeddingCache
+from routecraft.data.query_text import query_texts
 from routecraft.data.schema import DEFAULT, Candidate, RoutingData, candidate_id
 from routecraft.pool.config import load_pool
 from routecraft.routers.base import Decision, Prediction, choose
@@ -87,9 +88,16 @@ def long_outcomes(data: RoutingData, who: str, candidates: Sequence[Candidate] |
 
 
 def query_chars(queries: pd.DataFrame) -> np.ndarray:
+    """The length of each query's prompt, what its input tokens grow with: ``input_chars`` where the table has it
+    (the gateway passes the whole conversation's), else the routing text with its options (``query_texts``: what
+    the gateway sees of a multiple-choice question). NaN without a text."""
     if "text" not in queries.columns:
         return np.full(len(queries), np.nan)
-    return queries["text"].fillna("").astype(str).str.len().to_numpy(np.float64)
+    chars = np.array([len(t) for t in query_texts(queries)], dtype=np.float64)
+    if "input_chars" in queries.columns:
+        given = pd.to_numeric(queries["input_chars"], errors="coerce").to_numpy(np.float64)
+        chars = np.where(np.isfinite(given), given, chars)
+    return chars
 
 
 # ---- descriptions ---------------------------------------------------------------------------------------------

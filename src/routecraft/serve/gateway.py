@@ -360,6 +360,12 @@ class Gateway:
             e = loaded[name]
             if not any(c.strategy == DEFAULT for c in e.candidates):
                 e.open_requests = plain
+                if plain is None:
+                    log.warning("router %s: no route serves the heuristic, so open requests (no task named, none "
+                                "detected) are routed by the shipped router, which prompts for a short answer", name)
+                elif DEFAULT not in self.config.heuristic.strategies:
+                    log.warning("router %s: open requests go to the heuristic, whose strategies %s have no plain "
+                                "call (default)", name, list(self.config.heuristic.strategies))
         return loaded
 
     def _load_entry(self, name: str, spec: str) -> RouterEntry:
@@ -825,9 +831,10 @@ class Gateway:
         plan = Plan(order, decision, task, lam, max_cost, decision_ms, sticky, dropped, entry.router, X)
         self._apply_health(plan)
         m = self.metrics
-        m.decision_latency.labels(entry.name).observe(decision_ms / 1e3)
+        route = target.router.name  # the route asked for, as in the request log (entry: the router that decided)
+        m.decision_latency.labels(route).observe(decision_ms / 1e3)
         c = decision.candidate
-        m.decisions.labels(entry.name, c.model, c.strategy, str(c.budget)).inc()
+        m.decisions.labels(route, c.model, c.strategy, str(c.budget)).inc()
         return plan
 
     def _apply_health(self, plan: Plan) -> None:

@@ -121,6 +121,9 @@ class Session:
              "x-routecraft-model": cand.model, "x-routecraft-strategy": cand.strategy,
              "x-routecraft-budget": "default" if cand.budget is None else str(cand.budget),
              "x-routecraft-decision-ms": f"{plan.decision_ms:.3f}", "x-routecraft-fallbacks": str(len(failures))}
+        if plan.router is not None:
+            h["x-routecraft-decided-by"] = plan.router.name  # the router type; for an open request under the
+            # shipped default, the heuristic (see Gateway._load_routers)
         if consultations is not None:
             h["x-routecraft-consultations"] = str(consultations)
         elif plan.decision is not None and isinstance(plan.decision.plan, dict) \

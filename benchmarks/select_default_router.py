@@ -4,8 +4,9 @@
         --heldout data/routecraft-multitask-test [--routers mlp,mf,linear,knn,cascade,sequential] \
         [--encoder static] [--out runs/default-router] [--ship]
 
-**Candidates**: every model × strategy collected (direct, CoT, CoD, PAL). A strategy that does not apply to a
-task was never collected on it (PAL on a multiple-choice question); those cells are filled conservatively
+**Candidates**: every model × strategy collected (direct, the plain call ``default``, CoT, CoD, PAL). A strategy
+not planned for a task was never collected on it (PAL on a multiple-choice question, the plain call on a question
+with a fixed answer form); those cells are filled conservatively
 (``RoutingData.fill_inapplicable``: score 0 at the question's dearest cost), so that every router sees every
 candidate and a pick of one can only be scored as the worst call.
 
@@ -21,8 +22,11 @@ the collected cell of the chosen candidate on that question (greedy cells: the c
 under the question's own task, while the gateway prompts for the detected one — ``detected_task`` in
 selection.json says how often they differ); a plan is replayed on the logged answers. Each learned router is fit on
 the training collection (features: ``--encoder``). The heuristic router is built from the local pool's models as
-``routecraft serve`` builds it (its strategies ``default``, ``cot``, ``pal``; a plain ``default`` call was not
-collected and is scored on the model's ``direct`` cell), and once more over the collected strategies. Also shown:
+``routecraft serve`` builds it (its strategies ``default``, ``cot``, ``pal``; its plain ``default`` call is scored
+on the collected plain-call cell of an open question, elsewhere — not collected — on the model's ``direct`` cell),
+and once more over the collected strategies. A learned router without a ``default`` candidate leaves the open
+questions (detected ``qa``) to the served heuristic, as the gateway does for the shipped default; one with it
+routes them itself. Also shown:
 the best single candidate (chosen on the training questions at each trade-off) and the oracle (each held-out
 question's best collected cell).
 
@@ -62,7 +66,7 @@ from routecraft.routers.heuristic import query_kind
 from routecraft.serve.config import ServeConfig
 from routecraft.strategies import COMPARABLE_KINDS, strategy_applies, task_kind
 
-STRATEGIES = ("direct", "cot", "cod", "pal")
+STRATEGIES = ("direct", "default", "cot", "cod", "pal")
 SHIP = Path(__file__).resolve().parents[1] / "src" / "routecraft" / "configs" / "default_router"
 #: the largest artifact shipped inside the package (router.json + state.safetensors)
 MAX_SHIP_BYTES = 4_000_000
@@ -109,11 +113,15 @@ def scored_as(cand: Candidate) -> Candidate:
     return Candidate(cand.model, "direct", cand.budget) if cand.strategy == "default" else cand
 
 
-def cell_of(idx: dict[str, int], cand: Candidate) -> int:
-    """The collected cell a pick is scored on. The served heuristic's plain call (strategy ``default``: the
-    conversation as it is) was not collected; it is scored on the model's ``direct`` cell, the nearest (a short
-    answer, with the task's answer format asked for)."""
-    j = idx.get(cand.id, idx.get(scored_as(cand).id))
+def cell_of(idx: dict[str, int], cand: Candidate, collected: set[str] | None = None) -> int:
+    """The cell a pick is scored on: its own where it was collected on the question (``collected``; all of them
+    when None). A plain call (strategy ``default``: the conversation as it is) is collected on the open questions
+    only (``strategies_for``); elsewhere it is scored on the model's ``direct`` cell, the nearest (a short answer,
+    with the task's answer format asked for)."""
+    own = collected is None or cand.id in collected
+    j = idx.get(cand.id) if own else None
+    if j is None:
+        j = idx.get(scored_as(cand).id)
     if j is None:
         raise KeyError(f"no collected cell for the pick {cand.id}")
     return j
@@ -140,7 +148,7 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
     """Each trade-off's accuracy, cost and utility of ``router`` on ``test`` as the gateway would serve it
     (``per_question``, when given, receives each trade-off's per-question utility array). ``open_router``: the
     router that takes an open question instead (detected kind ``qa``): the served heuristic, as the gateway does
-    for the shipped learned default."""
+    for a shipped learned default without a plain-call (``default``) candidate; one with it routes them itself."""
     truth = test.matrices(candidates=cands)
     idx = {c.id: j for j, c in enumerate(truth.candidates)}
     n = len(texts)
@@ -150,6 +158,8 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
     for qid, cid in zip(real["query_id"], candidate_ids(real)):
         collected.setdefault(qid, set()).add(cid)
     qids = test.queries["query_id"].tolist()
+    if any(c.strategy == "default" for c in getattr(router, "candidates", None) or []):
+        open_router = None  # it can make the plain call itself: the gateway leaves open requests to it
     feat = (lambda i: None) if Xte is None else (lambda i: Xte[i])
     out = {}
     for name, lam in lams.items():
@@ -174,7 +184,8 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
                 d = router.upfront_decision(texts[i], feat(i), **ctx)
             else:
                 d = router.decide_one(texts[i], feat(i), **ctx)
-            j = cell_of(idx, gateway_pick(d, tasks_seen[i], lam, collected.get(qids[i], set())))
+            have = collected.get(qids[i], set())
+            j = cell_of(idx, gateway_pick(d, tasks_seen[i], lam, have), have)
             s[i], c[i], picked[i] = truth.score[i, j], truth.cost[i, j], truth.candidates[j].id
         out[name] = summarise(s, c, lam, picked, test.queries["task"], calls)
         if per_question is not None:
@@ -318,7 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             "the trade-offs "
             f"{', '.join(f'{k} λ={v:g}' for k, v in lams.items())}) is selected when its held-out utility beats "
             f"the heuristic's at every trade-off (the heuristic as served, strategies {', '.join(served)}, its plain "
-            "'default' call scored on the direct cell; and the heuristic over the collected strategies); replayed "
+            "'default' call scored on the collected plain-call cell of an open question, elsewhere on the direct "
+            "cell; and the heuristic over the collected strategies); replayed "
             "as the gateway serves (task detected from the text, inapplicable strategies dropped, consultations "
             "only where answers compare)")
     selection = {"selected": bool(beats and not dry), "router": best, "rule": rule, "dry_run": dry,

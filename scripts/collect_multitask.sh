@@ -7,7 +7,8 @@
 # Questions: LLMRouter's query file of SPLIT (14 tasks), PER_TASK per task drawn with seed 0 and interleaved across
 # tasks (the first k*14 questions cover every task k times), so each chunk adds CHUNK questions per task.
 # Cells: the 4 local models x the strategies that apply to each task (`--strategies auto`: direct and cot
-# everywhere, cod where answers are reasoned, pal for numeric and math), at the default budget.
+# everywhere, cod where answers are reasoned, pal for numeric and math, the plain call `default` where the answer has
+# no fixed form: open questions and commongen), at the default budget.
 # Held-out questions: SPLIT=test into another folder (scripts/collect_multitask.sh 10 5 data/routecraft-multitask-test test).
 set -euo pipefail
 PER_TASK=${1:-50}

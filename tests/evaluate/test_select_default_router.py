@@ -31,14 +31,19 @@ def test_gateway_pick_drops_an_inapplicable_strategy(sel):
     assert sel.gateway_pick(d, "choice", 0.0).strategy == "pal"
     collected = {Candidate("m", "cot").id, Candidate("m", "direct").id}
     assert sel.gateway_pick(d, "choice", 0.0, collected).strategy == "cot"
-    # the served heuristic's plain call is scored on the model's direct cell
+    # the served heuristic's plain call is scored on the model's direct cell where it was not collected, on its
+    # own cell where it was (an open question); a filled plain-call cell is not its own
     idx = {Candidate("m", "direct").id: 4}
     assert sel.cell_of(idx, Candidate("m", "default")) == 4
     with pytest.raises(KeyError, match="no collected cell"):
         sel.cell_of(idx, Candidate("m", "cot"))
+    idx[Candidate("m", "default").id] = 7
+    plain, direct = Candidate("m", "default"), Candidate("m", "direct")
+    assert sel.cell_of(idx, plain, {plain.id, direct.id}) == 7
+    assert sel.cell_of(idx, plain, {direct.id}) == 4
 
 
-def _collection(n_per=6, seed=0):
+def _collection(n_per=6, seed=0, plain=False):
     """Arithmetic questions that only PAL of the big model solves, multiple-choice questions that only the small
     model's direct answer gets right (PAL never collected on them)."""
     rng = np.random.default_rng(seed)
@@ -51,7 +56,7 @@ def _collection(n_per=6, seed=0):
     for row in q:
         num = row["task"] == "gsm8k"
         for m, price in (("small", 1e-7), ("big", 1e-6)):
-            for s in ("direct", "cot") + (("pal",) if num else ()):
+            for s in ("direct", "cot") + (("pal",) if num else ()) + (("default",) if plain else ()):
                 win = (num and m == "big" and s == "pal") or (not num and m == "small" and s == "direct")
                 o.append({"query_id": row["query_id"], "model": m, "strategy": s, "score": float(win),
                           "cost_usd": price * (50 + rng.integers(0, 20)), "prediction": "x"})
@@ -88,6 +93,13 @@ def test_replay_scores_the_collected_cell_and_fills_never_help(sel):
     assert res["per_task"]["gsm8k"]["top_pick"] == Candidate("small", "cot").id
     assert res["per_task"]["gsm8k"]["top_share"] == 1.0 and res["per_task"]["gsm8k"]["accuracy"] == 0.0
     assert res["per_task"]["mmlu"]["top_pick"] != Candidate("small", "cot").id
+    # a router that has a plain-call candidate routes open questions itself (the gateway leaves them to it)
+    sub2, cands2, _ = sel.prepared(_collection(plain=True), ["small", "big"])
+    assert Candidate("small", "default").id in {c.id for c in cands2}
+    r2 = sel.make_router("linear")
+    r2.fit(sub2, X)
+    mine = sel.replay(r2, sub2, X, cands2, {"quality": 0.0}, texts, as_open, open_router=plain)["quality"]
+    assert mine["per_task"]["gsm8k"]["top_pick"] == Candidate("big", "pal").id
 
 
 def test_observing_router_consults_only_where_answers_compare(sel):

@@ -31,7 +31,7 @@ Q = "Janet's ducks lay 16 eggs per day. She eats three for breakfast and bakes m
 # ------------------------------------------------------------------------------------------------ registry/config
 
 def test_registry_names_and_descriptions():
-    assert list_strategies() == ["cod", "cot", "direct", "pal", "sc"]
+    assert list_strategies() == ["cod", "cot", "default", "direct", "pal", "sc"]
     for name in list_strategies():
         s = get_strategy(name)
         assert isinstance(s, Strategy) and s.name == name
@@ -41,7 +41,7 @@ def test_registry_names_and_descriptions():
 
 
 def test_registry_errors_name_the_problem():
-    with pytest.raises(ValueError, match="unknown strategy 'tot'.*cod, cot, direct, pal, sc"):
+    with pytest.raises(ValueError, match="unknown strategy 'tot'.*cod, cot, default, direct, pal, sc"):
         get_strategy("tot")
     with pytest.raises(ValueError, match="strategy 'cot'.*temprature"):
         get_strategy("cot", temprature=0.5)
@@ -104,7 +104,9 @@ def test_budget_presets_and_placement():
 # ------------------------------------------------------------------------------------------------ prompts
 
 def test_chat_messages_share_the_longest_prefix():
-    msgs = {(n, b): get_strategy(n).build_messages(Q, "gsm8k", b) for n in list_strategies() for b in (32, None)}
+    # (the plain call sends the question alone: test_task_graders.test_the_plain_call_sends_the_question_as_...)
+    msgs = {(n, b): get_strategy(n).build_messages(Q, "gsm8k", b) for n in list_strategies() if n != "default"
+            for b in (32, None)}
     systems = {m[0]["content"] for m in msgs.values()}
     assert systems == {"You are a helpful assistant."}
     for m in msgs.values():  # question first, then the strategy instruction: one question's cells share a prefix

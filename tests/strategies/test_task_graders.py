@@ -10,6 +10,7 @@ The GSM8K prompts are compared byte for byte with the ones routecraft-gsm8k was 
 from __future__ import annotations
 
 import ast
+import asyncio
 import json
 import os
 import socket
@@ -24,7 +25,7 @@ import pytest
 from routecraft.data.importers.common import dataset_root, find, read_jsonl
 from routecraft.strategies import get_strategy, strategies_for, task_kind
 from routecraft.strategies import sandbox as sandbox_mod
-from routecraft.strategies.answers import extract_answer, extract_program, extract_sentence
+from routecraft.strategies.answers import extract_answer, extract_program, extract_sentence, format_choices
 from routecraft.strategies.code_eval import CodeGold, build_program, parse_code_gold, run_tests
 from routecraft.strategies.coverage import coverage, inflections
 from routecraft.strategies.graders import LLMROUTER_METRICS, grade, grader_for
@@ -440,12 +441,12 @@ def test_code_and_sentence_extraction():
 
 def test_strategies_for_each_task():
     expected = {"numeric": ["direct", "cot", "cod", "pal"], "math": ["direct", "cot", "cod", "pal"],
-                "choice": ["direct", "cot", "cod"], "code": ["direct", "cot", "cod"], "qa": ["direct", "cot"],
-                "generation": ["direct", "cot"]}
+                "choice": ["direct", "cot", "cod"], "code": ["direct", "cot", "cod"],
+                "qa": ["direct", "default", "cot"], "generation": ["direct", "default", "cot"]}
     for task in TASKS:
         assert strategies_for(task) == expected[task_kind(task)], task
     assert "pal" not in strategies_for("trivia_qa") and "pal" in strategies_for("gsm8k")
-    assert strategies_for("general") == ["direct", "cot"]
+    assert strategies_for("general") == ["direct", "default", "cot"]
     with pytest.raises(ValueError, match="unknown task"):
         strategies_for("no-such-task")
 
@@ -462,6 +463,10 @@ def test_each_strategy_asks_for_the_tasks_answer_format(task):
     for name in strategies_for(task):
         s = get_strategy(name)
         instr = s.instruction(task)
+        if name == "default":  # the plain call: the question as sent, nothing added (test_the_plain_call_...)
+            assert instr == "" and s.build_messages(llmrouter_text(r), task, None, choices) == [
+                {"role": "user", "content": format_choices(llmrouter_text(r), choices)}]
+            continue
         if name == "pal":
             assert "solution()" in instr
         else:
@@ -471,6 +476,24 @@ def test_each_strategy_asks_for_the_tasks_answer_format(task):
         if choices:
             assert f"\n(A) {choices[0].strip()}\n" in msgs[-1]["content"]
         assert s.build_prompt(llmrouter_text(r), task, 64, choices).endswith("Answer:" + s.answer_prefix(task))
+
+
+def test_the_plain_call_sends_the_question_as_a_user_would():
+    """Strategy ``default`` as the gateway sends it: no system prompt, no instruction, no answer format; options
+    shown; a budget is the only thing added; always a chat request; its answer read from the free text."""
+    s = get_strategy("default")
+    assert s.build_messages("who wrote hamlet", "trivia_qa") == [{"role": "user", "content": "who wrote hamlet"}]
+    assert s.build_messages("Which is a metal?", "mmlu", None, ["iron", "wood"]) == [
+        {"role": "user", "content": "Which is a metal?\n(A) iron\n(B) wood"}]
+    assert s.build_messages("who wrote hamlet", "trivia_qa", 32)[-1]["content"] == \
+        "who wrote hamlet\n\nUse at most 32 tokens."
+    assert s.max_tokens(None, "trivia_qa") == 512 and s.applies_to("mbpp")
+    with pytest.raises(ValueError, match="unknown task"):
+        s.instruction("no-such-task")
+    with pytest.raises(ValueError, match="chat request"):
+        asyncio.run(s.run(None, "who wrote hamlet", "trivia_qa", mode="prompt"))
+    ex = s.extract("Hamlet was written by William Shakespeare.\nIt is a tragedy.", "trivia_qa")
+    assert ex.answer == "Hamlet was written by William Shakespeare" and ex.method == "first_line"
 
 
 def test_pal_applies_to_numeric_and_math_only():

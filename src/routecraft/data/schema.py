@@ -325,7 +325,7 @@ class RoutingData:
                 continue
             if task not in planned:
                 try:
-                    planned[task] = set(strategies_for(task)) | {DEFAULT} | seen.get(task, set())
+                    planned[task] = set(strategies_for(task)) | seen.get(task, set())
                 except (ValueError, TypeError):
                     planned[task] = None
             ok = planned[task]

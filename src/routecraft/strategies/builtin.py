@@ -1,4 +1,5 @@
-"""The built-in strategies: direct, chain-of-thought, chain-of-draft, program-aided (PAL) and self-consistency."""
+"""The built-in strategies: the plain call (``default``), direct, chain-of-thought, chain-of-draft, program-aided (PAL)
+and self-consistency."""
 
 from __future__ import annotations
 
@@ -14,6 +15,37 @@ from routecraft.strategies.answers import answer_from_value, extract_answer, maj
 from routecraft.strategies.base import ANSWER_FORM, Extraction, Strategy, StrategyRun, resolve_mode
 from routecraft.strategies.registry import get_strategy, register_strategy
 from routecraft.strategies.sandbox import run_python
+
+
+@register_strategy("default")
+class PlainCall(Strategy):
+    """The plain call: the question as a user would send it (with its options, if any), no system prompt, no
+    instruction and no answer format — what ``routecraft serve`` sends for strategy ``default`` (the conversation
+    unchanged). Always a chat request, as the gateway makes it, also to a base model (llama.cpp applies the model's
+    chat template). Its answer is read from the free text by the task's extractor (an open question: the first
+    line). A length budget, when given, is the only thing added."""
+
+    name: str = "default"
+    description: str = ("Default prompting: the question exactly as given, with no added reasoning instruction and "
+                        "no answer format; what a chat client sends.")
+    system_prompt: str | None = None
+    default_max_tokens: int | None = 512
+
+    def instruction(self, task: str) -> str:
+        task_kind(task)  # an unknown task is an error, as for every strategy
+        return ""
+
+    def build_messages(self, question: str, task: str = "gsm8k", budget: int | None = None,
+                       choices: Sequence[str] | None = None) -> list[dict]:
+        msgs = super().build_messages(question, task, budget, choices)
+        msgs[-1]["content"] = msgs[-1]["content"].replace("\n\n ", "\n\n").rstrip()  # no instruction after it
+        return msgs
+
+    async def run(self, client: Any, question: str, task: str = "gsm8k", budget: int | None = None, *,
+                  mode: Literal["auto", "chat", "prompt"] = "auto", **kw: Any) -> StrategyRun:
+        if mode == "prompt":
+            raise ValueError("the plain call is a chat request (as the gateway sends it): mode='prompt' does not apply")
+        return await super().run(client, question, task, budget, mode="chat", **kw)
 
 
 @register_strategy("direct")

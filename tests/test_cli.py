@@ -108,11 +108,13 @@ def test_train_on_a_multi_task_collection_keeps_every_question(tmp_path):
 
     data = Path(__file__).resolve().parents[1] / "data" / "routecraft-multitask-test"
     n = len(pd.read_parquet(data / "queries.parquet"))
+    o = pd.read_parquet(data / "outcomes.parquet", columns=["model", "strategy"])
+    c = len(o.drop_duplicates())  # every (model, strategy) collected on some question: 4 x 5, the plain call too
     art = tmp_path / "kind"
     r = rc("train", "--router", "kind", "--data", str(data), "--out", str(art))
     assert r.returncode == 0, r.stderr[-2000:]
     text = " ".join(r.stderr.split())
-    assert f"({n} queries, 16 candidates)" in text and "note: filled" in text
+    assert c == 20 and f"({n} queries, {c} candidates)" in text and "note: filled" in text
     meta = json.loads((art / "router.json").read_text())
     assert meta["router"] == "kind"
     from routecraft.routers import load_router

@@ -206,9 +206,8 @@ class Strategy(BaseModel):
             ex = self.exemplar(task)
             if ex:
                 msgs += [{"role": "user", "content": f"{ex[0]}\n\n{instr}"}, {"role": "assistant", "content": ex[1]}]
-        user = f"{format_choices(question, choices).strip()}\n\n{instr}"
-        if btext and self._placement() == "user":
-            user += f" {btext}"
+        tail = " ".join(x for x in (instr, btext if self._placement() == "user" else None) if x)
+        user = format_choices(question, choices).strip() + (f"\n\n{tail}" if tail else "")
         msgs.append({"role": "user", "content": user})
         return msgs
 

@@ -35,12 +35,6 @@ class PlainCall(Strategy):
         task_kind(task)  # an unknown task is an error, as for every strategy
         return ""
 
-    def build_messages(self, question: str, task: str = "gsm8k", budget: int | None = None,
-                       choices: Sequence[str] | None = None) -> list[dict]:
-        msgs = super().build_messages(question, task, budget, choices)
-        msgs[-1]["content"] = msgs[-1]["content"].replace("\n\n ", "\n\n").rstrip()  # no instruction after it
-        return msgs
-
     async def run(self, client: Any, question: str, task: str = "gsm8k", budget: int | None = None, *,
                   mode: Literal["auto", "chat", "prompt"] = "auto", **kw: Any) -> StrategyRun:
         if mode == "prompt":

@@ -96,6 +96,17 @@ def prepared(rd: RoutingData, models: list[str], cands: list[Candidate] | None =
     return sub, cands, filled
 
 
+def leaked(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
+    """The held-out questions that are also training questions — the same ``query_id`` or the same text once case
+    and whitespace are normalised (published query files repeat questions across splits): a held-out gate that
+    leaks training questions flatters every learned router, so the script refuses it."""
+    def norm(texts) -> list[str]:
+        return [" ".join(str(t).lower().split()) for t in texts]
+
+    ids, seen = set(train["query_id"].astype(str)), set(norm(query_texts(train)))
+    return [str(q) for q, t in zip(test["query_id"], norm(query_texts(test))) if str(q) in ids or t in seen]
+
+
 def gateway_pick(decision, task: str, lam: float, collected: set[str] | None = None) -> Candidate:
     """The gateway's choice from a router's decision: inapplicable strategies dropped, then the same rule.
     ``collected``: the candidates with a collected cell on this question (a served router may pick a strategy
@@ -278,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         train = train_all
         test, _, filled_test = prepared(load(args.heldout), models, cands)
+        if bad := leaked(train.queries, test.queries):
+            raise SystemExit(f"{args.heldout}: {len(bad)} held-out question(s) are also in {args.train} (same id or "
+                             f"text), e.g. {', '.join(bad[:3])}: a gate must not contain training questions")
     lams = {k: t.lam for k, t in ServeConfig().tradeoffs.items()}
     enc = EmbeddingCache(args.encoder)
     both = pd.concat([train.queries, test.queries], ignore_index=True)

@@ -133,3 +133,11 @@ def test_paired_interval_of_a_utility_difference(sel):
     assert strat["lo"] == pytest.approx(0.05) and strat["hi"] == pytest.approx(0.05) and flat["lo"] < 0.04
     with pytest.raises(ValueError, match="strata: 3 labels for 200"):
         sel.paired_ci(a, a, strata=["t1", "t2", "t1"])
+
+
+def test_a_heldout_question_seen_in_training_is_refused(sel):
+    tr = pd.DataFrame({"query_id": ["a", "b"], "text": ["What is  2+2?", "Name a colour."], "task": ["gsm8k", "qa"]})
+    te = pd.DataFrame({"query_id": ["c", "b", "d"], "text": ["what is 2+2?\n", "Other text", "A new one"],
+                       "task": ["gsm8k", "qa", "qa"]})
+    assert sel.leaked(tr, te) == ["c", "b"]  # the same text (case and spaces aside), the same id
+    assert sel.leaked(tr, te.iloc[[2]]) == []

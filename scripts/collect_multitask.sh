@@ -2,7 +2,7 @@
 # Collect routecraft's multi-task dataset on the local pool, in chunks of questions so that every task, model and
 # strategy grows together. Resumable: rerun the same command after a stop; finished cells are skipped.
 #
-#   scripts/collect_multitask.sh [PER_TASK=50] [CHUNK=5] [OUT=data/routecraft-multitask] [SPLIT=train]
+#   scripts/collect_multitask.sh [PER_TASK=50] [CHUNK=5] [OUT=data/routecraft-multitask] [SPLIT=train] [FROM=0]
 #
 # Questions: LLMRouter's query file of SPLIT (14 tasks), PER_TASK per task drawn with seed 0 and interleaved across
 # tasks (the first k*14 questions cover every task k times), so each chunk adds CHUNK questions per task.
@@ -10,19 +10,24 @@
 # everywhere, cod where answers are reasoned, pal for numeric and math, the plain call `default` where the answer has
 # no fixed form: open questions and commongen), at the default budget.
 # Held-out questions: SPLIT=test into another folder (scripts/collect_multitask.sh 10 5 data/routecraft-multitask-test test).
+# FROM: skip the first FROM questions per task (they are in another folder) and collect questions FROM+1..PER_TASK of
+# each task: a fresh held-out gate after the first 10 per task
+# (scripts/collect_multitask.sh 20 5 data/routecraft-multitask-gate test 10).
 set -euo pipefail
 PER_TASK=${1:-50}
 CHUNK=${2:-5}
 OUT=${3:-data/routecraft-multitask}
 SPLIT=${4:-train}
+FROM=${5:-0}
 export ROUTECRAFT_THREADS=${ROUTECRAFT_THREADS:-$(nproc)}
 # requests each backend runs at once (its llama.cpp slots; each slot keeps the full context). 4 measured on the 2-core
 # VM (docs/RESULTS.md §10.1): smollm2 and gemma3 ~2x the cells/min of 2 slots, qwen-0.5b 1.5x, qwen-1.5b the same;
 # 8 no better than 4
 CONCURRENCY=${CONCURRENCY:-4}
 MODELS=smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b
-for ((k = CHUNK; k <= PER_TASK; k += CHUNK)); do
-  echo "=== $k questions per task ($(date -u +%FT%TZ))"
-  until routecraft collect --data "llmrouter-$SPLIT:$PER_TASK" --limit $((k * 14)) --models "$MODELS" \
+for ((k = FROM + CHUNK; k <= PER_TASK; k += CHUNK)); do
+  echo "=== questions $((FROM + 1))-$k per task ($(date -u +%FT%TZ))"
+  until routecraft collect --data "llmrouter-$SPLIT:$PER_TASK" --offset $((FROM * 14)) --limit $(((k - FROM) * 14)) \
+    --models "$MODELS" \
     --strategies auto --out "$OUT" --concurrency "$CONCURRENCY" --parallel "$CONCURRENCY"; do sleep 10; done
 done

@@ -24,11 +24,12 @@ selection.json says how often they differ); a plan is replayed on the logged ans
 the training collection (features: ``--encoder``). The heuristic router is built from the local pool's models as
 ``routecraft serve`` builds it (its strategies ``default``, ``cot``, ``pal``; its plain ``default`` call is scored
 on the collected plain-call cell of an open question, elsewhere — not collected — on the model's ``direct`` cell),
-and once more over the collected strategies. A learned router without a ``default`` candidate leaves the open
-questions (detected ``qa``) to the served heuristic, as the gateway does for the shipped default; one with it
-routes them itself. Also shown:
-the best single candidate (chosen on the training questions at each trade-off) and the oracle (each held-out
-question's best collected cell).
+and once more over the collected strategies; a learned router's plain call where none was collected is dropped like
+any uncollected strategy (its next choice: its training saw that cell filled as the worst call, so the direct-cell
+proxy could only flatter it; ``substituted`` in selection.json: the share of picks not scored as made). A learned
+router without a ``default`` candidate leaves the open questions (detected ``qa``) to the served heuristic, as the
+gateway does for the shipped default; one with it routes them itself. Also shown: the best single candidate
+(chosen on the training questions at each trade-off) and the oracle (each held-out question's best collected cell).
 
 **The rule** (stated in selection.json): among the learned routers whose artifact fits in the package (at most
 ``MAX_SHIP_BYTES``), the one with the highest mean utility (accuracy − λ·cost, averaged over the gateway's
@@ -107,14 +108,18 @@ def leaked(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
     return [str(q) for q, t in zip(test["query_id"], norm(query_texts(test))) if str(q) in ids or t in seen]
 
 
-def gateway_pick(decision, task: str, lam: float, collected: set[str] | None = None) -> Candidate:
+def gateway_pick(decision, task: str, lam: float, collected: set[str] | None = None,
+                 proxy_plain: bool = True) -> Candidate:
     """The gateway's choice from a router's decision: inapplicable strategies dropped, then the same rule.
     ``collected``: the candidates with a collected cell on this question (a served router may pick a strategy
     that applies but was never collected on the task, say PAL on a multiple-choice question: it takes its next
-    choice instead, as if the gateway offered the collection's strategies only)."""
+    choice instead, as if the gateway offered the collection's strategies only). ``proxy_plain``: a plain call
+    (``default``) not collected on the question is kept and scored on the model's ``direct`` cell (the heuristic's
+    plain call, what it serves); False: it is dropped like any other uncollected strategy (a learned router's,
+    whose training saw that cell filled as the worst call: the proxy could only flatter it)."""
     pred = decision.as_prediction()
     keep = [j for j, c in enumerate(pred.candidates) if strategy_applies(c.strategy, task)
-            and (collected is None or c.id in collected or scored_as(c).id in collected)]
+            and (collected is None or c.id in collected or (proxy_plain and scored_as(c).id in collected))]
     return decision.restricted(keep, lam).candidate if keep else decision.candidate
 
 
@@ -124,12 +129,13 @@ def scored_as(cand: Candidate) -> Candidate:
     return Candidate(cand.model, "direct", cand.budget) if cand.strategy == "default" else cand
 
 
-def cell_of(idx: dict[str, int], cand: Candidate, collected: set[str] | None = None) -> int:
+def cell_of(idx: dict[str, int], cand: Candidate, collected: set[str] | None = None, proxy_plain: bool = True) -> int:
     """The cell a pick is scored on: its own where it was collected on the question (``collected``; all of them
     when None). A plain call (strategy ``default``: the conversation as it is) is collected on the open questions
     only (``strategies_for``); elsewhere it is scored on the model's ``direct`` cell, the nearest (a short answer,
-    with the task's answer format asked for)."""
-    own = collected is None or cand.id in collected
+    with the task's answer format asked for). ``proxy_plain`` False: its own cell whatever it holds (a filled one:
+    the worst call)."""
+    own = collected is None or cand.id in collected or not proxy_plain
     j = idx.get(cand.id) if own else None
     if j is None:
         j = idx.get(scored_as(cand).id)
@@ -139,7 +145,7 @@ def cell_of(idx: dict[str, int], cand: Candidate, collected: set[str] | None = N
 
 
 def summarise(s: np.ndarray, c: np.ndarray, lam: float, picked: list[str], tasks: pd.Series,
-              calls: np.ndarray | None = None) -> dict:
+              calls: np.ndarray | None = None, substituted: np.ndarray | None = None) -> dict:
     shares = pd.Series(picked).value_counts(normalize=True).round(3)
     per_task = {}
     for t in sorted(set(tasks)):
@@ -151,15 +157,21 @@ def summarise(s: np.ndarray, c: np.ndarray, lam: float, picked: list[str], tasks
            "utility": float(s.mean() - lam * c.mean()), "shares": shares.head(5).to_dict(), "per_task": per_task}
     if calls is not None:
         out["calls"] = float(calls.mean())
+    if substituted is not None:  # the share of picks the replay could not score as made (see replay)
+        out["substituted"] = float(substituted.mean())
     return out
 
 
 def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candidate], lams: dict[str, float],
-           texts: list[str], tasks_seen: list[str], per_question: dict | None = None, open_router=None) -> dict:
+           texts: list[str], tasks_seen: list[str], per_question: dict | None = None, open_router=None,
+           proxy_plain: bool = False) -> dict:
     """Each trade-off's accuracy, cost and utility of ``router`` on ``test`` as the gateway would serve it
     (``per_question``, when given, receives each trade-off's per-question utility array). ``open_router``: the
     router that takes an open question instead (detected kind ``qa``): the served heuristic, as the gateway does
-    for a shipped learned default without a plain-call (``default``) candidate; one with it routes them itself."""
+    for a shipped learned default without a plain-call (``default``) candidate; one with it routes them itself.
+    ``proxy_plain``: ``router`` is a heuristic whose uncollected plain call is scored on the direct cell
+    (``gateway_pick``); the open router's decisions always are. Each trade-off's ``substituted``: the share of
+    picks not scored as made — an uncollected choice replaced by the next one, or a plain call by its proxy."""
     truth = test.matrices(candidates=cands)
     idx = {c.id: j for j, c in enumerate(truth.candidates)}
     n = len(texts)
@@ -169,12 +181,13 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
     for qid, cid in zip(real["query_id"], candidate_ids(real)):
         collected.setdefault(qid, set()).add(cid)
     qids = test.queries["query_id"].tolist()
-    if any(c.strategy == "default" for c in getattr(router, "candidates", None) or []):
-        open_router = None  # it can make the plain call itself: the gateway leaves open requests to it
+    served = {c.id for c in cands}
+    if any(c.strategy == "default" and c.id in served for c in getattr(router, "candidates", None) or []):
+        open_router = None  # it can make a served plain call itself: the gateway leaves open requests to it
     feat = (lambda i: None) if Xte is None else (lambda i: Xte[i])
     out = {}
     for name, lam in lams.items():
-        s, c, calls = np.zeros(n), np.zeros(n), np.ones(n)
+        s, c, calls, swapped = np.zeros(n), np.zeros(n), np.ones(n), np.zeros(n, dtype=bool)
         picked = [""] * n
         upfront = list(range(n))
         if isinstance(router, ObservingRouter):
@@ -196,9 +209,12 @@ def replay(router, test: RoutingData, Xte: np.ndarray | None, cands: list[Candid
             else:
                 d = router.decide_one(texts[i], feat(i), **ctx)
             have = collected.get(qids[i], set())
-            j = cell_of(idx, gateway_pick(d, tasks_seen[i], lam, have), have)
+            proxy = proxy_plain or (open_router is not None and tasks_seen[i] == "qa")
+            pick = gateway_pick(d, tasks_seen[i], lam, have, proxy)
+            swapped[i] = pick.id not in have or pick != gateway_pick(d, tasks_seen[i], lam)
+            j = cell_of(idx, pick, have, proxy)
             s[i], c[i], picked[i] = truth.score[i, j], truth.cost[i, j], truth.candidates[j].id
-        out[name] = summarise(s, c, lam, picked, test.queries["task"], calls)
+        out[name] = summarise(s, c, lam, picked, test.queries["task"], calls, swapped)
         if per_question is not None:
             per_question[name] = s - lam * c
     return out
@@ -311,8 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     for label, strategies in (("heuristic", served), ("heuristic (collected strategies)", list(STRATEGIES))):
         heur = make_router("heuristic", strategies=strategies).fit_pool(pool.models)
         per_q[label] = {}
-        results[label] = replay(heur, test, None, cands, lams, texts, seen, per_q[label])
-        on_train = replay(heur, train, None, cands, lams, tr_texts, tr_seen)  # nothing learnt: no folds needed
+        results[label] = replay(heur, test, None, cands, lams, texts, seen, per_q[label], proxy_plain=True)
+        on_train = replay(heur, train, None, cands, lams, tr_texts, tr_seen, proxy_plain=True)  # nothing learnt
         cv[label] = float(np.mean([v["utility"] for v in on_train.values()]))
     heuristics = [k for k in results]
     for name in [r.strip() for r in args.routers.split(",") if r.strip()]:

@@ -100,6 +100,28 @@ def test_replay_scores_the_collected_cell_and_fills_never_help(sel):
     r2.fit(sub2, X)
     mine = sel.replay(r2, sub2, X, cands2, {"quality": 0.0}, texts, as_open, open_router=plain)["quality"]
     assert mine["per_task"]["gsm8k"]["top_pick"] == Candidate("big", "pal").id
+    assert mine["substituted"] == 0.0
+
+
+def test_an_uncollected_plain_call_is_proxied_for_the_heuristic_only(sel):
+    """The plain call was collected on the arithmetic questions only: on the multiple-choice ones a learned
+    router's pick of it is scored as its filled cell (the worst call), the heuristic's on the direct cell."""
+    rd = _collection(plain=True)
+    o = rd.outcomes
+    rd = RoutingData.from_frames(rd.queries, o[~((o["strategy"] == "default") & o["query_id"].str.startswith("c"))])
+    sub, cands, filled = sel.prepared(rd, ["small", "big"])
+    assert filled == 24  # PAL and the plain call of both models on the 6 multiple-choice questions
+    texts = query_texts(sub.queries)
+    seen = [sel.query_kind(t) for t in texts]
+    always = sel.make_router("fixed", candidate="small|default|default").fit(sub)
+    lam = {"quality": 0.0}
+    learned = sel.replay(always, sub, None, cands, lam, texts, seen)["quality"]
+    heur = sel.replay(always, sub, None, cands, lam, texts, seen, proxy_plain=True)["quality"]
+    # small's direct answer is right on every multiple-choice question, its filled plain call never
+    assert heur["per_task"]["mmlu"]["accuracy"] == 1.0 and learned["per_task"]["mmlu"]["accuracy"] == 0.0
+    assert heur["per_task"]["mmlu"]["top_pick"] == Candidate("small", "direct").id
+    assert heur["substituted"] == learned["substituted"] == 0.5  # the 6 multiple-choice picks of 12
+    assert heur["per_task"]["gsm8k"] == learned["per_task"]["gsm8k"]  # collected there: its own cell for both
 
 
 def test_observing_router_consults_only_where_answers_compare(sel):

@@ -151,6 +151,11 @@ def test_decision_plan_carries_the_length_instruction(ridge, table):
     r.set_state(ridge.state())
     r.candidates = ridge.candidates
     assert r.plan_for(Candidate("mc", "cot", 64))["instruction"].startswith("You MUST respond in 64 tokens")
+    # a "default" candidate runs the plain call (the question alone, as the gateway sends it), not a direct prompt
+    plain = ridge.plan_for(Candidate("mc", "default", 32))
+    assert plain["strategy"] == "default" and plain["instruction"] == "Use at most 32 tokens."
+    assert plain["max_tokens"] == 42
+    assert ridge.plan_for(Candidate("mc", "default"))["max_tokens"] == 512
 
 
 def test_save_load_round_trip(ridge, table, tmp_path):

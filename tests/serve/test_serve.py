@@ -15,12 +15,13 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from routecraft.data.schema import Candidate
 from routecraft.pool.config import PoolModel
 from routecraft.routers.heuristic import HeuristicRouter, query_kind
 from routecraft.serve.app import create_app
 from routecraft.serve.auth import KeyStore
 from routecraft.serve.config import KeySpec, ServeConfigError, config_from_dict, env_keys, hash_key, load_config
-from routecraft.serve.conversation import RequestError, routing_text, strategy_messages
+from routecraft.serve.conversation import RequestError, parse_chat, routing_text, strategy_messages
 from routecraft.serve.gateway import Gateway
 from routecraft.serve.ledger import Ledger, read_rows, summarise
 from routecraft.strategies import get_strategy
@@ -173,6 +174,35 @@ def test_strategy_messages_single_turn_is_the_collection_prompt_and_multi_turn_w
     assert out[1:3] == conv[1:3]
     assert out[3]["content"].startswith(MATH) and cot.instruction("numeric") in out[3]["content"]
     assert out[3]["content"].endswith("Use at most 64 tokens.")
+
+
+
+def test_the_plain_call_wraps_a_conversation_with_nothing_but_a_budget():
+    plain = get_strategy("default")
+    conv = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "who wrote hamlet"}]
+    assert strategy_messages(plain, conv, "qa", None) == conv  # no blank line, no instruction appended
+    assert strategy_messages(plain, conv, "qa", 32)[-1]["content"] == "who wrote hamlet\n\nUse at most 32 tokens."
+    sc = get_strategy("sc-default")
+    assert strategy_messages(sc, conv, "qa", None) == conv
+    assert strategy_messages(plain, conv[-1:], "qa", 32) == plain.build_messages("who wrote hamlet", "qa", 32)
+
+
+def test_a_budgeted_plain_call_gets_the_length_instruction_and_the_hard_cap(tmp_path):
+    """What the gateway sends for strategy default: the conversation and the client's sampling as they are; with a
+    budget (a router trained on budgeted plain-call cells), the length instruction and cap budget + slack, as the
+    cells were collected (the lower of it and the request's max_tokens)."""
+    gw = _gateway(tmp_path)
+    msgs = [{"role": "user", "content": "who wrote hamlet"}]
+    req = parse_chat(_chat(content="who wrote hamlet", temperature=0.2))
+    sent, kw = gw.plain_call(Candidate("m1", "default"), msgs, "qa", req)
+    assert sent == msgs and kw["max_tokens"] == 1024 and kw["temperature"] == 0.2
+    sent, kw = gw.plain_call(Candidate("m1", "default", 32), msgs, "qa", req)
+    assert sent[-1]["content"] == "who wrote hamlet\n\nUse at most 32 tokens." and kw["max_tokens"] == 42
+    assert kw["temperature"] == 0.2  # the client's sampling is kept
+    capped = parse_chat(_chat(content="who wrote hamlet", max_tokens=20))
+    assert gw.plain_call(Candidate("m1", "default", 32), msgs, "qa", capped)[1]["max_tokens"] == 20
+    assert gw.plain_call(Candidate("m1", "default", 4096), msgs, "qa", req)[1]["max_tokens"] == 1024
 
 
 # ---- ledger and `routecraft usage` ----------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def test_chat_completion_returns_the_decision_in_headers_and_body(gateway):
     assert resp.model == h["x-routecraft-model"] == rc["model"] == "smollm2-b"  # the bigger model at λ = 0
     assert h["x-routecraft-strategy"] == rc["strategy"] == "default" and h["x-routecraft-budget"] == "default"
     assert h["x-routecraft-router"] == "auto" and rc["tradeoff"] == "quality" and rc["task"] == "qa"
-    assert h["x-routecraft-decided-by"] == "heuristic"
+    assert h["x-routecraft-decided-by"] == rc["decided_by"] == "heuristic"
     assert float(h["x-routecraft-predicted-score"]) == pytest.approx(rc["predicted_score"], rel=1e-5)
     assert float(h["x-routecraft-predicted-cost"]) == pytest.approx(rc["predicted_cost"], rel=1e-5)
     u = resp.usage

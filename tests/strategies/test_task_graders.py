@@ -496,6 +496,44 @@ def test_the_plain_call_sends_the_question_as_a_user_would():
     assert ex.answer == "Hamlet was written by William Shakespeare" and ex.method == "first_line"
 
 
+def test_self_consistency_over_the_plain_call_samples_chat_requests(pool):
+    """sc-default on a base model (instruct False, where other strategies send a completion prompt) still sends
+    chat requests, as the plain call does; asking for a completion prompt is an error. A real llama.cpp server, its
+    client wrapped to record which endpoint each call used."""
+    from routecraft.pool.client import ChatClient
+
+    base_model = pool.models[0].model_copy(update={"instruct": False})
+
+    class Recording(ChatClient):
+        used: list[str] = []
+
+        async def chat(self, *a, **kw):
+            self.used.append("chat")
+            return await super().chat(*a, **kw)
+
+        async def complete(self, *a, **kw):
+            self.used.append("complete")
+            return await super().complete(*a, **kw)
+
+    sc = get_strategy("sc-default", k=2)
+    assert sc.base_strategy.chat_only and not get_strategy("sc").base_strategy.chat_only
+
+    async def go():
+        client = Recording(base_model)
+        try:
+            run = await sc.run(client, "who wrote hamlet", "trivia_qa", 8, seed=1)
+            with pytest.raises(ValueError, match="chat request"):
+                await sc.run(client, "who wrote hamlet", "trivia_qa", mode="prompt")
+            direct = await get_strategy("direct").run(client, "who wrote hamlet", "trivia_qa", 8)
+        finally:
+            await client.aclose()
+        return client.used, run, direct
+
+    used, run, direct = asyncio.run(go())
+    assert used == ["chat", "chat", "complete"]  # the two plain-call samples, then direct's completion prompt
+    assert len(run.samples) == 2 and all(0 < x.output_tokens <= 18 for x in run.samples)  # budget 8 + slack 10
+
+
 def test_pal_applies_to_numeric_and_math_only():
     for task in ("mbpp", "human_eval", "commongen", "general"):
         with pytest.raises(ValueError, match="'pal' does not apply"):

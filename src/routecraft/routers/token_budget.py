@@ -37,8 +37,8 @@ from routecraft.strategies import get_strategy
 
 DEFAULT_STRATEGY_TEXT = ("Default prompting: the question exactly as given, with no added reasoning instruction and "
                          "no length limit.")
-#: The strategy used to execute a decision whose strategy is "default" (no added instruction beyond the answer form).
-EXECUTE_DEFAULT_AS = "direct"
+#: The strategy whose length instruction a strategy unknown to this process gets (a published log's own label).
+FALLBACK_STRATEGY = "direct"
 
 
 # ---- long outcomes --------------------------------------------------------------------------------------------
@@ -135,11 +135,10 @@ def strategy_text(strategy: str) -> str:
 def budget_instruction(strategy: str, budget: int, template: str = "paper") -> str:
     """The length-constrained instruction a strategy adds for ``budget`` (``template``: a BUDGET_TEMPLATES preset
     or a text with ``{k}``)."""
-    name = EXECUTE_DEFAULT_AS if strategy == DEFAULT else strategy
     try:
-        s = get_strategy(name, budget_instruction=template)
+        s = get_strategy(strategy, budget_instruction=template)
     except ValueError:
-        s = get_strategy(EXECUTE_DEFAULT_AS, budget_instruction=template)
+        s = get_strategy(FALLBACK_STRATEGY, budget_instruction=template)
     return s.budget_text(int(budget)) or ""
 
 
@@ -289,7 +288,7 @@ class ReasoningDecisions:
     def plan_for(self, candidate: Candidate) -> dict:
         """How to execute ``candidate``: strategy to run, budget, the length instruction and the hard output cap."""
         template = self.params.get("budget_template", "paper")
-        name = EXECUTE_DEFAULT_AS if candidate.strategy == DEFAULT else candidate.strategy
+        name = candidate.strategy  # "default": the plain call (strategies.builtin.PlainCall), as the gateway sends it
         try:
             strat = get_strategy(name, budget_instruction=template)
         except ValueError:
@@ -317,8 +316,7 @@ class ReasoningDecisions:
         strategy with its budget, so the length-constrained instruction and the hard cap (budget + slack) are
         applied. Returns the strategy's ``StrategyRun``."""
         cand = decision.candidate
-        name = EXECUTE_DEFAULT_AS if cand.strategy == DEFAULT else cand.strategy
-        strat = get_strategy(name, budget_instruction=self.params.get("budget_template", "paper"))
+        strat = get_strategy(cand.strategy, budget_instruction=self.params.get("budget_template", "paper"))
         return await strat.run(client, question, task, cand.budget, **kw)
 
 

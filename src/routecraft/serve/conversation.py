@@ -266,11 +266,10 @@ def strategy_messages(strategy: Any, messages: list[dict], task: str, budget: Op
     if q is not None:
         return strategy.build_messages(q, task, budget)
     btext = strategy.budget_text(budget)
-    placement = strategy._placement() if hasattr(strategy, "_placement") else "user"
-    if hasattr(strategy, "base_strategy"):  # self-consistency: the base strategy's prompt
-        placement = strategy.base_strategy._placement()
+    base = getattr(strategy, "base_strategy", strategy)  # self-consistency: the base strategy's prompt
+    placement = base.placement() if hasattr(base, "placement") else "user"
     systems = [m["content"] for m in messages if m["role"] == "system" and m["content"].strip()]
-    system = "\n\n".join(systems) if systems else (strategy.system_prompt or "")
+    system = "\n\n".join(systems) if systems else (getattr(base, "system_prompt", None) or "")
     if btext and placement == "system":
         system = f"{system} {btext}".strip()
     out: list[dict] = [{"role": "system", "content": system}] if system else []
@@ -278,10 +277,9 @@ def strategy_messages(strategy: Any, messages: list[dict], task: str, budget: Op
     for i, m in enumerate(messages):
         if m["role"] == "system":
             continue
-        if i == li:
-            user = f"{m['content'].strip()}\n\n{strategy.instruction(task)}"
-            if btext and placement == "user":
-                user += f" {btext}"
+        if i == li:  # as build_messages: a blank line and the instruction (+ length instruction) when there is one
+            tail = " ".join(x for x in (strategy.instruction(task), btext if placement == "user" else None) if x)
+            user = m["content"].strip() + (f"\n\n{tail}" if tail else "")
             out.append({**m, "content": user})
         else:
             out.append(dict(m))

@@ -906,6 +906,17 @@ class Gateway:
         return dict(max_tokens=req.output_cap or self.config.limits.default_max_tokens, temperature=float(temp),
                     stop=req.stop, seed=req.seed, **self._plain_kwargs(req))
 
+    def plain_call(self, cand: Candidate, messages: list[dict], task: str, req: ChatRequest) -> tuple[list[dict], dict]:
+        """The messages and arguments of a plain call (strategy ``default``): the conversation unchanged, the
+        client's sampling. A budgeted plain call (``m|default|32``, a router trained on budgeted plain-call cells)
+        also gets the length instruction and the hard cap (budget + slack), as the cells were collected."""
+        kw = self._plain_args(req)
+        if cand.budget is None:
+            return messages, kw
+        strat = get_strategy(DEFAULT)
+        kw["max_tokens"] = min(kw["max_tokens"], strat.max_tokens(cand.budget, task))
+        return strategy_messages(strat, messages, task, cand.budget), kw
+
     async def run_candidate(self, cand: Candidate, messages: list[dict], task: str, req: ChatRequest,
                             logprobs: bool = False) -> Outcome:
         """Execute one candidate (no fallback). ``logprobs``: ask for token log-probabilities (a sequential plan's
@@ -914,7 +925,8 @@ class Gateway:
         t0 = time.perf_counter()
         lp = {"logprobs": True} if logprobs else {}
         if cand.strategy == DEFAULT:
-            return plain_outcome(cand, await client.chat(messages, **self._plain_args(req), **lp), t0)
+            msgs, kw = self.plain_call(cand, messages, task, req)
+            return plain_outcome(cand, await client.chat(msgs, **kw, **lp), t0)
         strat = get_strategy(cand.strategy)
         cap = req.output_cap
         q = single_question(messages)
@@ -1016,7 +1028,7 @@ class Gateway:
                     return None, out, failures
                 client = self.clients[cand.model]
                 if cand.strategy == DEFAULT:
-                    msgs, kw = messages, self._plain_args(req)
+                    msgs, kw = self.plain_call(cand, messages, plan.task, req)
                 else:
                     strat = get_strategy(cand.strategy)
                     msgs = strategy_messages(strat, messages, plan.task, cand.budget)

@@ -81,6 +81,7 @@ class Session:
         info: dict[str, Any] = {
             "request_id": self.rid,
             "router": self.target.label,
+            "decided_by": plan.router.name if plan.router is not None else None,
             "requested_model": self.target.requested,
             "tradeoff": self.target.tradeoff_name,
             "lam": plan.lam, "max_cost": plan.max_cost,

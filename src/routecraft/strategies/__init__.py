@@ -1,4 +1,5 @@
-"""Reasoning strategies (direct, cot, cod, pal, sc), length budgets, answer extraction and the PAL sandbox."""
+"""Reasoning strategies (the plain call `default`, direct, cot, cod, pal, sc), length budgets, answer extraction
+and the PAL sandbox."""
 
 from routecraft.strategies.answers import COMPARABLE_KINDS, extract_answer, task_kind
 from routecraft.strategies.base import BUDGET_GRID, BUDGET_TEMPLATES, Extraction, Strategy, StrategyRun

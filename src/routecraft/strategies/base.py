@@ -122,6 +122,9 @@ class Strategy(BaseModel):
     temperature: float = 0.0
 
     kind_label: ClassVar[str] = "base"
+    chat_only: ClassVar[bool] = False
+    """True for a strategy that is always a chat request (the plain call): never a completion prompt, also for a
+    base model (llama.cpp applies the model's chat template); self-consistency over it samples chat requests too."""
 
     @field_validator("budget_instruction")
     @classmethod
@@ -171,7 +174,8 @@ class Strategy(BaseModel):
         tpl = BUDGET_TEMPLATES.get(self.budget_instruction, (self.budget_instruction, "user"))[0]
         return tpl.format(k=budget)
 
-    def _placement(self) -> str:
+    def placement(self) -> str:
+        """Where the length instruction goes: "user" (after the question) or "system"."""
         if self.budget_placement is not None:
             return self.budget_placement
         return BUDGET_TEMPLATES.get(self.budget_instruction, ("", "user"))[1]
@@ -198,7 +202,7 @@ class Strategy(BaseModel):
         task_kind(task)
         btext = self.budget_text(budget)
         system = self.system_prompt or ""
-        if btext and self._placement() == "system":
+        if btext and self.placement() == "system":
             system = f"{system} {btext}".strip()
         msgs: list[dict] = [{"role": "system", "content": system}] if system else []
         instr = self.instruction(task)
@@ -206,7 +210,7 @@ class Strategy(BaseModel):
             ex = self.exemplar(task)
             if ex:
                 msgs += [{"role": "user", "content": f"{ex[0]}\n\n{instr}"}, {"role": "assistant", "content": ex[1]}]
-        tail = " ".join(x for x in (instr, btext if self._placement() == "user" else None) if x)
+        tail = " ".join(x for x in (instr, btext if self.placement() == "user" else None) if x)
         user = format_choices(question, choices).strip() + (f"\n\n{tail}" if tail else "")
         msgs.append({"role": "user", "content": user})
         return msgs

@@ -30,6 +30,7 @@ class PlainCall(Strategy):
                         "no answer format; what a chat client sends.")
     system_prompt: str | None = None
     default_max_tokens: int | None = 512
+    chat_only: ClassVar[bool] = True
 
     def instruction(self, task: str) -> str:
         task_kind(task)  # an unknown task is an error, as for every strategy
@@ -319,7 +320,10 @@ class SelfConsistency(Strategy):
         t0 = time.perf_counter()
         temp = self.temperature if temperature is None else temperature
         base = self.base_strategy
-        resolved = resolve_mode(client, mode)
+        if base.chat_only and mode == "prompt":
+            raise ValueError(f"self-consistency over {base.name!r}: a chat request (as the gateway sends it), "
+                             "mode='prompt' does not apply")
+        resolved = "chat" if base.chat_only else resolve_mode(client, mode)
 
         def one(i: int):
             return base._call(client, question, task, budget, choices=choices, temperature=temp,

@@ -37,7 +37,8 @@ def list_strategies() -> list[str]:
 def get_strategy(name: str, **options: Any) -> Strategy:
     """The strategy called ``name`` with ``options`` overriding its defaults.
 
-    Names: direct, cot, cod, pal, sc (self-consistency over cot), and ``sc-<base>`` (self-consistency over <base>).
+    Names: default (the plain call), direct, cot, cod, pal, sc (self-consistency over cot), and ``sc-<base>``
+    (self-consistency over <base>).
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"strategy name must be a non-empty string, got {name!r}")

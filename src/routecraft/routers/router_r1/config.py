@@ -39,10 +39,9 @@ def parse_target(spec: str) -> Candidate:
     if len(parts) < 2 or not all(parts):
         raise ValueError(f"candidate {spec!r} is not 'model/strategy' or 'model/strategy/budget'")
     model, strategy = "/".join(parts[:-1]), parts[-1]
-    known = list_strategies()
-    if strategy != "default" and strategy not in known:
-        raise ValueError(f"candidate {spec!r}: unknown strategy {strategy!r} (known: default, "
-                         f"{', '.join(sorted(known))})")
+    known = list_strategies()  # includes "default", the plain call
+    if strategy not in known:
+        raise ValueError(f"candidate {spec!r}: unknown strategy {strategy!r} (known: {', '.join(sorted(known))})")
     return Candidate(model, strategy, budget)
 
 

@@ -133,8 +133,8 @@ def cell_of(idx: dict[str, int], cand: Candidate, collected: set[str] | None = N
     """The cell a pick is scored on: its own where it was collected on the question (``collected``; all of them
     when None). A plain call (strategy ``default``: the conversation as it is) is collected on the open questions
     only (``strategies_for``); elsewhere it is scored on the model's ``direct`` cell, the nearest (a short answer,
-    with the task's answer format asked for). ``proxy_plain`` False: its own cell whatever it holds (a filled one:
-    the worst call)."""
+    with the task's answer format asked for). ``proxy_plain`` False: its own cell whatever it holds — reached only
+    when ``gateway_pick`` had no collected candidate left to take instead, then a filled cell (the worst call)."""
     own = collected is None or cand.id in collected or not proxy_plain
     j = idx.get(cand.id) if own else None
     if j is None:

@@ -105,7 +105,8 @@ def test_replay_scores_the_collected_cell_and_fills_never_help(sel):
 
 def test_an_uncollected_plain_call_is_proxied_for_the_heuristic_only(sel):
     """The plain call was collected on the arithmetic questions only: on the multiple-choice ones a learned
-    router's pick of it is scored as its filled cell (the worst call), the heuristic's on the direct cell."""
+    router's pick of it is dropped for its next collected choice (as PAL there), the heuristic's is scored on the
+    direct cell (its proxy); with nothing else to take, the learned router's pick scores its filled cell."""
     rd = _collection(plain=True)
     o = rd.outcomes
     rd = RoutingData.from_frames(rd.queries, o[~((o["strategy"] == "default") & o["query_id"].str.startswith("c"))])
@@ -120,8 +121,13 @@ def test_an_uncollected_plain_call_is_proxied_for_the_heuristic_only(sel):
     # small's direct answer is right on every multiple-choice question, its filled plain call never
     assert heur["per_task"]["mmlu"]["accuracy"] == 1.0 and learned["per_task"]["mmlu"]["accuracy"] == 0.0
     assert heur["per_task"]["mmlu"]["top_pick"] == Candidate("small", "direct").id
+    assert learned["per_task"]["mmlu"]["top_pick"] == Candidate("small", "cot").id  # its next choice, wrong here
     assert heur["substituted"] == learned["substituted"] == 0.5  # the 6 multiple-choice picks of 12
     assert heur["per_task"]["gsm8k"] == learned["per_task"]["gsm8k"]  # collected there: its own cell for both
+    # nothing collected to fall back to: the pick's own cell, filled (score 0)
+    one = sel.Candidate("small", "default")
+    idx = {one.id: 3, sel.Candidate("small", "direct").id: 5}
+    assert sel.cell_of(idx, one, {"other"}, proxy_plain=False) == 3 and sel.cell_of(idx, one, {"other"}) == 5
 
 
 def test_observing_router_consults_only_where_answers_compare(sel):

@@ -155,7 +155,7 @@ def test_decision_plan_carries_the_length_instruction(ridge, table):
     plain = ridge.plan_for(Candidate("mc", "default", 32))
     assert plain["strategy"] == "default" and plain["instruction"] == "Use at most 32 tokens."
     assert plain["max_tokens"] == 42
-    assert ridge.plan_for(Candidate("mc", "default"))["max_tokens"] == 512
+    assert ridge.plan_for(Candidate("mc", "default"))["max_tokens"] is None  # the client's cap, as served
 
 
 def test_save_load_round_trip(ridge, table, tmp_path):
@@ -274,3 +274,35 @@ def test_query_chars_counts_what_the_gateway_sends():
     assert a > bare + len("iron") + len("wood") and b == 2
     q["input_chars"] = [1000, None]
     assert query_chars(q).tolist() == [1000.0, 2.0]
+
+
+@pytest.mark.slow
+def test_a_plain_call_candidate_runs_the_plain_call_offline_as_served(ridge, pool):
+    """A ``default`` candidate executes the plain call (the question alone, not a direct prompt) — in a reasoning
+    router's ``execute`` and in the consultation executor Router-R1 trains with — with a budget's length instruction
+    and cap as the gateway sends them. A real SmolLM2 server."""
+    from routecraft.pool.client import ChatClient
+    from routecraft.routers.base import Decision, Prediction
+    from routecraft.routers.consult import PoolExecutor
+
+    model = pool.get(pool.names[0])
+    budgeted = Candidate(model.name, "default", 8)
+    pred = Prediction([budgeted], np.array([[0.5]]), np.array([[1e-6]]))
+    question = "Tell me a long story about a dragon."
+
+    async def go():
+        client = ChatClient(model)
+        try:
+            run = await ridge.execute(Decision.from_prediction(pred, 0, lam=0.0), client, question, "qa")
+            ex = PoolExecutor({model.name: client})
+            msgs = [{"role": "user", "content": question}]
+            short = await ex.run_candidate(budgeted, msgs, "qa")
+            plain = await ex.run_candidate(Candidate(model.name, "default"), msgs, "qa")
+        finally:
+            await client.aclose()
+        return run, short, plain
+
+    run, short, plain = asyncio.run(go())
+    assert run.strategy == "default" and run.max_tokens == 18 and 0 < run.output_tokens <= 18
+    assert 0 < short.output_tokens <= 18 and short.input_tokens > plain.input_tokens  # the length instruction
+    assert short.input_tokens == run.input_tokens  # the same messages either way

@@ -21,10 +21,11 @@ from routecraft.routers.heuristic import HeuristicRouter, query_kind
 from routecraft.serve.app import create_app
 from routecraft.serve.auth import KeyStore
 from routecraft.serve.config import KeySpec, ServeConfigError, config_from_dict, env_keys, hash_key, load_config
-from routecraft.serve.conversation import RequestError, parse_chat, routing_text, strategy_messages
+from routecraft.serve.conversation import RequestError, parse_chat, routing_text
 from routecraft.serve.gateway import Gateway
 from routecraft.serve.ledger import Ledger, read_rows, summarise
 from routecraft.strategies import get_strategy
+from routecraft.strategies.conversation import strategy_messages
 
 MATH = "Tom has 3 apples and buys 5 more bags with 4 apples each. How many apples does he have in total?"
 CHAT = "Write a friendly greeting for my neighbour."

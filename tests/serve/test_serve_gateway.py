@@ -44,17 +44,18 @@ def second_server(smollm_path):
         yield srv
 
 
-def _fixed_router(path: Path) -> Path:
-    """A trained artifact (the 'fixed' baseline) that always picks smollm2-b with PAL; gpt-4o is not in the pool."""
-    from routecraft.data.schema import RoutingData
+def _fixed_router(path: Path, candidate: str = "smollm2-b|pal|default") -> Path:
+    """A trained artifact (the 'fixed' baseline) that always picks ``candidate`` (smollm2-b with PAL); gpt-4o is not
+    in the pool."""
+    from routecraft.data.schema import Candidate, RoutingData
     from routecraft.routers import make_router
 
     qs = pd.DataFrame({"query_id": ["q1", "q2"], "text": ["a", "b"], "task": ["gsm8k"] * 2, "gold": ["1", "2"]})
-    cands = [("smollm2-b", "pal"), ("smollm2-135m", "default"), ("gpt-4o", "default")]
-    rows = [{"query_id": q, "model": m, "strategy": s, "score": 0.5, "cost_usd": 1e-5} for q in ("q1", "q2")
-            for m, s in cands]
-    make_router("fixed", candidate="smollm2-b|pal|default").fit(
-        RoutingData.from_frames(qs, pd.DataFrame(rows))).save(path)
+    pick = Candidate.parse(candidate)
+    cands = [(pick.model, pick.strategy, pick.budget), ("smollm2-135m", "default", None), ("gpt-4o", "default", None)]
+    rows = [{"query_id": q, "model": m, "strategy": s, "budget": b, "score": 0.5, "cost_usd": 1e-5}
+            for q in ("q1", "q2") for m, s, b in cands]
+    make_router("fixed", candidate=candidate).fit(RoutingData.from_frames(qs, pd.DataFrame(rows))).save(path)
     return path
 
 
@@ -86,7 +87,7 @@ def gateway(tmp_path_factory, smollm_server, second_server):
             {"name": "smollm2-135m", "endpoint": smollm_server.base_url, "model_id": smollm_server.model_id, **model},
             {"name": "smollm2-b", "endpoint": second_server.base_url, "model_id": second_server.model_id,
              **{**model, "price_in_per_m": 0.03, "price_out_per_m": 0.25, "size_b": 1.7}}]},
-        "routers": {"auto": "heuristic", "pal": "fixed-pal"},
+        "routers": {"auto": "heuristic", "pal": "fixed-pal", "short": "fixed-short"},
         "keys": [{"name": "alice", "sha256": hash_key(KEY)},
                  {"name": "bob", "sha256": hash_key(LIMITED), "rpm": 2},
                  {"name": "carol", "sha256": hash_key(POOR), "budget_usd": 1e-9}],
@@ -95,6 +96,7 @@ def gateway(tmp_path_factory, smollm_server, second_server):
         "default_temperature": 0.0,
     }
     _fixed_router(d / "fixed-pal")
+    _fixed_router(d / "fixed-short", "smollm2-b|default|8")  # a budgeted plain call
     proc, info = launch_gateway(d, cfg, timeout_s=120)
     gw = GatewayProc(proc, info["url"], info["port"], d / "usage.sqlite", {"b": second_server})
     yield gw
@@ -186,6 +188,28 @@ def test_strategies_run_for_real_with_reasoning_on_request(gateway):
     assert len(contents) == 1
     assert not any(ch.choices and getattr(ch.choices[0].delta, "reasoning_content", None) for ch in chunks)
     assert chunks[-1].model_extra["routecraft"]["strategy"] == "pal"
+
+
+def test_a_budgeted_plain_call_is_sent_with_its_length_instruction_and_cap(gateway):
+    """A router that picks smollm2-b's plain call with budget 8: the conversation gets the length instruction (more
+    prompt tokens than the same plain call without a budget) and the hard cap 8 + 10 when the request sets none,
+    streamed or not; the headers say the budget."""
+    c = gateway.client()
+    msgs = [{"role": "user", "content": "Tell me a long story about a dragon and a knight."}]
+    raw = c.chat.completions.with_raw_response.create(model="routecraft/short", messages=msgs, temperature=0)
+    short = raw.parse()
+    h = _headers(raw)
+    assert h["x-routecraft-strategy"] == "default" and h["x-routecraft-budget"] == "8"
+    assert h["x-routecraft-model"] == "smollm2-b"
+    plain = c.chat.completions.create(model="routecraft/auto", messages=msgs, max_tokens=18, temperature=0)
+    prc = plain.model_extra["routecraft"]
+    assert (prc["model"], prc["strategy"], prc["budget"]) == ("smollm2-b", "default", None)
+    assert short.usage.prompt_tokens > plain.usage.prompt_tokens  # "Use at most 8 tokens." was appended
+    assert 0 < short.usage.completion_tokens <= 18
+    chunks = list(c.chat.completions.create(model="routecraft/short", messages=msgs, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    usage = next(ch.usage for ch in chunks if ch.usage is not None)
+    assert 0 < usage.completion_tokens <= 18 and usage.prompt_tokens == short.usage.prompt_tokens
 
 
 def test_a_strategy_that_cannot_run_on_the_task_is_dropped_not_failed(gateway):

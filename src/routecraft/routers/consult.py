@@ -39,6 +39,7 @@ from routecraft.data.schema import DEFAULT, Candidate
 from routecraft.pool.client import BackendError, ChatClient, describe_failure, failure_kind
 from routecraft.strategies import get_strategy
 from routecraft.strategies.answers import extract_answer, vote_key
+from routecraft.strategies.conversation import plain_call
 
 
 @dataclass
@@ -314,11 +315,12 @@ class PoolExecutor:
         client = self.clients[cand.model]
         t0 = time.perf_counter()
         lp = {"logprobs": True} if logprobs else {}
-        if cand.strategy == DEFAULT:
+        if cand.strategy == DEFAULT:  # as the gateway sends it (a budget: the length instruction and the cap)
             args = dict(self.chat_args)
-            if self.max_tokens is not None:
-                args["max_tokens"] = self.max_tokens
-            return plain_outcome(cand, await client.chat(messages, **args, **lp), t0)
+            msgs, cap = plain_call(messages, task, cand.budget, self.max_tokens)
+            if cap is not None:
+                args["max_tokens"] = cap
+            return plain_outcome(cand, await client.chat(msgs, **args, **lp), t0)
         question = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), None)
         if not isinstance(question, str) or not question.strip():
             raise BackendError("no user question to run the strategy on", model=cand.model, endpoint="-",

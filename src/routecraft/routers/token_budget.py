@@ -293,8 +293,11 @@ class ReasoningDecisions:
             strat = get_strategy(name, budget_instruction=template)
         except ValueError:
             return {"model": candidate.model, "strategy": candidate.strategy, "budget": candidate.budget}
+        cap = strat.max_tokens(candidate.budget)
+        if name == DEFAULT and candidate.budget is None:
+            cap = None  # an unbudgeted plain call is capped by the client's max_tokens (the gateway's default)
         return {"model": candidate.model, "strategy": name, "budget": candidate.budget,
-                "instruction": strat.budget_text(candidate.budget), "max_tokens": strat.max_tokens(candidate.budget)}
+                "instruction": strat.budget_text(candidate.budget), "max_tokens": cap}
 
     def decide(self, queries: pd.DataFrame, X: np.ndarray | None = None, lam: float = 0.0,
                max_cost: float | None = None, max_tokens: float | None = None, **predict_kw: Any) -> list[Decision]:

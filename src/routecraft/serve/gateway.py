@@ -94,8 +94,6 @@ from routecraft.serve.conversation import (
     conversation_tokens,
     parse_chat,
     routing_text,
-    single_question,
-    strategy_messages,
 )
 from routecraft.serve.ledger import LedgerError, open_ledger
 from routecraft.serve.metrics import Metrics
@@ -113,6 +111,7 @@ from routecraft.serve.outcomes import (
 )
 from routecraft.serve.session import Reply, Session, StreamGuard, consultations_of
 from routecraft.strategies import COMPARABLE_KINDS, SelfConsistency, get_strategy, strategy_applies, task_kind
+from routecraft.strategies.conversation import plain_call, single_question, strategy_messages
 from routecraft.strategies.sandbox import allow_weak_isolation, strong_isolation_available
 
 log = logging.getLogger("routecraft.serve")
@@ -911,11 +910,8 @@ class Gateway:
         client's sampling. A budgeted plain call (``m|default|32``, a router trained on budgeted plain-call cells)
         also gets the length instruction and the hard cap (budget + slack), as the cells were collected."""
         kw = self._plain_args(req)
-        if cand.budget is None:
-            return messages, kw
-        strat = get_strategy(DEFAULT)
-        kw["max_tokens"] = min(kw["max_tokens"], strat.max_tokens(cand.budget, task))
-        return strategy_messages(strat, messages, task, cand.budget), kw
+        msgs, kw["max_tokens"] = plain_call(messages, task, cand.budget, kw["max_tokens"])
+        return msgs, kw
 
     async def run_candidate(self, cand: Candidate, messages: list[dict], task: str, req: ChatRequest,
                             logprobs: bool = False) -> Outcome:

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     for stage in stages:
         router = load_r2_reasoner(str(art), None, sets, "sft" if stage == "heuristic" else stage)
         try:
-            pipe = router._ensure()
+            pipe = router.ensure_running()
             if stage == "heuristic":
                 pipe.allocator = None
             print(f"{stage}: allocating {len(rows)} labelled decompositions", file=sys.stderr)

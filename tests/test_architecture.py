@@ -119,6 +119,40 @@ def test_no_import_cycles_between_modules():
     assert not cycles, "import cycles:\n" + "\n".join(cycles[:20])
 
 
+#: underscore attributes of other libraries' objects, each with why (not routecraft's names)
+FOREIGN_PRIVATE = {("routecraft/pool/http.py", "_buffer")}  # asyncio.StreamReader: unread bytes on a kept connection
+
+
+def private_attribute_uses(src: Path = SRC) -> list[str]:
+    """``obj._name`` where ``obj`` is not ``self``/``cls`` or ``_name`` is defined nowhere in the module: another
+    module's underscore name used here (a subclass calling its base's underscore method counts: the base's
+    module owns it)."""
+    bad = []
+    for path in sorted(src.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined = set()
+        for n in ast.walk(tree):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                defined.add(n.name)
+            elif isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store):
+                defined.add(n.attr)
+            elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store):
+                defined.add(n.id)
+            elif isinstance(n, ast.alias):
+                defined.add((n.asname or n.name).split(".")[0])
+        rel = str(path.relative_to(src.parent))
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Attribute) and n.attr.startswith("_") and not n.attr.startswith("__") \
+                    and n.attr not in defined and (rel, n.attr) not in FOREIGN_PRIVATE:
+                bad.append(f"{rel}:{n.lineno}: {ast.unparse(n)}")
+    return bad
+
+
+def test_no_other_modules_underscore_attributes():
+    bad = private_attribute_uses()
+    assert not bad, "\n".join(bad)
+
+
 def test_the_checks_catch_a_violation(tmp_path):
     """The rules above can fail: a routers module importing the gateway, a private name taken from another module,
     two modules importing each other (inside a function too)."""
@@ -129,9 +163,11 @@ def test_the_checks_catch_a_violation(tmp_path):
     (fake / "routers" / "priv.py").write_text("from routecraft.strategies.base import _check_budget\n")
     (fake / "serve" / "gateway.py").write_text("def f():\n    from routecraft.serve import app\n")
     (fake / "serve" / "app.py").write_text("from routecraft.serve.gateway import f\n")
-    (fake / "strategies" / "base.py").write_text("")
+    (fake / "strategies" / "base.py").write_text("class S:\n    def _call(self):\n        pass\n")
+    (fake / "strategies" / "builtin.py").write_text("def run(base):\n    return base._call()\n")
     bad = layering_problems(fake)
     assert bad == ["routecraft/routers/bad.py:1: routers (floor 3) imports routecraft.serve.gateway (floor 4)",
                    "routecraft/routers/priv.py:1: takes _check_budget from routecraft.strategies.base"]
+    assert private_attribute_uses(fake) == ["routecraft/strategies/builtin.py:2: base._call"]
     (cycle,) = import_cycles(fake)
     assert set(cycle.split(" -> ")) == {"routecraft.serve.app", "routecraft.serve.gateway"}

@@ -315,7 +315,8 @@ class MultiStepRouter(Router):
         """Load what routing needs, registering anything to stop on ``stack``; return the runner."""
         raise NotImplementedError
 
-    def _ensure(self, base_urls: Optional[dict[str, str]] = None) -> Any:
+    def ensure_running(self, base_urls: Optional[dict[str, str]] = None) -> Any:
+        """The runner, started on first use (``base_urls``: servers to use instead of starting any)."""
         if self._runner is not None:
             return self._runner
         stack = contextlib.ExitStack()
@@ -329,7 +330,7 @@ class MultiStepRouter(Router):
 
     def connect(self, base_urls: dict[str, str]) -> "MultiStepRouter":
         """Use these servers (model name → base_url) instead of starting or looking up any."""
-        self._ensure(base_urls)
+        self.ensure_running(base_urls)
         return self
 
     def close(self) -> None:

@@ -126,12 +126,12 @@ class JointRouter(CandidateNetRouter):
         X = check_features(X, len(data.queries), self.name)
         self.members_: dict[str, Any] = {}
         if p["ensemble"] == "none":
-            self._fit(data, X)
+            self.fit_network(data, X)
             self.weights_ = (1.0, 0.0, 0.0)
             self.selection_ = {}
             return self
         if p["ensemble"] == "mean":
-            self._fit(data, X)
+            self.fit_network(data, X)
             self._fit_members(data, X)
             self.weights_, self.selection_ = BLENDS[-1], {}
             return self
@@ -147,7 +147,7 @@ class JointRouter(CandidateNetRouter):
             held[g] = True
             # subset keeps the queries' order, so the feature rows line up
             rest = data.subset(qids[~held])
-            self._fit(rest, X[~held])
+            self.fit_network(rest, X[~held])
             self._fit_members(rest, X[~held])
             sel = data.subset(qids[held]).complete(self.candidates)
             if not len(sel.queries):
@@ -158,7 +158,7 @@ class JointRouter(CandidateNetRouter):
             truth_parts.append((truth.score, truth.cost))
         n_sel = sum(len(t[0]) for t in truth_parts)
         if n_sel < 5:
-            self._fit(data, X)
+            self.fit_network(data, X)
             self._fit_members(data, X)
             self.weights_, self.selection_ = BLENDS[-1], {"note": "too few held-out queries; three-way mean"}
             return self
@@ -177,7 +177,7 @@ class JointRouter(CandidateNetRouter):
             # the chosen members again, on all the training queries: held out for the choice, they are not lost
             # to the fit (on our own data's 75-question state, 60 training queries, the members saw only 48)
             if best[0] > 0:
-                self._fit(data, X)
+                self.fit_network(data, X)
             self._fit_members(data, X, which=[m for m, w in zip(MEMBERS[1:], best[1:]) if w > 0])
         return self
 
@@ -188,10 +188,10 @@ class JointRouter(CandidateNetRouter):
         shared = {k: p[k] for k in ("pool", "prices", "budget_template", "seed")}
         rtr_kw = {**shared, "text_encoder": p["text_encoder"], **p["rtr"]}
         if "rtr" in which:
-            self.members_["rtr"] = RTRRouter(**rtr_kw)._fit(data, X)
+            self.members_["rtr"] = RTRRouter(**rtr_kw).fit(data, X)
         if "r2" in which:
             r2_kw = {**shared, "extra_budgets": p["extra_budgets"], **p["r2"]}
-            self.members_["r2"] = R2Router(**r2_kw)._fit(data, X)
+            self.members_["r2"] = R2Router(**r2_kw).fit(data, X)
 
     # ---- predicting -----------------------------------------------------------------------------------------
     def _net_prediction(self, queries: pd.DataFrame, X: np.ndarray, extra_budgets: list[int]) -> Prediction:
@@ -211,8 +211,8 @@ class JointRouter(CandidateNetRouter):
                 cols.append(tin[:, js].mean(axis=1))
             tin = np.concatenate([tin, np.stack(cols, axis=1)], axis=1)
             cands += extra
-        score, tokens = self._heads(X, cm, cs, cb)
-        return Prediction(cands, score, self._cost(queries, tokens, cands, tin), tokens)
+        score, tokens = self.heads(X, cm, cs, cb)
+        return Prediction(cands, score, self.cost_of(queries, tokens, cands, tin), tokens)
 
     def _extra_candidates(self, budgets: list[int]) -> list[Candidate]:
         if not budgets:

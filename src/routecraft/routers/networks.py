@@ -294,9 +294,10 @@ class CandidateNetRouter(ReasoningDecisions, TabularRouter):
     # -- fitting
     def fit(self, data: RoutingData, X: np.ndarray | None = None) -> "CandidateNetRouter":
         with one_thread():
-            return self._fit(data, X)
+            return self.fit_network(data, X)
 
-    def _fit(self, data: RoutingData, X: np.ndarray | None) -> "CandidateNetRouter":
+    def fit_network(self, data: RoutingData, X: np.ndarray | None) -> "CandidateNetRouter":
+        """``fit`` without its thread limit (a subclass that fits several networks sets it once)."""
         long = long_outcomes(data, self.name)
         X = check_features(X, len(long.query_ids), self.name)
         p = self.params
@@ -351,10 +352,11 @@ class CandidateNetRouter(ReasoningDecisions, TabularRouter):
         check_fitted(self, "net_")
         n = len(query_ids(queries, self.name))
         X = check_features(X, n, self.name, self.dim_)
-        score, tokens = self._heads(X, self.cm_, self.cs_, self.cb_)
-        return Prediction(list(self.candidates), score, self._cost(queries, tokens), tokens)
+        score, tokens = self.heads(X, self.cm_, self.cs_, self.cb_)
+        return Prediction(list(self.candidates), score, self.cost_of(queries, tokens), tokens)
 
-    def _heads(self, X, cm, cs, cb) -> tuple[np.ndarray, np.ndarray]:
+    def heads(self, X, cm, cs, cb) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted score and output tokens of the candidates with parts ``cm``, ``cs``, ``cb`` on features ``X``."""
         lay, tt = self.layout_, self.params["token_target"]
         if cm is self.cm_ and cs is self.cs_ and cb is self.cb_:  # the router's own candidates: their part, once
             cache = self.__dict__.setdefault("_cand_part", {})
@@ -373,8 +375,9 @@ class CandidateNetRouter(ReasoningDecisions, TabularRouter):
         st.pop("_cand_part", None)  # a cache of the weights: rebuilt on the first prediction
         return st
 
-    def _cost(self, queries: pd.DataFrame, tokens: np.ndarray, candidates: list[Candidate] | None = None,
-              input_tokens: np.ndarray | None = None) -> np.ndarray:
+    def cost_of(self, queries: pd.DataFrame, tokens: np.ndarray, candidates: list[Candidate] | None = None,
+                input_tokens: np.ndarray | None = None) -> np.ndarray:
+        """Predicted cost of ``candidates`` (default: the router's) from predicted output ``tokens``."""
         cands = candidates or self.candidates
         if self.params["cost_unit"] == "tokens":
             return tokens / self.params["token_scale"]

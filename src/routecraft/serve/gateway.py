@@ -157,8 +157,8 @@ class Gateway:
         self.preflight(self._environ)
         self.t0 = time.time()
         self.metrics = Metrics()
-        self.pool = self._load_pool()
-        self.models = self._served_models()
+        self.pool = self.load_served_pool()
+        self.models = self.served_models()
         self.clients: dict[str, ChatClient] = {}
         for m in self.models.values():
             url = self._endpoints.get(m.name) or m.endpoint
@@ -293,7 +293,8 @@ class Gateway:
                                    f"stop them reading files), or serve no router that offers them")
         return ok, why
 
-    def _load_pool(self):
+    def load_served_pool(self):
+        """The pool the config names (a file, a built-in name or an inline mapping), its errors as config errors."""
         spec = self.config.pool
         try:
             if isinstance(spec, dict):
@@ -305,7 +306,8 @@ class Gateway:
         except PoolConfigError as exc:
             raise ServeConfigError(str(exc)) from None
 
-    def _served_models(self) -> dict:
+    def served_models(self) -> dict:
+        """{name: PoolModel} of the models this gateway serves (config `models`, else every instruct model)."""
         names = self.config.models
         if names is None:
             chosen = [m for m in self.pool.models if m.instruct]

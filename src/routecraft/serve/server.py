@@ -52,9 +52,9 @@ def pool_endpoints(config: ServeConfig, base_dir: Optional[Path] = None,
     from routecraft.serve.gateway import Gateway
 
     gw = Gateway(config, base_dir=base_dir)
-    pool = gw._load_pool()
+    pool = gw.load_served_pool()
     gw.pool = pool
-    models = gw._served_models()
+    models = gw.served_models()
     local = [m for m in models.values() if m.local]
     out = Endpoints()
     started: list[LocalServer] = []

@@ -250,15 +250,17 @@ class Strategy(BaseModel):
         ``"auto"`` picks "prompt" when ``client.model.instruct`` is False, else "chat".
         """
         t0 = time.perf_counter()
-        one = await self._call(client, question, task, budget, choices=choices,
+        one = await self.call_once(client, question, task, budget, choices=choices,
                                temperature=self.temperature if temperature is None else temperature, seed=seed,
                                mode=resolve_mode(client, mode), **extra)
         one.latency_s = time.perf_counter() - t0
         return one
 
-    async def _call(self, client: Any, question: str, task: str, budget: int | None, *,
-                    choices: Sequence[str] | None, temperature: float, seed: int | None,
-                    mode: Literal["chat", "prompt"] = "chat", **extra: Any) -> StrategyRun:
+    async def call_once(self, client: Any, question: str, task: str, budget: int | None, *,
+                        choices: Sequence[str] | None, temperature: float, seed: int | None,
+                        mode: Literal["chat", "prompt"] = "chat", **extra: Any) -> StrategyRun:
+        """One model call of this strategy (``mode`` resolved), its answer extracted; ``run`` adds the timing and
+        self-consistency calls it k times."""
         cap = self.max_tokens(budget, task)
         if mode == "prompt" and extra.get("logprobs") is True:  # the completions API takes a count
             extra["logprobs"] = 1

@@ -326,8 +326,8 @@ class SelfConsistency(Strategy):
         resolved = "chat" if base.chat_only else resolve_mode(client, mode)
 
         def one(i: int):
-            return base._call(client, question, task, budget, choices=choices, temperature=temp,
-                              seed=None if seed is None else seed + i, mode=resolved, **extra)
+            return base.call_once(client, question, task, budget, choices=choices, temperature=temp,
+                                  seed=None if seed is None else seed + i, mode=resolved, **extra)
 
         if self.concurrent:
             samples = list(await asyncio.gather(*(one(i) for i in range(self.k))))

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "eval":
             router = load_r2_reasoner(args.artifact, args.config, sets, args.stage)
             try:
-                pipe = router._ensure()
+                pipe = router.ensure_running()
                 res = evaluate_pipeline(pipe, eval_rows(router.config, args.limit), out_jsonl=args.out)
             finally:
                 router.close()

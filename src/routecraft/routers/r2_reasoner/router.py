@@ -92,7 +92,7 @@ class R2Reasoner(MultiStepRouter):
         return Pipeline(cfg, ladder, executor, dec, alloc)
 
     def run_batch(self, questions: Sequence[str], golds: Optional[Sequence[Any]] = None) -> list[dict]:
-        return self._ensure().run(list(questions), golds)
+        return self.ensure_running().run(list(questions), golds)
 
     def run(self, question: str, gold: Any = None) -> dict:
         """The plan of one question, executed: subtasks with model, answer and cost; final answer; totals."""

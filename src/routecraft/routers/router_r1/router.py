@@ -78,7 +78,7 @@ class RouterR1(MultiStepRouter):
         return make_engine(cfg, model, tok, make_caller(cfg, pool, urls), cfg.protocol.eval_temperature)
 
     def run_batch(self, questions: Sequence[str]) -> list:
-        return self._ensure().run(list(questions))
+        return self.ensure_running().run(list(questions))
 
     def summary(self, result: Any) -> dict:
         return result.summary()

@@ -251,10 +251,19 @@ class Strategy(BaseModel):
         """
         t0 = time.perf_counter()
         one = await self.call_once(client, question, task, budget, choices=choices,
-                               temperature=self.temperature if temperature is None else temperature, seed=seed,
-                               mode=resolve_mode(client, mode), **extra)
+                                   temperature=self.temperature if temperature is None else temperature, seed=seed,
+                                   mode=self.call_mode(client, mode), **extra)
         one.latency_s = time.perf_counter() - t0
         return one
+
+    def call_mode(self, client: Any, mode: str) -> Literal["chat", "prompt"]:
+        """The call's mode for ``client`` (module-level ``resolve_mode``); a ``chat_only`` strategy is always a chat
+        request, and asking it for a completion prompt is an error."""
+        resolved = resolve_mode(client, mode)  # checks the name
+        if self.chat_only and mode == "prompt":
+            raise ValueError(f"strategy {self.name!r} is a chat request (as the gateway sends it): "
+                             "mode='prompt' does not apply")
+        return "chat" if self.chat_only else resolved
 
     async def call_once(self, client: Any, question: str, task: str, budget: int | None, *,
                         choices: Sequence[str] | None, temperature: float, seed: int | None,

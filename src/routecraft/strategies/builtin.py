@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Literal, Sequence
 from pydantic import Field, PrivateAttr, field_validator
 
 from routecraft.strategies.answers import answer_from_value, extract_answer, majority, task_kind, vote_key
-from routecraft.strategies.base import ANSWER_FORM, Extraction, Strategy, StrategyRun, resolve_mode
+from routecraft.strategies.base import ANSWER_FORM, Extraction, Strategy, StrategyRun
 from routecraft.strategies.registry import get_strategy, register_strategy
 from routecraft.strategies.sandbox import run_python
 
@@ -35,12 +35,6 @@ class PlainCall(Strategy):
     def instruction(self, task: str) -> str:
         task_kind(task)  # an unknown task is an error, as for every strategy
         return ""
-
-    async def run(self, client: Any, question: str, task: str = "gsm8k", budget: int | None = None, *,
-                  mode: Literal["auto", "chat", "prompt"] = "auto", **kw: Any) -> StrategyRun:
-        if mode == "prompt":
-            raise ValueError("the plain call is a chat request (as the gateway sends it): mode='prompt' does not apply")
-        return await super().run(client, question, task, budget, mode="chat", **kw)
 
 
 @register_strategy("direct")
@@ -320,10 +314,7 @@ class SelfConsistency(Strategy):
         t0 = time.perf_counter()
         temp = self.temperature if temperature is None else temperature
         base = self.base_strategy
-        if base.chat_only and mode == "prompt":
-            raise ValueError(f"self-consistency over {base.name!r}: a chat request (as the gateway sends it), "
-                             "mode='prompt' does not apply")
-        resolved = "chat" if base.chat_only else resolve_mode(client, mode)
+        resolved = base.call_mode(client, mode)
 
         def one(i: int):
             return base.call_once(client, question, task, budget, choices=choices, temperature=temp,

@@ -1,8 +1,12 @@
 """Pick the gateway's learned default router (``routers: {auto: builtin}``) by replay on held-out questions.
 
     python benchmarks/select_default_router.py --train data/routecraft-multitask \
-        --heldout data/routecraft-multitask-test [--routers mlp,mf,linear,knn,cascade,sequential] \
+        --heldout data/routecraft-multitask-gate [--routers kind,mf,sequential] [--models a,b] \
         [--encoder static] [--out runs/default-router] [--ship]
+
+**Models**: those a plain ``routecraft serve`` serves (``--models`` to choose): the local pool's instruct models —
+gemma3-270m, a base model, is served only when a config lists it, and the gateway falls back to the heuristic when a
+shipped router names a model it does not serve, so a router over it could never be the default.
 
 **Candidates**: every model × strategy collected (direct, the plain call ``default``, CoT, CoD, PAL). A strategy
 not planned for a task was never collected on it (PAL on a multiple-choice question, the plain call on a question
@@ -21,7 +25,7 @@ or multiple-choice question: answers that can be compared), elsewhere its up-fro
 the collected cell of the chosen candidate on that question (greedy cells: the call the pool would make; collected
 under the question's own task, while the gateway prompts for the detected one — ``detected_task`` in
 selection.json says how often they differ); a plan is replayed on the logged answers. Each learned router is fit on
-the training collection (features: ``--encoder``). The heuristic router is built from the local pool's models as
+the training collection (features: ``--encoder``). The heuristic router is built from the same models as
 ``routecraft serve`` builds it (its strategies ``default``, ``cot``, ``pal``; its plain ``default`` call is scored
 on the collected plain-call cell of an open question, elsewhere — not collected — on the model's ``direct`` cell),
 and once more over the collected strategies; a learned router's plain call where none was collected is dropped like
@@ -65,6 +69,7 @@ from routecraft.routers import make_router
 from routecraft.routers.base import ObservingRouter
 from routecraft.routers.heuristic import query_kind
 from routecraft.serve.config import ServeConfig
+from routecraft.serve.gateway import default_served_models
 from routecraft.strategies import COMPARABLE_KINDS, strategy_applies, task_kind
 
 STRATEGIES = ("direct", "default", "cot", "cod", "pal")
@@ -278,6 +283,16 @@ def reference(train: RoutingData, test: RoutingData, cands: list[Candidate], lam
     return {"best single": best, "oracle": oracle}
 
 
+def routed_models(arg: str | None, pool) -> list[str]:
+    """``--models`` (comma-separated pool names), else the models a plain ``routecraft serve`` serves from ``pool``."""
+    if not arg:
+        return [m.name for m in default_served_models(pool)]
+    names = [m.strip() for m in arg.split(",") if m.strip()]
+    if unknown := [n for n in names if n not in pool]:
+        raise SystemExit(f"--models: {', '.join(unknown)} not in pool {pool.name!r} ({', '.join(pool.names)})")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", required=True)
@@ -285,13 +300,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--routers", default="kind,mlp,mf,linear,knn,knn:k=10,knn:k=5,ensemble,rtr,cascade,sequential",
                     help="router specs as the bench takes them (knn:k=10); the one to ship is chosen by train CV")
     ap.add_argument("--encoder", default="static")
-    ap.add_argument("--models", default=None, help="pool models to route between (default: every local model)")
+    ap.add_argument("--models", default=None, help="pool models to route between (default: those a plain "
+                    "`routecraft serve` serves, the local pool's instruct models: the shipped router must be servable)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/default-router"))
     ap.add_argument("--ship", action="store_true")
     args = ap.parse_args(argv)
     pool = load_pool("local")
-    models = [m.strip() for m in args.models.split(",")] if args.models else [m.name for m in pool.models]
+    models = routed_models(args.models, pool)
     pool = pool.subset(models)
     train_all, cands, filled = prepared(load(args.train), models)
     dry = args.heldout is None
@@ -364,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             "as the gateway serves (task detected from the text, inapplicable strategies dropped, consultations "
             "only where answers compare)")
     selection = {"selected": bool(beats and not dry), "router": best, "rule": rule, "dry_run": dry,
-                 "candidates": [c.id for c in cands], "n_train": int(len(train.queries)),
+                 "models": models, "candidates": [c.id for c in cands], "n_train": int(len(train.queries)),
                  "n_heldout": int(len(test.queries)), "filled_inapplicable": {"train": filled, "heldout": filled_test},
                  "encoder": args.encoder, "mean_utility": mean_u, "cv_utility": cv, "artifact_bytes": sizes,
                  "heldout": results, "margin_vs_heuristics": margins, "reference": refs,

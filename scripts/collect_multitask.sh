@@ -22,10 +22,13 @@ FROM=${5:-0}
 export ROUTECRAFT_THREADS=${ROUTECRAFT_THREADS:-$(nproc)}
 # requests each backend runs at once (its llama.cpp slots; each slot keeps the full context). 4 measured on the 2-core
 # VM (docs/RESULTS.md §10.1): smollm2 and gemma3 ~2x the cells/min of 2 slots, qwen-0.5b 1.5x, qwen-1.5b the same;
-# 8 no better than 4
+# 8 no better than 4. Servers already up (`routecraft pool up`, 1 slot by default) are reused as they are: stop them
+# first (`routecraft pool down`) for the script to start its own with CONCURRENCY slots
 CONCURRENCY=${CONCURRENCY:-4}
 MODELS=smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b
-for ((k = FROM + CHUNK; k <= PER_TASK; k += CHUNK)); do
+k=$FROM
+while ((k < PER_TASK)); do
+  k=$((k + CHUNK < PER_TASK ? k + CHUNK : PER_TASK))  # the last chunk may be short: 22 5 ends at 22, not 20
   echo "=== questions $((FROM + 1))-$k per task ($(date -u +%FT%TZ))"
   until routecraft collect --data "llmrouter-$SPLIT:$PER_TASK" --offset $((FROM * 14)) --limit $(((k - FROM) * 14)) \
     --models "$MODELS" \

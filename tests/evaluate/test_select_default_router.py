@@ -169,3 +169,20 @@ def test_a_heldout_question_seen_in_training_is_refused(sel):
                        "task": ["gsm8k", "qa", "qa"]})
     assert sel.leaked(tr, te) == ["c", "b"]  # the same text (case and spaces aside), the same id
     assert sel.leaked(tr, te.iloc[[2]]) == []
+
+
+def test_routes_between_the_models_a_plain_gateway_serves(sel):
+    from routecraft.pool.config import load_pool
+    from routecraft.serve.config import config_from_dict
+    from routecraft.serve.gateway import Gateway
+
+    pool = load_pool("local")
+    got = sel.routed_models(None, pool)
+    # the gateway's own rule for `models: null`, on the same pool: a router over these can be the shipped default
+    gw = Gateway(config_from_dict({"pool": "local"}))
+    gw.pool = gw.load_served_pool()
+    served = gw.served_models()
+    assert got == list(served) and "gemma3-270m" in pool.names and "gemma3-270m" not in got
+    assert sel.routed_models("gemma3-270m, smollm2-135m", pool) == ["gemma3-270m", "smollm2-135m"]
+    with pytest.raises(SystemExit, match="--models: gpt-9 not in pool 'local'"):
+        sel.routed_models("smollm2-135m,gpt-9", pool)

@@ -55,7 +55,7 @@ def _models() -> list[PoolModel]:
 # ---- config ---------------------------------------------------------------------------------------------------
 def test_builtin_config_is_valid_and_documented_defaults():
     cfg, _ = load_config()
-    assert cfg.host == "127.0.0.1" and cfg.routers["auto"] == "heuristic"
+    assert cfg.host == "127.0.0.1" and cfg.routers["auto"] == "builtin"  # the shipped default where it was selected
     assert cfg.default_tradeoff in cfg.tradeoffs and cfg.is_loopback()
     assert cfg.keys == [] and cfg.ledger.endswith("usage.sqlite")
 

@@ -134,6 +134,12 @@ def _num(x: Any) -> Optional[float]:
     return None if math.isnan(f) else f
 
 
+def default_served_models(pool) -> list:
+    """The models a gateway serves when its config names none (``models: null``): the pool's instruct models, in
+    pool order. A base model (``instruct: false``) does not follow chat requests; it is served only when listed."""
+    return [m for m in pool.models if m.instruct]
+
+
 class Gateway:
     """The serving engine. ``endpoints`` maps served model names to base_urls (local models: their server's)."""
 
@@ -310,7 +316,7 @@ class Gateway:
         """{name: PoolModel} of the models this gateway serves (config `models`, else every instruct model)."""
         names = self.config.models
         if names is None:
-            chosen = [m for m in self.pool.models if m.instruct]
+            chosen = default_served_models(self.pool)
             if not chosen:
                 raise ServeConfigError(f"pool {self.pool.name!r} has no instruct model; list the models to serve in "
                                        f"'models'")

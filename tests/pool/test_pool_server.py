@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -50,7 +51,7 @@ def test_stale_entries_are_detected_and_pruned(state_file):
 
 
 @pytest.mark.slow
-def test_up_status_down_round_trip_across_processes(state_file, smollm_path):
+def test_up_status_down_round_trip_across_processes(state_file, smollm_path, caplog):
     pool = load_pool()
     # up in another process (the CLI), then use it from this one through the state file
     t0 = time.perf_counter()
@@ -75,8 +76,12 @@ def test_up_status_down_round_trip_across_processes(state_file, smollm_path):
     res = asyncio.run(go())
     assert res.output_tokens > 0 and res.cost_usd == pytest.approx(model.cost(res.input_tokens, res.output_tokens))
 
-    # a second `up` reuses the running server
-    assert S.up(pool, ["smollm2-135m"]) == {"smollm2-135m": url}
+    # a second `up` reuses the running server, as it is: asking for more slots than it has says so
+    with caplog.at_level(logging.WARNING, logger=S.log.name):
+        assert S.up(pool, ["smollm2-135m"]) == {"smollm2-135m": url}
+        assert not caplog.records
+        assert S.up(pool, ["smollm2-135m"], parallel=4) == {"smollm2-135m": url}
+    assert "with 1 slot(s), fewer than the 4 asked for" in caplog.text
     assert S.status()[0]["pid"] == pid
 
     st = _cli("status", "--json", env_state=state_file)

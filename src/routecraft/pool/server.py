@@ -344,6 +344,10 @@ def up(pool: Pool, names: Optional[Sequence[str]] = None, *, ctx: Optional[int] 
         srv = current.get(m.name)
         if srv is not None and srv.healthy():
             log.info("%s: already running at %s", m.name, srv.base_url)
+            if srv.parallel < parallel:  # reused as it is: requests beyond its slots queue in the server
+                log.warning("%s: reusing the running server at %s with %d slot(s), fewer than the %d asked for; "
+                            "`routecraft pool down --models %s` first to start it with %d", m.name, srv.base_url,
+                            srv.parallel, parallel, m.name, parallel)
             result[m.name] = srv.base_url
             continue
         if srv is not None:  # alive but unhealthy: replace it

@@ -3,13 +3,17 @@ collection, as it stands (compacted rows and checkpoint shards alike, so a colle
 plus the collection rate per model from the rows' timestamps and the hardware that produced them.
 
     python benchmarks/multitask_report.py data/routecraft-multitask [--out runs/multitask] [--common]
-        [--since 2026-12-01T16:43:00Z]
+        [--since 2026-12-01T16:43:00Z] [--per-task 30 [--snapshot /tmp/mt30]]
 
 ``--common``: per task, only the questions every (model, strategy) cell of that task has answered, so cells are
 compared on the same questions while the collection grows. ``--since``: the rate from the rows collected at or
-after that time only (a sitting run with other settings, say more llama.cpp slots). Writes ``OUT/cells.md`` (the
-table, tasks in rows), ``OUT/cells.json`` and ``OUT/accuracy.png`` (a heat map: tasks × (model, strategy), each
-cell's accuracy and n).
+after that time only (a sitting run with other settings, say more llama.cpp slots). ``--per-task N``: only the
+first N questions of each task (in ``queries.parquet`` order, the collection's own: the first N of a larger draw are
+the draw of N), so a report, or a bench on ``--snapshot DIR`` (``queries.parquet`` + ``outcomes.parquet`` of those
+questions, a collection folder the bench reads), can be rerun at an earlier size. Writes ``OUT/cells.md`` (the
+table, tasks in rows), ``OUT/cells.json``, ``OUT/accuracy.png`` (a heat map: tasks × (model, strategy), each cell's
+accuracy and n) and ``OUT/cost.png`` (per task, each cell's accuracy against its $/query: which cells are worth
+their price differs by task).
 """
 
 from __future__ import annotations
@@ -28,13 +32,26 @@ from routecraft.evaluate.cells import wilson
 STRATEGY_ORDER = {"direct": 0, "cot": 1, "cod": 2, "pal": 3, "sc": 4}
 
 
-def rows_of(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+def rows_of(folder: Path, per_task: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows with their task, queries); ``per_task``: only each task's first ``per_task`` questions."""
     store = CollectionStore(folder)
+    if not (folder / "queries.parquet").is_file():
+        raise SystemExit(f"{folder}: no queries.parquet (not a collection folder)")
     q = pd.read_parquet(folder / "queries.parquet")
+    if per_task is not None:
+        q = q[q.groupby("task", sort=False).cumcount() < per_task].reset_index(drop=True)
     o = store.rows()
+    o = o[o["query_id"].isin(q["query_id"])]
     if not len(o):
         raise SystemExit(f"{folder}: no collected rows yet")
     return o.merge(q[["query_id", "task"]], on="query_id", how="left"), q
+
+
+def write_snapshot(o: pd.DataFrame, q: pd.DataFrame, out: Path) -> None:
+    """A collection folder of these rows (``queries.parquet`` + ``outcomes.parquet``) that the bench reads."""
+    out.mkdir(parents=True, exist_ok=True)
+    q.to_parquet(out / "queries.parquet", index=False)
+    o.drop(columns=["task"]).to_parquet(out / "outcomes.parquet", index=False, compression="zstd")
 
 
 def task_cells(o: pd.DataFrame, common: bool = False) -> pd.DataFrame:
@@ -126,20 +143,62 @@ def plot(t: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_cost(t: pd.DataFrame, path: Path) -> None:
+    """Per task, each (model, strategy) cell's accuracy against its mean $/query (log scale): colour = model,
+    marker = strategy."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    tasks = sorted(t["task"].unique())
+    models = sorted(t["model"].unique())
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    markers = dict(zip(sorted(t["strategy"].unique(), key=lambda s: STRATEGY_ORDER.get(s, 9)), "osD^vP*X"))
+    cols = min(5, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.5 * rows + 0.8), squeeze=False, sharey=True)
+    for ax, task in zip(axes.flat, tasks):
+        g = t[t["task"] == task]
+        for r in g.itertuples(index=False):
+            ax.scatter(r.cost_usd, r.accuracy, color=colours[r.model], marker=markers[r.strategy], s=26)
+        ax.set_xscale("log")
+        ax.set_ylim(-0.03, 1.03)
+        ax.set_title(task, fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in axes.flat[len(tasks):]:
+        ax.axis("off")
+    handles = ([plt.Line2D([], [], color=colours[m], marker="o", ls="", label=m) for m in models]
+               + [plt.Line2D([], [], color="grey", marker=mk, ls="", label=s) for s, mk in markers.items()])
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9), fontsize=7, frameon=False)
+    fig.suptitle("accuracy against mean $/query (log) per task × (model, strategy)", fontsize=9)
+    fig.supxlabel("$/query", fontsize=8, y=0.06)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path)
     ap.add_argument("--out", type=Path, default=Path("runs/multitask"))
     ap.add_argument("--common", action="store_true")
     ap.add_argument("--since", default=None, help="rate from the rows collected at or after this time (ISO 8601)")
+    ap.add_argument("--per-task", type=int, default=None, help="only the first N questions of each task")
+    ap.add_argument("--snapshot", type=Path, default=None,
+                    help="also write the rows read (after --per-task) as a collection folder the bench reads")
     args = ap.parse_args(argv)
+    if args.per_task is not None and args.per_task < 1:
+        raise SystemExit(f"--per-task: {args.per_task} is not a positive number of questions")
     if args.since is not None:
         try:
             if pd.isna(pd.Timestamp(args.since)):  # "", "nat": no time at all
                 raise ValueError(args.since)
         except ValueError:
             raise SystemExit(f"--since: {args.since!r} is not an ISO 8601 time") from None
-    o, q = rows_of(args.folder)
+    o, q = rows_of(args.folder, args.per_task)
+    if args.snapshot is not None:
+        write_snapshot(o, q, args.snapshot)
     t = task_cells(o, args.common)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cells.md").write_text(markdown(t))
@@ -148,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
                                                      "queries_in_plan": int(len(q)), "rate": r,
                                                      "cells": t.to_dict("records")}, indent=1, default=float))
     plot(t, args.out / "accuracy.png")
+    plot_cost(t, args.out / "cost.png")
     print(f"{len(o)} rows over {o['query_id'].nunique()} of {len(q)} queries", file=sys.stderr)
     for x in r:
         print(f"  {x['model']}: {x['cells']} cells in {x['minutes']:.1f} min = "

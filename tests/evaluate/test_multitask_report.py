@@ -33,3 +33,29 @@ def test_rate_leaves_out_pauses_and_can_start_at_a_time(rep):
 def test_since_that_is_no_time_is_an_error_naming_the_flag(rep, tmp_path, since):
     with pytest.raises(SystemExit, match="--since: .* is not an ISO 8601 time"):
         rep.main([str(tmp_path), "--since", since])
+
+
+def test_per_task_snapshot_of_the_real_collection_reads_back_as_a_collection(rep, tmp_path):
+    from pathlib import Path
+
+    from routecraft.data.collect.store import CollectionStore
+    from routecraft.data.schema import RoutingData
+
+    folder = Path(__file__).resolve().parents[2] / "data" / "routecraft-multitask"
+    q_all = pd.read_parquet(folder / "queries.parquet")
+    snap, out = tmp_path / "snap", tmp_path / "report"
+    assert rep.main([str(folder), "--per-task", "2", "--snapshot", str(snap), "--out", str(out)]) == 0
+    store = CollectionStore(snap)
+    q, o = store.queries(), store.rows()
+    assert q["task"].value_counts().eq(2).all() and q["task"].nunique() == q_all["task"].nunique()
+    # each task's first two questions of the collection's own order, and every row of theirs, nothing else
+    assert list(q["query_id"]) == list(q_all[q_all.groupby("task", sort=False).cumcount() < 2]["query_id"])
+    assert set(o["query_id"]) == set(q["query_id"]) and "task" not in o.columns
+    every = CollectionStore(folder).rows()
+    assert len(o) == int(every["query_id"].isin(q["query_id"]).sum())
+    RoutingData.from_frames(q, o)  # validates as the bench loads it
+    assert (out / "cost.png").stat().st_size > 10_000 and (out / "accuracy.png").is_file()
+    with pytest.raises(SystemExit, match="--per-task: 0 is not a positive number"):
+        rep.main([str(folder), "--per-task", "0", "--out", str(out)])
+    with pytest.raises(SystemExit, match="no queries.parquet"):
+        rep.main([str(tmp_path / "nowhere"), "--out", str(out)])

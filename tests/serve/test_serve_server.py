@@ -110,7 +110,8 @@ def _children(pid: int) -> set[int]:
 
 @pytest.fixture(scope="module")
 def workers_gw(tmp_path_factory):
-    stub, thread, loop = _load_stub().start_stub()
+    mod = _load_stub()
+    stub, thread, loop = mod.start_stub()
     d = tmp_path_factory.mktemp("workers")
     common = {"endpoint": stub.base_url, "price_in_per_m": 0.03, "price_out_per_m": 0.25, "description": "stub",
               "context": 2048}
@@ -120,7 +121,8 @@ def workers_gw(tmp_path_factory):
                                                 **common}]},
            "limits": {"shutdown_grace_s": 30}}
     proc, info = launch_gateway(d, cfg, timeout_s=120)
-    yield {"proc": proc, "info": info, "root": f"http://127.0.0.1:{info['port']}", "ledger": d / "usage.sqlite"}
+    yield {"proc": proc, "info": info, "root": f"http://127.0.0.1:{info['port']}", "ledger": d / "usage.sqlite",
+           "calls": mod.CALLS}  # chat requests the stub has received, per backend model id
     stop_gateway(proc, grace_s=60)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(5)
@@ -202,10 +204,14 @@ def test_sigterm_drains_every_worker(workers_gw):
         except Exception as exc:  # noqa: BLE001
             out[i] = repr(exc)
 
+    before = gw["calls"].get("slow-1500", 0)
     threads = [threading.Thread(target=slow, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    time.sleep(0.6)  # all four are waiting on the 1.5 s backend
+    deadline = time.monotonic() + 30  # until all four wait on the 1.5 s backend (not a fixed sleep: a loaded
+    while gw["calls"].get("slow-1500", 0) < before + 4 and time.monotonic() < deadline:  # machine is slower)
+        time.sleep(0.02)
+    assert gw["calls"].get("slow-1500", 0) == before + 4, gw["calls"]
     gw["proc"].send_signal(signal.SIGTERM)
     for t in threads:
         t.join(60)

@@ -102,6 +102,18 @@ def prepared(rd: RoutingData, models: list[str], cands: list[Candidate] | None =
     return sub, cands, filled
 
 
+def heldout_prepared(rd: RoutingData, models: list[str], cands: list[Candidate], where: str
+                     ) -> tuple[RoutingData, int]:
+    """``prepared`` for the held-out collection, refusing one where a question lacks a cell of the candidates: a
+    gate is replayed complete or not at all (a question silently left out would change what the gate is)."""
+    sub, _, filled = prepared(rd, models, cands)
+    if missing := sorted(set(rd.queries["query_id"]) - set(sub.queries["query_id"])):
+        raise SystemExit(f"{where}: {len(missing)} of {len(rd.queries)} held-out questions lack a collected cell of "
+                         f"the candidates (models {', '.join(models)}), e.g. {', '.join(missing[:3])}: finish "
+                         "collecting it first")
+    return sub, filled
+
+
 def leaked(train: pd.DataFrame, test: pd.DataFrame) -> list[str]:
     """The held-out questions that are also training questions — the same ``query_id`` or the same text once case
     and whitespace are normalised (published query files repeat questions across splits): a held-out gate that
@@ -320,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         filled_test = 0
     else:
         train = train_all
-        test, _, filled_test = prepared(load(args.heldout), models, cands)
+        test, filled_test = heldout_prepared(load(args.heldout), models, cands, args.heldout)
         if bad := leaked(train.queries, test.queries):
             raise SystemExit(f"{args.heldout}: {len(bad)} held-out question(s) are also in {args.train} (same id or "
                              f"text), e.g. {', '.join(bad[:3])}: a gate must not contain training questions")

@@ -103,6 +103,22 @@ def test_replay_scores_the_collected_cell_and_fills_never_help(sel):
     assert mine["substituted"] == 0.0
 
 
+def test_a_heldout_collection_missing_cells_is_refused(sel):
+    rd = _collection()
+    _, cands, _ = sel.prepared(rd, ["small", "big"])
+    sub, filled = sel.heldout_prepared(rd, ["small", "big"], cands, "gate")
+    assert len(sub.queries) == len(rd.queries) == 12 and filled == 12
+    # one question's cell of one candidate is not collected yet (a gate still being collected)
+    q0 = rd.queries["query_id"].iloc[0]
+    drop = (rd.outcomes["query_id"] == q0) & (rd.outcomes["model"] == "big") & (rd.outcomes["strategy"] == "cot")
+    part = RoutingData.from_frames(rd.queries, rd.outcomes[~drop])
+    with pytest.raises(SystemExit, match=rf"gate: 1 of 12 held-out questions lack a collected cell .*{q0}"):
+        sel.heldout_prepared(part, ["small", "big"], cands, "gate")
+    # a model outside the routed ones is not needed (the gate's gemma3 cells, say)
+    only_small = [c for c in cands if c.model == "small"]
+    assert len(sel.heldout_prepared(part, ["small"], only_small, "gate")[0].queries) == 12
+
+
 def test_an_uncollected_plain_call_is_proxied_for_the_heuristic_only(sel):
     """The plain call was collected on the arithmetic questions only: on the multiple-choice ones a learned
     router's pick of it is dropped for its next collected choice (as PAL there), the heuristic's is scored on the

@@ -37,7 +37,7 @@ def rows_of(folder: Path, per_task: int | None = None) -> tuple[pd.DataFrame, pd
     store = CollectionStore(folder)
     if not (folder / "queries.parquet").is_file():
         raise SystemExit(f"{folder}: no queries.parquet (not a collection folder)")
-    q = pd.read_parquet(folder / "queries.parquet")
+    q = store.queries()
     if per_task is not None:
         q = q[q.groupby("task", sort=False).cumcount() < per_task].reset_index(drop=True)
     o = store.rows()

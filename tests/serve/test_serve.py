@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import socket
 
@@ -483,7 +484,7 @@ def test_serve_command_reports_config_errors_without_traceback(tmp_path):
     assert r.exit_code == 2 and "router 'auto'" in r.output and "cannot load" in r.output
 
 
-def test_builtin_is_the_shipped_learned_router_only_where_it_was_selected(tmp_path):
+def test_builtin_is_the_shipped_learned_router_only_where_it_was_selected(tmp_path, caplog):
     """``routers.auto`` defaults to ``builtin``: the learned router shipped with routecraft when its selection file
     says it beat the heuristic on held-out questions and its models are served, else the heuristic — and
     ``routecraft/heuristic`` is offered either way."""
@@ -509,7 +510,10 @@ def test_builtin_is_the_shipped_learned_router_only_where_it_was_selected(tmp_pa
 
     assert kinds()["auto"] == "heuristic"  # no selection file: not selected
     (shipped / "selection.json").write_text(json.dumps({"selected": False, "rule": "lost on held-out"}))
-    assert kinds()["auto"] == "heuristic"
+    with caplog.at_level(logging.WARNING, logger="routecraft.serve"):
+        assert kinds()["auto"] == "heuristic"
+    # the start-up log at the default level says what routecraft/auto is and why
+    assert "router auto: the heuristic" in caplog.text and "lost on held-out" in caplog.text
     (shipped / "selection.json").write_text(json.dumps({"selected": True, "rule": "beat the heuristic"}))
     got = kinds()
     assert got["auto"] == "fixed" and got["heuristic"] == "heuristic"

@@ -432,7 +432,8 @@ class Gateway:
                 missing = sorted(models - set(self.models))
                 if missing:
                     path, why = None, f"its models {', '.join(missing)} are not all served here"
-        log.info("router %s: %s (%s)", name, "the shipped learned router" if path else "the heuristic", why)
+        # at warning level, as the other start-up lines: the default log level shows what routecraft/auto is, and why
+        log.warning("router %s: %s (%s)", name, "the shipped learned router" if path else "the heuristic", why)
         return str(path) if path is not None else HEURISTIC
 
     #: a router whose decision (encode + decide) measured at most this at start-up decides on the event loop: a

@@ -6,13 +6,17 @@ everything (what "auto" gives here). The attacks found on the gateway are in tes
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 
 import pytest
 
-from routecraft.strategies.sandbox import STARTUP_GRACE_S, namespaces_available, run_python
+from routecraft.strategies.sandbox import STARTUP_GRACE_S, namespaces_available, run_python, unshare_lost_sigkill
 
 NS_OK, NS_WHY = namespaces_available()
 # Skipping would hide a broken strict sandbox: test_strict_isolation_is_available_here fails instead, unless a machine
@@ -123,6 +127,39 @@ def test_busy_loop_is_killed_within_the_limit(isolation, hook, sc):
     elapsed = time.perf_counter() - t0
     assert r.timed_out and not r.ok and r.value is None
     assert elapsed < 1 + STARTUP_GRACE_S + 1.0, elapsed
+
+
+@needs_ns
+@pytest.mark.skipif(os.geteuid() != 0, reason="RLIMIT_NPROC=0 refuses threads unless the host uid is root (CI is)")
+def test_cpu_limit_kill_of_a_multithreaded_burner_is_a_time_out():
+    # Two threads hashing (hashlib releases the GIL) burn CPU faster than the wall clock on a multi-core machine, so
+    # the RLIMIT_CPU hard limit's SIGKILL stops the program (PID 1 of its namespace) before the wall-clock deadline.
+    # util-linux 2.38's `unshare --fork` then exits with status 1 ("sigprocmask unblock failed") instead of dying of
+    # the signal; that must still read as a time-out, not as a program that exited (CI once saw the single-threaded
+    # busy loop misread so, when the CPU limit won its race with the wall clock). Threads are refused by the audit
+    # hook and seccomp, so this runs with the namespaces alone.
+    code = ("import threading, hashlib\nbuf = b'x' * (16 * 1024 * 1024)\n"
+            "def burn():\n    while True:\n        hashlib.sha256(buf).digest()\n"
+            "def solution():\n    threading.Thread(target=burn, daemon=True).start()\n    burn()\n")
+    r = run_python(code, timeout_s=3, isolation="strict", audit_hook=False, seccomp=False)
+    assert r.timed_out and not r.ok and r.value is None, r
+    assert r.error == "time limit exceeded (3 s)", r.error
+
+
+@needs_ns
+def test_unshare_losing_the_childs_sigkill_is_recognised():
+    # The installed unshare, run the way the sandbox runs it: its child dies of SIGKILL (RLIMIT_CPU soft = hard = 1 s;
+    # PID 1 of a namespace cannot ignore the kernel's SIGKILL). unshare either dies of the signal too (newer
+    # util-linux) or exits 1 with the message the sandbox must recognise (2.36-2.38).
+    child = "import resource\nresource.setrlimit(resource.RLIMIT_CPU, (1, 1))\nwhile True:\n    pass\n"
+    p = subprocess.run([shutil.which("unshare"), "--user", "--map-root-user", "--pid", "--fork", "--kill-child", "--",
+                        sys.executable, "-I", "-c", child], capture_output=True, text=True, timeout=30)
+    assert p.returncode == -signal.SIGKILL or (p.returncode == 1 and unshare_lost_sigkill(p.stderr)), (p.returncode,
+                                                                                                      p.stderr)
+    # and an ordinary failure of unshare or the program is not taken for a kill
+    assert not unshare_lost_sigkill("unshare: unshare failed: Operation not permitted\n")
+    assert not unshare_lost_sigkill("Traceback ...\nValueError: sigprocmask unblock failed: Invalid argument\n")
+    assert not unshare_lost_sigkill("")
 
 
 def test_sleep_is_killed_by_the_wall_clock():

@@ -51,6 +51,8 @@ Both modes:
 * **Time**: the parent kills the whole process group after ``timeout_s`` (+ a start-up grace of
   ``STARTUP_GRACE_S``); RLIMIT_CPU (soft = ceil(timeout_s), hard = +1 s) is a second stop for busy loops (in strict
   mode the program is PID 1 of its namespace, which ignores SIGXCPU, so the hard limit's SIGKILL is that stop).
+  Either stop reads as a time-out: a CPU-limit kill is recognised by the CPU seconds the child used (the kernel's
+  rusage), also where util-linux 2.36-2.38 ``unshare`` reports its child's SIGKILL as exit status 1.
 * **Memory**: RLIMIT_AS = ``memory_mb`` (address space; large allocations raise MemoryError).
 * **Files**: RLIMIT_FSIZE (``max_file_mb``) bounds any file the program writes; RLIMIT_NOFILE = 64; RLIMIT_CORE = 0.
 * **Environment**: scrubbed (PATH, LANG, HOME=TMPDIR=work dir, single-threaded BLAS): nothing of the parent's
@@ -959,15 +961,20 @@ def _execute(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file
         with open(out_path, "wb") as out, open(err_path, "wb") as err:
             proc = subprocess.Popen(argv, cwd=workdir, env=_clean_env(workdir), stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=err, start_new_session=True, close_fds=True)
-            if not _wait(proc, timeout_s + STARTUP_GRACE_S):
+            exited, cpu_used = _wait(proc, timeout_s + STARTUP_GRACE_S)
+            if not exited:
                 timed_out = True
                 _kill_group(proc)
                 proc.wait()
         rc = proc.returncode
         duration = time.perf_counter() - t0
-        # a CPU-limit kill is a time-out too
+        lost_sigkill = mode == "strict" and rc == 1 and unshare_lost_sigkill(_read_tail(err_path, 1000))
+        if lost_sigkill:
+            rc = -signal.SIGKILL
+        # a CPU-limit kill is a time-out too: judged by the CPU seconds the child used where the kernel reported
+        # them (a program burning several cores reaches the limit before the wall clock does), else by wall time
         if (rc is not None and rc < 0 and -rc in (signal.SIGXCPU, signal.SIGKILL) and not timed_out
-                and duration >= min(cpu, timeout_s) * 0.8):
+                and (cpu_used >= cpu * 0.9 if cpu_used is not None else duration >= min(cpu, timeout_s) * 0.8)):
             timed_out = True
         res_path = os.path.join(workdir, f"result-{token}.json")
         stdout_tail = _read_tail(out_path, MAX_STDOUT_CHARS)
@@ -982,7 +989,7 @@ def _execute(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file
             except (ValueError, KeyError, OSError) as e:
                 return SandboxResult(ok=False, stdout=stdout_tail, error=f"unreadable sandbox result: {e}",
                                      timed_out=timed_out, returncode=rc, duration_s=duration, isolation=mode)
-        stderr_tail = _read_tail(err_path, 1000).strip()
+        stderr_tail = "" if lost_sigkill else _read_tail(err_path, 1000).strip()
         if timed_out:
             error = f"time limit exceeded ({timeout_s:g} s)"
         elif rc == SETUP_FAILED_RC and "set-up failed" in stderr_tail:
@@ -1000,30 +1007,56 @@ def _execute(code: str, mode: str, *, timeout_s: float, memory_mb: int, max_file
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _wait(proc: subprocess.Popen, timeout: float) -> bool:
-    """Wait for the child to exit; False on time-out. With a pidfd the wake-up is immediate; Popen.wait(timeout)
+def unshare_lost_sigkill(stderr: str) -> bool:
+    """True when ``stderr`` ends with the message util-linux ``unshare --fork`` (2.36-2.38) prints when the child it
+    waits for was killed by SIGKILL: it tries to re-raise the child's signal on itself, ``signal(SIGKILL, SIG_DFL)``
+    fails with EINVAL, and it exits with status 1 instead of dying of the signal. In strict mode the program is
+    that child (PID 1 of its namespace), and the RLIMIT_CPU hard limit's SIGKILL is how a busy loop is stopped, so
+    without this a CPU-limit kill read as "exited with status 1". Newer util-linux skips the re-raise for SIGKILL
+    and dies of it, which the caller sees as a negative return code."""
+    lines = stderr.strip().splitlines()
+    return bool(lines) and lines[-1].startswith("unshare: ") and lines[-1].endswith(
+        ("sigprocmask unblock failed: Invalid argument", "signal handler reset failed: Invalid argument"))
+
+
+def _wait(proc: subprocess.Popen, timeout: float) -> tuple[bool, float | None]:
+    """Wait for the child to exit: (False, None) on time-out, else (True, CPU seconds the child and the descendants
+    it waited for used, or None where not measured). With a pidfd the wake-up is immediate; Popen.wait(timeout)
     polls with sleeps of up to 50 ms, which was most of a trivial program's run time."""
     try:
         fd = os.pidfd_open(proc.pid)
     except (AttributeError, OSError):
         fd = None
-    if fd is not None:
+    if fd is None:
         try:
-            import select
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            deadline = time.monotonic() + timeout
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0 or poller.poll(max(1, math.ceil(left * 1000))):
-                    break
-        finally:
-            os.close(fd)
+            proc.wait(timeout=timeout)
+            return True, None
+        except subprocess.TimeoutExpired:
+            return False, None
     try:
-        proc.wait(timeout=0 if fd is not None else timeout)
-        return True
+        import select
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or poller.poll(max(1, math.ceil(left * 1000))):
+                break
+    finally:
+        os.close(fd)
+    if proc.returncode is None:
+        try:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:  # reaped elsewhere
+            pid = 0
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return True, usage.ru_utime + usage.ru_stime
+    try:
+        proc.wait(timeout=0)
+        return True, None
     except subprocess.TimeoutExpired:
-        return False
+        return False, None
 
 
 def _kill_group(proc: subprocess.Popen) -> None:

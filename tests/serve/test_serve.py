@@ -509,11 +509,20 @@ def test_builtin_is_the_shipped_learned_router_only_where_it_was_selected(tmp_pa
         return _run(gw, lambda c: asyncio.sleep(0, {n: e.kind for n, e in gw.routers.items()}))
 
     assert kinds()["auto"] == "heuristic"  # no selection file: not selected
-    (shipped / "selection.json").write_text(json.dumps({"selected": False, "rule": "lost on held-out"}))
+    rule = "among the learned routers ... " * 20  # a paragraph, as the selection benchmark writes it
+    (shipped / "selection.json").write_text(json.dumps({
+        "selected": False, "router": "kind", "rule": rule, "margin_vs_heuristics": {
+            "heuristic": {"quality": {"diff": 0.05}, "cheap": {"diff": 0.16}},
+            "heuristic (collected strategies)": {"quality": {"diff": 0.05}, "cheap": {"diff": -0.029}}}}))
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="routecraft.serve"):
         assert kinds()["auto"] == "heuristic"
-    # the start-up log at the default level says what routecraft/auto is and why
-    assert "router auto: the heuristic" in caplog.text and "lost on held-out" in caplog.text
+    # the start-up log at the default level says what routecraft/auto is and why, in one line: where the router
+    # lost, and the file that holds the rule (not the rule's paragraph)
+    line = next(r.getMessage() for r in caplog.records if "router auto:" in r.getMessage())
+    assert line.startswith("router auto: the heuristic"), line
+    assert "kind" in line and "heuristic (collected strategies) at cheap (-0.029 utility)" in line, line
+    assert "at quality" not in line and rule not in line and str(shipped / "selection.json") in line, line
     (shipped / "selection.json").write_text(json.dumps({"selected": True, "rule": "beat the heuristic"}))
     got = kinds()
     assert got["auto"] == "fixed" and got["heuristic"] == "heuristic"

@@ -260,9 +260,32 @@ def builtin_router(root: Optional[Path] = None) -> tuple[Optional[Path], str]:
     except (OSError, ValueError) as exc:
         return None, f"{sel}: unreadable ({exc})"
     if not isinstance(info, dict) or info.get("selected") is not True:
-        why = info.get("rule") if isinstance(info, dict) else None
-        return None, f"the shipped learned router was not selected over the heuristic ({why or 'no rule'})"
+        return None, not_selected_why(info, sel)
     return d, str(info.get("rule") or "selected")
+
+
+def not_selected_why(info: object, sel: Path) -> str:
+    """One line for the start-up log on why a shipped ``selection.json`` did not select its router: where the router
+    trailed a heuristic (from ``margin_vs_heuristics``), or that it was a dry run; the file is named for the rule and
+    the numbers (the rule is a paragraph, too long for a log line)."""
+    if not isinstance(info, dict):
+        return f"{sel}: not a JSON object, so no router is selected"
+    router = info.get("router")
+    what = "the shipped learned router" + (f" ({router})" if isinstance(router, str) and router else "")
+    lost = []
+    margins = info.get("margin_vs_heuristics")
+    for ref, by in (margins.items() if isinstance(margins, dict) else ()):
+        for trade_off, m in (by.items() if isinstance(by, dict) else ()):
+            diff = m.get("diff") if isinstance(m, dict) else None
+            if isinstance(diff, (int, float)) and not isinstance(diff, bool) and diff <= 0:
+                lost.append(f"{ref} at {trade_off} ({diff:+.3f} utility)")
+    if lost:
+        detail = "it trails " + ", ".join(lost) + " on held-out questions"
+    elif info.get("dry_run") is True:
+        detail = "it was a dry run"
+    else:
+        detail = "selected is not true"
+    return f"{what} was not selected over the heuristic: {detail}; the rule and the numbers are in {sel}"
 
 
 def hash_key(secret: str) -> str:
